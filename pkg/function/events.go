@@ -1,0 +1,132 @@
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"mime"
+	"net/http"
+	"sync"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+	"github.com/google/uuid"
+
+	"github.com/berth-dev/berth/pkg/problem"
+)
+
+// EventHandler handles one CloudEvent. It returns the event to reply with (nil for
+// none), or an error, which is answered with its problem status. Knative retries
+// 5xx, 404, 408, 409 and 429 and dead-letters other 4xx; a handler that wants its
+// permanent failure to travel on as an event returns a reply, not an error.
+type EventHandler func(ctx context.Context, e event.Event) (*event.Event, error)
+
+// ErrBadEvent is a request that is not a valid CloudEvent.
+var ErrBadEvent = problem.New(problem.ErrInvalid, "not a valid CloudEvent")
+
+// ErrSink is a reply that K_SINK did not accept.
+var ErrSink = problem.New(problem.ErrUnavailable, "the sink did not accept the reply")
+
+// receiver serves CloudEvents in binary and structured content modes, through the
+// SDK's HTTP binding, and answers with the reply in the mode the request used.
+type receiver struct {
+	cfg    Config
+	name   string
+	handle EventHandler
+
+	once   sync.Once
+	sink   cloudevents.Client
+	sinkEr error
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx := r.Context()
+	e, err := cehttp.NewEventFromHTTPRequest(r)
+	if err == nil {
+		err = e.Validate()
+	}
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			problem.Write(w, fmt.Errorf("%w: body over %d bytes", problem.ErrTooLarge, tooLarge.Limit))
+			return
+		}
+		problem.Write(w, fmt.Errorf("%w: %v", ErrBadEvent, err))
+		return
+	}
+	log := Logger(ctx).With("ce.id", e.ID(), "ce.type", e.Type(), "ce.source", e.Source())
+	ctx = WithLogger(ctx, log)
+
+	reply, err := rc.handle(ctx, *e)
+	if err != nil {
+		status := problem.Write(w, err)
+		log.Warn("event not handled", "status", status, "error", err.Error())
+		return
+	}
+	if reply == nil {
+		w.WriteHeader(http.StatusAccepted)
+		return
+	}
+	rc.complete(reply)
+	if err := reply.Validate(); err != nil {
+		log.Error("handler built an invalid reply", "error", err.Error())
+		problem.Write(w, fmt.Errorf("invalid reply: %w", err))
+		return
+	}
+	if rc.cfg.Sink.Set() {
+		if err := rc.send(ctx, *reply); err != nil {
+			// The handler's work is idempotent: a redelivery will send the reply again.
+			log.Warn("reply not delivered to sink", "error", err.Error())
+			problem.Write(w, fmt.Errorf("%w: %v", ErrSink, err))
+			return
+		}
+	}
+	log.Info("replied", "reply.type", reply.Type(), "reply.id", reply.ID())
+	if structured(r) {
+		ctx = binding.WithForceStructured(ctx)
+	}
+	if err := cehttp.WriteResponseWriter(ctx, binding.ToMessage(reply), http.StatusOK, w); err != nil {
+		log.Warn("writing reply", "error", err.Error())
+	}
+}
+
+// complete fills what a handler may leave out of its reply, and applies the
+// configured extension overrides.
+func (rc *receiver) complete(e *event.Event) {
+	if e.SpecVersion() == "" {
+		e.SetSpecVersion(event.CloudEventsVersionV1)
+	}
+	if e.ID() == "" {
+		e.SetID(uuid.NewString())
+	}
+	if e.Source() == "" {
+		e.SetSource("/berth/" + rc.name)
+	}
+	if e.Time().IsZero() {
+		e.SetTime(time.Now())
+	}
+	for k, v := range rc.cfg.CEOverrides {
+		e.SetExtension(k, v)
+	}
+}
+
+func (rc *receiver) send(ctx context.Context, e event.Event) error {
+	rc.once.Do(func() {
+		rc.sink, rc.sinkEr = cloudevents.NewClientHTTP(cloudevents.WithTarget(rc.cfg.Sink.String()))
+	})
+	if rc.sinkEr != nil {
+		return rc.sinkEr
+	}
+	if res := rc.sink.Send(ctx, e); !cloudevents.IsACK(res) {
+		return res
+	}
+	return nil
+}
+
+func structured(r *http.Request) bool {
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	return mt == cloudevents.ApplicationCloudEventsJSON
+}

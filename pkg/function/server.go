@@ -1,0 +1,194 @@
+// Package function is the runtime every berth function shares: an HTTP server on
+// Knative's $PORT with timeouts, health routes and a graceful drain, a CloudEvents
+// receiver in the same mux, JSON logs with per-request ids, bounded request bodies,
+// and problem-shaped error answers.
+package function
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strconv"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/berth-dev/berth/pkg/problem"
+)
+
+// Function is what a berth function serves.
+type Function struct {
+	// Name names the function in logs, event sources and user agents.
+	Name string
+	// API serves the function's HTTP routes. May be nil.
+	API http.Handler
+	// Events handles CloudEvents posted to "/". May be nil.
+	Events EventHandler
+}
+
+// Server serves one Function.
+type Server struct {
+	cfg      Config
+	fn       Function
+	log      *slog.Logger
+	handler  http.Handler
+	draining atomic.Bool
+}
+
+// NewServer returns a server for fn. Nothing is started and nothing touches the
+// network: a cold start does no work a request does not need.
+func NewServer(cfg Config, fn Function, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, fn: fn, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
+	mux.HandleFunc("GET /readyz", s.ready)
+	if fn.Events != nil {
+		mux.Handle("POST /{$}", &receiver{cfg: cfg, name: fn.Name, handle: fn.Events})
+	}
+	if fn.API != nil {
+		mux.Handle("/", fn.API)
+	} else {
+		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+			problem.Write(w, fmt.Errorf("%w: no route %s %s", problem.ErrNotFound, r.Method, r.URL.Path))
+		})
+	}
+	s.handler = s.middleware(mux)
+	return s
+}
+
+// Handler returns the server's whole HTTP handler, middleware included.
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
+	if s.draining.Load() {
+		w.WriteHeader(http.StatusServiceUnavailable)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// statusWriter records the status a handler wrote, for the access log.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *statusWriter) Write(b []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	return w.ResponseWriter.Write(b)
+}
+
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// middleware gives every request an id and a logger, bounds its body, turns a panic
+// into a 500 problem, and logs one line when it ends. It logs paths, never query
+// strings or bodies.
+func (s *Server) middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/healthz" || r.URL.Path == "/readyz" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		start := time.Now()
+		id := sanitizeID(r.Header.Get("X-Request-Id"))
+		if id == "" {
+			id = newID()
+		}
+		w.Header().Set("X-Request-Id", id)
+		log := s.log.With("request.id", id)
+		r = r.WithContext(WithLogger(r.Context(), log))
+		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes)
+		sw := &statusWriter{ResponseWriter: w}
+		defer func() {
+			if v := recover(); v != nil {
+				if v == http.ErrAbortHandler {
+					panic(v)
+				}
+				log.Error("handler panicked", "panic", fmt.Sprint(v))
+				if sw.status == 0 {
+					problem.Write(sw, errors.New("panic"))
+				}
+			}
+			log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
+				"duration_ms", float64(time.Since(start).Microseconds())/1000)
+		}()
+		next.ServeHTTP(sw, r)
+	})
+}
+
+// Serve serves on ln until ctx is done, then stops taking requests and lets
+// in-flight ones finish for up to DrainTimeout. It returns nil after a clean drain.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{
+		Handler:           s.handler,
+		ReadHeaderTimeout: s.cfg.ReadHeaderTimeout,
+		ReadTimeout:       s.cfg.ReadTimeout,
+		WriteTimeout:      s.cfg.WriteTimeout,
+		IdleTimeout:       s.cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+		BaseContext:       func(net.Listener) context.Context { return context.WithoutCancel(ctx) },
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	s.log.Info("serving", "address", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	s.draining.Store(true)
+	s.log.Info("draining", "timeout", s.cfg.DrainTimeout.String())
+	dctx, cancel := context.WithTimeout(context.Background(), s.cfg.DrainTimeout)
+	defer cancel()
+	if err := srv.Shutdown(dctx); err != nil {
+		return fmt.Errorf("drain: %w", err)
+	}
+	s.log.Info("drained")
+	return nil
+}
+
+// Main is what a function's main calls: it loads spec from the environment, builds
+// the function, and serves it on $PORT until SIGTERM or SIGINT. It exits the process,
+// non-zero on any error.
+func Main(name string, spec Spec, build func(context.Context, *slog.Logger) (Function, error)) {
+	if err := run(name, spec, build); err != nil {
+		fmt.Fprintf(os.Stderr, "%s: %v\n", name, err)
+		os.Exit(1)
+	}
+}
+
+func run(name string, spec Spec, build func(context.Context, *slog.Logger) (Function, error)) error {
+	if err := Load(spec); err != nil {
+		return err
+	}
+	cfg := spec.Runtime()
+	log := NewLogger(os.Stdout, cfg.LogLevel, name)
+	slog.SetDefault(log)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	fn, err := build(ctx, log)
+	if err != nil {
+		return err
+	}
+	fn.Name = name
+	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
+	if err != nil {
+		return fmt.Errorf("listen on %s=%d: %w", EnvPort, cfg.Port, err)
+	}
+	return NewServer(cfg, fn, log).Serve(ctx, ln)
+}

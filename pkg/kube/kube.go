@@ -1,0 +1,54 @@
+// Package kube loads berth's Kubernetes client configuration the standard way:
+// in-cluster when running in a Pod, else $KUBECONFIG (or ~/.kube/config).
+package kube
+
+import (
+	"errors"
+	"fmt"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+)
+
+// Config is the Kubernetes part of a function's configuration.
+type Config struct {
+	// KubeQPS is the sustained rate of API requests a function instance may make.
+	// client-go's default of 5 would throttle contended compare-and-swap writes.
+	KubeQPS float32 `envconfig:"KUBE_QPS" default:"100"`
+	// KubeBurst is the burst of API requests above KubeQPS.
+	KubeBurst int `envconfig:"KUBE_BURST" default:"200"`
+}
+
+// Validate reports values that parse but cannot work.
+func (c Config) Validate() error {
+	if c.KubeQPS <= 0 || c.KubeBurst <= 0 {
+		return fmt.Errorf("KUBE_QPS=%v, KUBE_BURST=%d: both must be positive", c.KubeQPS, c.KubeBurst)
+	}
+	return nil
+}
+
+// RESTConfig returns the client configuration, naming userAgent. It reads files
+// but makes no request.
+func (c Config) RESTConfig(userAgent string) (*rest.Config, error) {
+	rc, err := rest.InClusterConfig()
+	if errors.Is(err, rest.ErrNotInCluster) {
+		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
+			clientcmd.NewDefaultClientConfigLoadingRules(), &clientcmd.ConfigOverrides{}).ClientConfig()
+	}
+	if err != nil {
+		return nil, fmt.Errorf("kubernetes client configuration: %w", err)
+	}
+	rc.QPS, rc.Burst = c.KubeQPS, c.KubeBurst
+	rc.UserAgent = "berth-" + userAgent
+	return rc, nil
+}
+
+// Clientset returns a typed clientset for the configured cluster.
+func (c Config) Clientset(userAgent string) (kubernetes.Interface, error) {
+	rc, err := c.RESTConfig(userAgent)
+	if err != nil {
+		return nil, err
+	}
+	return kubernetes.NewForConfig(rc)
+}
