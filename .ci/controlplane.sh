@@ -83,4 +83,4 @@ crds knative-serving "knative.dev/serving@$serving_version" config/core/300-reso
 crds knative-eventing "knative.dev/eventing@$eventing_version" config/core/resources
 crds gateway-api "sigs.k8s.io/gateway-api@$gateway_version" config/crd/standard
 say "control plane ready in $out"
-ls -la "$out/bin" >&2
+
