@@ -34,7 +34,7 @@ test: controlplane ## Run every test (unit and real API-server integration).
 
 .PHONY: lint
 lint: ## gofmt and go vet.
-	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
 .PHONY: bench

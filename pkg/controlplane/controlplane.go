@@ -148,7 +148,9 @@ func sanitize(s string) string {
 	return string(b)
 }
 
-func isAlnum(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
 
 // M is the part of testing.M the harness uses.
 type M interface{ Run() int }
