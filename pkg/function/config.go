@@ -77,6 +77,10 @@ type Spec interface {
 	Validate() error
 }
 
+// Defaulter is a Spec that fills what envconfig cannot, such as older variable
+// names, after the environment is read and before it is validated.
+type Defaulter interface{ Default() }
+
 // Load fills spec from the environment and validates it. The error names the
 // variable at fault.
 func Load(spec Spec) error {
@@ -86,6 +90,9 @@ func Load(spec Spec) error {
 			return fmt.Errorf("configuration: %s: cannot parse %q as %s: %w", perr.KeyName, perr.Value, perr.TypeName, perr.Err)
 		}
 		return fmt.Errorf("configuration: %w", err)
+	}
+	if d, ok := spec.(Defaulter); ok {
+		d.Default()
 	}
 	if err := spec.Validate(); err != nil {
 		return fmt.Errorf("configuration: %w", err)

@@ -130,3 +130,33 @@ func structured(r *http.Request) bool {
 	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
 	return mt == cloudevents.ApplicationCloudEventsJSON
 }
+
+// Reply answers a handler's error the way the eventing chain needs: a failure
+// that a redelivery may cure (5xx, 408, 409, 429) stays an error, so Knative
+// retries it; any other becomes a reply of failedType carrying the problem and
+// naming the input, so the chain learns of it instead of a dead letter. The
+// input's data is not copied: it may carry values that are secrets.
+func Reply(in event.Event, failedType string, err error) (*event.Event, error) {
+	d := problem.For(err)
+	switch {
+	case d.Status >= 500, d.Status == http.StatusRequestTimeout, d.Status == http.StatusConflict, d.Status == http.StatusTooManyRequests:
+		return nil, err
+	}
+	out := event.New()
+	out.SetType(failedType)
+	out.SetExtension("berthcause", in.ID())
+	if s, ok := in.Extensions()["berthcorrelation"]; ok {
+		out.SetExtension("berthcorrelation", s)
+	}
+	_ = out.SetData(cloudevents.ApplicationJSON, Failure{Problem: d, CauseType: in.Type(), CauseID: in.ID()})
+	return &out, nil
+}
+
+// Failure is the data of a dev.berth.*.failed event.
+type Failure struct {
+	// Problem is the problem the input met.
+	Problem problem.Details `json:"problem"`
+	// CauseType and CauseID name the input event.
+	CauseType string `json:"causeType"`
+	CauseID   string `json:"causeId"`
+}

@@ -11,8 +11,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// Config is the Kubernetes part of a function's configuration.
-type Config struct {
+// Settings are the Kubernetes client part of a function's configuration.
+type Settings struct {
 	// KubeQPS is the sustained rate of API requests a function instance may make.
 	// client-go's default of 5 would throttle contended compare-and-swap writes.
 	KubeQPS float32 `envconfig:"KUBE_QPS" default:"100"`
@@ -21,7 +21,7 @@ type Config struct {
 }
 
 // Validate reports values that parse but cannot work.
-func (c Config) Validate() error {
+func (c Settings) Validate() error {
 	if c.KubeQPS <= 0 || c.KubeBurst <= 0 {
 		return fmt.Errorf("KUBE_QPS=%v, KUBE_BURST=%d: both must be positive", c.KubeQPS, c.KubeBurst)
 	}
@@ -30,7 +30,7 @@ func (c Config) Validate() error {
 
 // RESTConfig returns the client configuration, naming userAgent. It reads files
 // but makes no request.
-func (c Config) RESTConfig(userAgent string) (*rest.Config, error) {
+func (c Settings) RESTConfig(userAgent string) (*rest.Config, error) {
 	rc, err := rest.InClusterConfig()
 	if errors.Is(err, rest.ErrNotInCluster) {
 		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
@@ -45,7 +45,7 @@ func (c Config) RESTConfig(userAgent string) (*rest.Config, error) {
 }
 
 // Clientset returns a typed clientset for the configured cluster.
-func (c Config) Clientset(userAgent string) (kubernetes.Interface, error) {
+func (c Settings) Clientset(userAgent string) (kubernetes.Interface, error) {
 	rc, err := c.RESTConfig(userAgent)
 	if err != nil {
 		return nil, err

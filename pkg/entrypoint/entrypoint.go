@@ -1,0 +1,250 @@
+// Package entrypoint finds berth's shared-IP entry points: LoadBalancer Services
+// (an ingress-nginx controller, or an address that LoadBalancer Services share)
+// and Gateway API Gateways, with their public address and the ports they use.
+package entrypoint
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/berth-dev/berth/pkg/portalloc"
+)
+
+// Kind is what an entry point is.
+type Kind string
+
+// The kinds of entry point.
+const (
+	KindService Kind = "service"
+	KindGateway Kind = "gateway"
+)
+
+// Labels and annotations read on entry points.
+const (
+	// LabelIngress selects entry points: appingress=<INGRESS_LABEL>, as in the seed.
+	LabelIngress = "appingress"
+	// AnnotationBackend names the routing backend: gateway-api, ingress-nginx or
+	// shared-ip. Without it, a Gateway is gateway-api, a Service labelled
+	// app.kubernetes.io/name=ingress-nginx is ingress-nginx, any other Service shared-ip.
+	AnnotationBackend = "berth.dev/backend"
+	// AnnotationTCPServices and AnnotationUDPServices name the ingress-nginx
+	// ConfigMaps (name, or namespace/name) when they differ from the configured ones.
+	AnnotationTCPServices = "berth.dev/tcp-services-configmap"
+	AnnotationUDPServices = "berth.dev/udp-services-configmap"
+)
+
+// The routing backends.
+const (
+	BackendGatewayAPI   = "gateway-api"
+	BackendIngressNginx = "ingress-nginx"
+	BackendSharedIP     = "shared-ip"
+)
+
+// EntryPoint is one shared-IP entry point.
+type EntryPoint struct {
+	Kind      Kind
+	Namespace string
+	Name      string
+	// Address is the public IP or hostname from status; "" until one is assigned.
+	Address string
+	// Backend is how ports are routed through it.
+	Backend string
+	// Annotations are the object's annotations, for backend settings.
+	Annotations map[string]string
+	// Used are the ports the entry point itself already serves, and for
+	// ingress-nginx the ports its tcp/udp-services ConfigMaps map.
+	Used map[portalloc.Key]bool
+}
+
+// ID is the entry point's id in berth's API: "<kind>.<name>".
+func (e EntryPoint) ID() string { return string(e.Kind) + "." + e.Name }
+
+// LedgerName is the name of its ledger ConfigMap.
+func (e EntryPoint) LedgerName() string { return "berth-ports-" + string(e.Kind) + "-" + e.Name }
+
+// InUse reports whether k is used by the entry point itself.
+func (e EntryPoint) InUse(k portalloc.Key) bool { return e.Used[k] }
+
+// ParseID splits an id into kind and name.
+func ParseID(id string) (Kind, string, error) {
+	kind, name, _ := strings.Cut(id, ".")
+	if (Kind(kind) != KindService && Kind(kind) != KindGateway) || len(validation.IsDNS1123Label(name)) != 0 {
+		return "", "", fmt.Errorf("%w: %q", ErrBadID, trunc(id))
+	}
+	return Kind(kind), name, nil
+}
+
+// Finder lists entry points in one namespace.
+type Finder struct {
+	Core    kubernetes.Interface
+	Gateway gatewayclient.Interface
+	// Namespace holds the entry points (LOAD_BALANCER_NAMESPACE).
+	Namespace string
+	// Label, when set, keeps only entry points labelled appingress=<Label>.
+	Label string
+	// TCPServices and UDPServices are the default ingress-nginx ConfigMaps
+	// (name in Namespace, or namespace/name).
+	TCPServices, UDPServices string
+}
+
+// List returns every entry point, addressed or not.
+func (f *Finder) List(ctx context.Context) ([]EntryPoint, error) {
+	opts := metav1.ListOptions{}
+	if f.Label != "" {
+		opts.LabelSelector = LabelIngress + "=" + f.Label
+	}
+	svcs, err := f.Core.CoreV1().Services(f.Namespace).List(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("list entry-point Services: %w", err)
+	}
+	var eps []EntryPoint
+	for i := range svcs.Items {
+		s := &svcs.Items[i]
+		if s.Spec.Type != corev1.ServiceTypeLoadBalancer {
+			continue
+		}
+		ep, err := f.fromService(ctx, s)
+		if err != nil {
+			return nil, err
+		}
+		eps = append(eps, ep)
+	}
+	if f.Gateway == nil {
+		return eps, nil
+	}
+	gws, err := f.Gateway.GatewayV1().Gateways(f.Namespace).List(ctx, opts)
+	if apierrors.IsNotFound(err) {
+		return eps, nil // the Gateway API is not installed
+	}
+	if err != nil {
+		return nil, fmt.Errorf("list entry-point Gateways: %w", err)
+	}
+	var sets []gatewayv1.ListenerSet
+	if len(gws.Items) > 0 {
+		ls, err := f.Gateway.GatewayV1().ListenerSets(f.Namespace).List(ctx, metav1.ListOptions{})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("list ListenerSets: %w", err)
+		}
+		if ls != nil {
+			sets = ls.Items
+		}
+	}
+	for i := range gws.Items {
+		eps = append(eps, fromGateway(&gws.Items[i], sets))
+	}
+	return eps, nil
+}
+
+func (f *Finder) fromService(ctx context.Context, s *corev1.Service) (EntryPoint, error) {
+	ep := EntryPoint{
+		Kind: KindService, Namespace: s.Namespace, Name: s.Name, Annotations: s.Annotations,
+		Backend: s.Annotations[AnnotationBackend], Used: map[portalloc.Key]bool{},
+	}
+	for _, in := range s.Status.LoadBalancer.Ingress {
+		if ep.Address = in.IP; ep.Address == "" {
+			ep.Address = in.Hostname
+		}
+		if ep.Address != "" {
+			break
+		}
+	}
+	for _, p := range s.Spec.Ports {
+		proto := portalloc.Protocol(p.Protocol)
+		if proto == "" {
+			proto = portalloc.TCP
+		}
+		ep.Used[portalloc.Key{Protocol: proto, Port: int(p.Port)}] = true
+	}
+	if ep.Backend == "" {
+		ep.Backend = BackendSharedIP
+		if s.Labels["app.kubernetes.io/name"] == "ingress-nginx" {
+			ep.Backend = BackendIngressNginx
+		}
+	}
+	if ep.Backend != BackendIngressNginx {
+		return ep, nil
+	}
+	for proto, ref := range map[portalloc.Protocol]string{portalloc.TCP: ep.ServicesConfigMap(portalloc.TCP, f.TCPServices), portalloc.UDP: ep.ServicesConfigMap(portalloc.UDP, f.UDPServices)} {
+		ns, name := splitRef(ref, s.Namespace)
+		cm, err := f.Core.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return ep, fmt.Errorf("read ingress-nginx ConfigMap %s/%s: %w", ns, name, err)
+		}
+		for key := range cm.Data {
+			if n, err := strconv.Atoi(key); err == nil {
+				ep.Used[portalloc.Key{Protocol: proto, Port: n}] = true
+			}
+		}
+	}
+	return ep, nil
+}
+
+// ServicesConfigMap is the ingress-nginx ConfigMap for proto: the annotation on
+// the entry point, else def.
+func (e EntryPoint) ServicesConfigMap(proto portalloc.Protocol, def string) string {
+	a := AnnotationTCPServices
+	if proto == portalloc.UDP {
+		a = AnnotationUDPServices
+	}
+	if v := e.Annotations[a]; v != "" {
+		return v
+	}
+	return def
+}
+
+func splitRef(ref, defNamespace string) (string, string) {
+	if ns, name, ok := strings.Cut(ref, "/"); ok {
+		return ns, name
+	}
+	return defNamespace, ref
+}
+
+func fromGateway(g *gatewayv1.Gateway, sets []gatewayv1.ListenerSet) EntryPoint {
+	ep := EntryPoint{
+		Kind: KindGateway, Namespace: g.Namespace, Name: g.Name, Annotations: g.Annotations,
+		Backend: BackendGatewayAPI, Used: map[portalloc.Key]bool{},
+	}
+	if len(g.Status.Addresses) > 0 {
+		ep.Address = g.Status.Addresses[0].Value
+	}
+	use := func(port gatewayv1.PortNumber, proto gatewayv1.ProtocolType) {
+		p := portalloc.TCP
+		if proto == gatewayv1.UDPProtocolType {
+			p = portalloc.UDP
+		}
+		ep.Used[portalloc.Key{Protocol: p, Port: int(port)}] = true
+	}
+	for _, l := range g.Spec.Listeners {
+		use(l.Port, l.Protocol)
+	}
+	for _, s := range sets {
+		ref := s.Spec.ParentRef
+		if string(ref.Name) != g.Name || (ref.Kind != nil && *ref.Kind != "Gateway") {
+			continue
+		}
+		for _, l := range s.Spec.Listeners {
+			use(l.Port, l.Protocol)
+		}
+	}
+	return ep
+}
+
+func trunc(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}

@@ -1,0 +1,100 @@
+// Package events is the contract between berth's functions: the CloudEvent types
+// they consume and reply with, and the JSON data each carries. Types are named
+// dev.berth.<noun>.<verb-past>.
+package events
+
+import (
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// The event types.
+const (
+	InstallRequested   = "dev.berth.install.requested"
+	ReleaseInstalled   = "dev.berth.release.installed"
+	InstallFailed      = "dev.berth.install.failed"
+	ReleaseUninstalled = "dev.berth.release.uninstalled"
+	PortRequested      = "dev.berth.port.requested"
+	PortReserved       = "dev.berth.port.reserved"
+	PortFailed         = "dev.berth.port.failed"
+	EndpointExposed    = "dev.berth.endpoint.exposed"
+	EndpointFailed     = "dev.berth.endpoint.failed"
+	// SweepRequested asks getport for a leak-repair sweep. A Knative PingSource's
+	// own type, dev.knative.sources.ping, is taken as the same.
+	SweepRequested = "dev.berth.sweep.requested"
+	PingSourcePing = "dev.knative.sources.ping"
+)
+
+// ExtensionExpose is set to "true" on a release.installed event whose release
+// asks to be exposed, so that a Trigger can filter on it.
+const ExtensionExpose = "berthexpose"
+
+// Expose says which Service port of a release to make reachable on a shared IP.
+type Expose struct {
+	// ServiceName is the Service to expose; it may be left out when the release
+	// created one Service with a matching port.
+	ServiceName string `json:"serviceName,omitempty"`
+	// ServicePort is the Service's port, by number or name.
+	ServicePort intstr.IntOrString `json:"servicePort"`
+	// Protocol is TCP (the default) or UDP.
+	Protocol string `json:"protocol,omitempty"`
+	// LBIP picks the entry point with that address.
+	LBIP string `json:"lbip,omitempty"`
+}
+
+// ServicePort is one port of a Service a release created.
+type ServicePort struct {
+	Name     string `json:"name,omitempty"`
+	Port     int32  `json:"port"`
+	Protocol string `json:"protocol"`
+}
+
+// Service is a Service a release created.
+type Service struct {
+	Name  string        `json:"name"`
+	Ports []ServicePort `json:"ports"`
+}
+
+// Release is a Helm release, as events carry it.
+type Release struct {
+	Name      string    `json:"name"`
+	Namespace string    `json:"namespace"`
+	Revision  int       `json:"revision,omitempty"`
+	Status    string    `json:"status,omitempty"`
+	Chart     string    `json:"chart,omitempty"`
+	Version   string    `json:"version,omitempty"`
+	Services  []Service `json:"services,omitempty"`
+}
+
+// Owner is the release's idempotency key for ports: namespace/name.
+func (r Release) Owner() string { return r.Namespace + "/" + r.Name }
+
+// ReleaseInstalledData is the data of dev.berth.release.installed.
+type ReleaseInstalledData struct {
+	Release Release `json:"release"`
+	Expose  *Expose `json:"expose,omitempty"`
+}
+
+// PortRequestedData is the data of dev.berth.port.requested.
+type PortRequestedData struct {
+	// Owner is the idempotency key; without it, one is derived from the event's
+	// source and id, so a redelivery gets the same port.
+	Owner      string `json:"owner,omitempty"`
+	Protocol   string `json:"protocol,omitempty"`
+	LBIP       string `json:"lbip,omitempty"`
+	EntryPoint string `json:"entryPoint,omitempty"`
+	// Expose and Release travel on to setingress.
+	Expose  *Expose  `json:"expose,omitempty"`
+	Release *Release `json:"release,omitempty"`
+}
+
+// PortReservedData is the data of dev.berth.port.reserved.
+type PortReservedData struct {
+	EntryPoint string `json:"entryPoint"`
+	IP         string `json:"ip"`
+	Port       int    `json:"port"`
+	Protocol   string `json:"protocol"`
+	Owner      string `json:"owner"`
+	// Expose and Release say what setingress should route the port to.
+	Expose  *Expose  `json:"expose,omitempty"`
+	Release *Release `json:"release,omitempty"`
+}

@@ -1,0 +1,236 @@
+// Package ledger stores port ledgers (portalloc.Ledger) in ConfigMaps, one per
+// entry point, and changes them only by compare-and-swap: every write carries the
+// resourceVersion it read, and a conflict re-reads and re-applies.
+//
+// Within one process, concurrent updates of the same ledger are committed
+// together: while one write is in flight the next callers queue, and the queue is
+// applied to one fresh copy and written once. Contention between processes is then
+// between instances, not between requests.
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+	"k8s.io/client-go/util/retry"
+
+	"github.com/berth-dev/berth/pkg/portalloc"
+)
+
+// Labels on every ledger ConfigMap.
+const (
+	LabelManagedBy = "app.kubernetes.io/managed-by"
+	LabelLedger    = "berth.dev/ledger"
+	// AnnotationEntryPoint names the entry point a ledger belongs to.
+	AnnotationEntryPoint = "berth.dev/entry-point"
+)
+
+// DefaultBackoff bounds the retries on conflict: jittered, growing, about ten
+// seconds in all before ErrContended.
+var DefaultBackoff = wait.Backoff{Duration: 2 * time.Millisecond, Factor: 1.5, Jitter: 1.0, Steps: 30, Cap: 500 * time.Millisecond}
+
+// Op changes a ledger. It must either change it and return nil, or return an
+// error and change nothing: it may be applied again to a fresher copy.
+type Op func(*portalloc.Ledger) error
+
+// Ref names a ledger: its ConfigMap, and the entry point it belongs to.
+type Ref struct {
+	types.NamespacedName
+	// EntryPoint is recorded on the ConfigMap for people reading it.
+	EntryPoint string
+}
+
+// Store reads and writes ledgers.
+type Store struct {
+	client  corev1client.ConfigMapsGetter
+	backoff wait.Backoff
+
+	mu     sync.Mutex
+	queues map[types.NamespacedName]*queue
+}
+
+// NewStore returns a store writing through client.
+func NewStore(client corev1client.ConfigMapsGetter, backoff wait.Backoff) *Store {
+	return &Store{client: client, backoff: backoff, queues: map[types.NamespacedName]*queue{}}
+}
+
+type pending struct {
+	ctx  context.Context
+	op   Op
+	done chan error
+}
+
+type queue struct {
+	mu      sync.Mutex
+	waiting []*pending
+	running bool
+	// last is the ConfigMap as last written or read, to try a write without
+	// reading first. A stale copy costs one conflict, never a blind write.
+	last *corev1.ConfigMap
+}
+
+// Get reads a ledger; a missing ConfigMap is an empty ledger.
+func (s *Store) Get(ctx context.Context, ref Ref) (*portalloc.Ledger, error) {
+	cm, err := s.client.ConfigMaps(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return portalloc.New(), nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read ledger %s: %w", ref.NamespacedName, err)
+	}
+	return portalloc.Decode(cm.Data)
+}
+
+// Update applies op to the ledger and writes it if it changed. It returns op's
+// own error, or the error of the write.
+func (s *Store) Update(ctx context.Context, ref Ref, op Op) error {
+	s.mu.Lock()
+	q, ok := s.queues[ref.NamespacedName]
+	if !ok {
+		q = &queue{}
+		s.queues[ref.NamespacedName] = q
+	}
+	s.mu.Unlock()
+
+	p := &pending{ctx: ctx, op: op, done: make(chan error, 1)}
+	q.mu.Lock()
+	q.waiting = append(q.waiting, p)
+	if !q.running {
+		q.running = true
+		go s.drain(ref, q)
+	}
+	q.mu.Unlock()
+	select {
+	case err := <-p.done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// drain commits the queue batch by batch until it is empty.
+func (s *Store) drain(ref Ref, q *queue) {
+	for {
+		q.mu.Lock()
+		batch := q.waiting
+		q.waiting = nil
+		if len(batch) == 0 {
+			q.running = false
+			q.mu.Unlock()
+			return
+		}
+		q.mu.Unlock()
+		live := batch[:0]
+		for _, p := range batch {
+			if err := p.ctx.Err(); err != nil {
+				p.done <- err
+				continue
+			}
+			live = append(live, p)
+		}
+		if len(live) > 0 {
+			s.commit(ref, q, live)
+		}
+	}
+}
+
+// commit applies every op of batch to one copy of the ledger and writes it once,
+// re-reading and re-applying on conflict.
+func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
+	results := make([]error, len(batch))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	attempts := 0
+	err := retry.OnError(s.backoff, retryable, func() error {
+		attempts++
+		cm, cached := q.last, true
+		if cm == nil {
+			cached = false
+			var err error
+			if cm, err = s.read(ctx, ref); err != nil {
+				return err
+			}
+		}
+		l, err := portalloc.Decode(cm.Data)
+		if err != nil {
+			return err
+		}
+		for i, p := range batch {
+			results[i] = p.op(l)
+		}
+		data := l.Encode()
+		if equality.Semantic.DeepEqual(data, cm.Data) || (len(data) == 0 && len(cm.Data) == 0) {
+			if cached {
+				// Nothing to write, and nothing proves the cached copy fresh:
+				// read it and decide again.
+				q.last = nil
+				return errStaleCache
+			}
+			return nil
+		}
+		next := cm.DeepCopy()
+		next.Data = data
+		written, err := s.write(ctx, next)
+		if err != nil {
+			q.last = nil
+			return err
+		}
+		q.last = written
+		return nil
+	})
+	if err != nil {
+		switch {
+		case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):
+			err = fmt.Errorf("%w: %s after %d attempts", ErrContended, ref.NamespacedName, attempts)
+		case apierrors.IsInvalid(err) || apierrors.IsRequestEntityTooLargeError(err):
+			err = fmt.Errorf("%w: %s: %v", ErrTooBig, ref.NamespacedName, err)
+		default:
+			err = fmt.Errorf("write ledger %s: %w", ref.NamespacedName, err)
+		}
+		for _, p := range batch {
+			p.done <- err
+		}
+		return
+	}
+	for i, p := range batch {
+		p.done <- results[i]
+	}
+}
+
+var errStaleCache = errors.New("cached ledger may be stale")
+
+func retryable(err error) bool {
+	return err == errStaleCache || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
+}
+
+// read returns the ledger's ConfigMap, or a new unsaved one when it is missing.
+func (s *Store) read(ctx context.Context, ref Ref) (*corev1.ConfigMap, error) {
+	cm, err := s.client.ConfigMaps(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
+			Name: ref.Name, Namespace: ref.Namespace,
+			Labels:      map[string]string{LabelManagedBy: "berth", LabelLedger: "true"},
+			Annotations: map[string]string{AnnotationEntryPoint: ref.EntryPoint},
+		}}, nil
+	}
+	return cm, err
+}
+
+// write creates a new ledger or updates an existing one with the
+// resourceVersion it was read at.
+func (s *Store) write(ctx context.Context, cm *corev1.ConfigMap) (*corev1.ConfigMap, error) {
+	if cm.ResourceVersion == "" {
+		return s.client.ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{})
+	}
+	return s.client.ConfigMaps(cm.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
+}

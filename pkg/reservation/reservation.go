@@ -1,0 +1,353 @@
+// Package reservation reserves ports on shared-IP entry points: it chooses the
+// entry point, learns which ports it already uses, and records the reservation in
+// that entry point's ledger by compare-and-swap. It is what the getport function
+// serves, and what setingress binds through.
+package reservation
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"time"
+
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/ledger"
+	"github.com/berth-dev/berth/pkg/portalloc"
+)
+
+// EntryPoints lists entry points.
+type EntryPoints interface {
+	List(ctx context.Context) ([]entrypoint.EntryPoint, error)
+}
+
+// Ledgers reads and changes ledgers.
+type Ledgers interface {
+	Get(ctx context.Context, ref ledger.Ref) (*portalloc.Ledger, error)
+	Update(ctx context.Context, ref ledger.Ref, op ledger.Op) error
+}
+
+// Services reports whether a Service (namespace/name) exists, for leak repair.
+type Services interface {
+	Exists(ctx context.Context, namespacedName string) (bool, error)
+}
+
+// Service reserves, lists, binds and releases ports.
+type Service struct {
+	EntryPoints EntryPoints
+	Ledgers     Ledgers
+	Services    Services
+	Range       portalloc.Range
+	// TTL is how long a reservation that is never bound lives.
+	TTL time.Duration
+	// Now is the clock; time.Now when nil.
+	Now func() time.Time
+}
+
+// Request asks for a port.
+type Request struct {
+	// Owner is the idempotency key: the same owner gets the same port.
+	Owner    string
+	Protocol portalloc.Protocol
+	// LBIP, when set, picks the entry point with that address.
+	LBIP string
+	// EntryPoint, when set, picks the entry point with that id.
+	EntryPoint string
+}
+
+// Reservation is a port held on an entry point.
+type Reservation struct {
+	EntryPoint string             `json:"entryPoint"`
+	IP         string             `json:"ip"`
+	Port       int                `json:"port"`
+	Protocol   portalloc.Protocol `json:"protocol"`
+	Owner      string             `json:"owner"`
+	State      portalloc.State    `json:"state"`
+	Service    string             `json:"service,omitempty"`
+	// ExpiresAt is when a reservation that is not bound lapses.
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+}
+
+func (s *Service) now() time.Time {
+	if s.Now != nil {
+		return s.Now()
+	}
+	return time.Now()
+}
+
+func ref(ep entrypoint.EntryPoint) ledger.Ref {
+	return ledger.Ref{NamespacedName: types.NamespacedName{Namespace: ep.Namespace, Name: ep.LedgerName()}, EntryPoint: ep.ID()}
+}
+
+func reservationOf(ep entrypoint.EntryPoint, k portalloc.Key, e portalloc.Entry) Reservation {
+	r := Reservation{EntryPoint: ep.ID(), IP: ep.Address, Port: k.Port, Protocol: k.Protocol,
+		Owner: e.Owner, State: e.State, Service: e.Service}
+	if e.State == portalloc.Reserved && e.Expires != 0 {
+		t := time.Unix(e.Expires, 0).UTC()
+		r.ExpiresAt = &t
+	}
+	return r
+}
+
+// Validate checks a request before anything is read.
+func (r Request) Validate() error {
+	if err := portalloc.ValidateOwner(r.Owner); err != nil {
+		return err
+	}
+	if _, err := portalloc.ParseProtocol(string(r.Protocol)); err != nil {
+		return err
+	}
+	if r.EntryPoint != "" {
+		if _, _, err := entrypoint.ParseID(r.EntryPoint); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Reserve gives req.Owner a port. An owner that already holds a port for the
+// protocol on any candidate entry point gets that port again.
+func (s *Service) Reserve(ctx context.Context, req Request) (Reservation, error) {
+	if err := req.Validate(); err != nil {
+		return Reservation{}, err
+	}
+	proto, _ := portalloc.ParseProtocol(string(req.Protocol))
+	cands, err := s.candidates(ctx, req)
+	if err != nil {
+		return Reservation{}, err
+	}
+	now := s.now()
+	// Read each candidate's ledger: to find the owner's port, else to choose the
+	// entry point with the most free ports.
+	best, bestFree, bestTie := -1, -1, uint64(0)
+	for i, ep := range cands {
+		l, err := s.Ledgers.Get(ctx, ref(ep))
+		if err != nil {
+			return Reservation{}, err
+		}
+		if _, e, ok := l.Find(req.Owner, proto); ok && !e.Expired(now) {
+			best = i
+			break
+		}
+		free := l.Free(proto, s.Range, ep.InUse, now)
+		tie := tieBreak(req.Owner, ep.ID())
+		if free > bestFree || free == bestFree && tie > bestTie {
+			best, bestFree, bestTie = i, free, tie
+		}
+	}
+	ep := cands[best]
+	var k portalloc.Key
+	var e portalloc.Entry
+	err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+		var err error
+		k, e, err = l.Reserve(req.Owner, proto, s.Range, ep.InUse, now, s.TTL)
+		return err
+	})
+	if err != nil {
+		return Reservation{}, fmt.Errorf("reserve %s port on %s: %w", proto, ep.ID(), err)
+	}
+	return reservationOf(ep, k, e), nil
+}
+
+// tieBreak orders entry points with equally many free ports pseudo-randomly per
+// owner, and the same way every time for one owner, so that a redelivered request
+// racing its original lands on the same entry point.
+func tieBreak(owner, id string) uint64 {
+	h := fnv.New64a()
+	h.Write([]byte(owner))
+	h.Write([]byte{0})
+	h.Write([]byte(id))
+	return h.Sum64()
+}
+
+// candidates are the addressed entry points a request may use.
+func (s *Service) candidates(ctx context.Context, req Request) ([]entrypoint.EntryPoint, error) {
+	all, err := s.EntryPoints.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var out []entrypoint.EntryPoint
+	for _, ep := range all {
+		switch {
+		case ep.Address == "":
+		case req.EntryPoint != "" && ep.ID() != req.EntryPoint:
+		case req.LBIP != "" && ep.Address != req.LBIP:
+		default:
+			out = append(out, ep)
+		}
+	}
+	if len(out) > 0 {
+		return out, nil
+	}
+	switch {
+	case req.EntryPoint != "":
+		return nil, fmt.Errorf("%w: %s", ErrUnknownEntryPoint, req.EntryPoint)
+	case req.LBIP != "":
+		return nil, fmt.Errorf("%w: %s", ErrUnknownAddress, trunc(req.LBIP))
+	}
+	return nil, ErrNoEntryPoint
+}
+
+// entryPoint finds one entry point by id, addressed or not.
+func (s *Service) entryPoint(ctx context.Context, id string) (entrypoint.EntryPoint, error) {
+	if _, _, err := entrypoint.ParseID(id); err != nil {
+		return entrypoint.EntryPoint{}, err
+	}
+	all, err := s.EntryPoints.List(ctx)
+	if err != nil {
+		return entrypoint.EntryPoint{}, err
+	}
+	for _, ep := range all {
+		if ep.ID() == id {
+			return ep, nil
+		}
+	}
+	return entrypoint.EntryPoint{}, fmt.Errorf("%w: %s", ErrUnknownEntryPoint, id)
+}
+
+// Release frees a port. Releasing a free port succeeds; with owner set, a port
+// held by another owner is refused.
+func (s *Service) Release(ctx context.Context, id string, k portalloc.Key, owner string) (bool, error) {
+	if k.Port < 1 || k.Port > 65535 {
+		return false, fmt.Errorf("%w: %d", portalloc.ErrNotInRange, k.Port)
+	}
+	if owner != "" {
+		if err := portalloc.ValidateOwner(owner); err != nil {
+			return false, err
+		}
+	}
+	ep, err := s.entryPoint(ctx, id)
+	if err != nil {
+		return false, err
+	}
+	var released bool
+	err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+		var err error
+		released, err = l.Release(k, owner)
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("release %s on %s: %w", k, id, err)
+	}
+	return released, nil
+}
+
+// Bind records that owner's port k on entry point id now routes to service
+// (namespace/name).
+func (s *Service) Bind(ctx context.Context, id string, k portalloc.Key, owner, service string) (Reservation, error) {
+	ep, err := s.entryPoint(ctx, id)
+	if err != nil {
+		return Reservation{}, err
+	}
+	now := s.now()
+	var e portalloc.Entry
+	err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+		var err error
+		e, err = l.Bind(k, owner, service, now)
+		return err
+	})
+	if err != nil {
+		return Reservation{}, fmt.Errorf("bind %s on %s: %w", k, id, err)
+	}
+	return reservationOf(ep, k, e), nil
+}
+
+// Filter narrows List.
+type Filter struct {
+	EntryPoint string
+	Owner      string
+}
+
+// List returns the live entries of every entry point, in entry point, protocol
+// and port order.
+func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
+	all, err := s.EntryPoints.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := s.now()
+	out := []Reservation{}
+	for _, ep := range all {
+		if f.EntryPoint != "" && ep.ID() != f.EntryPoint {
+			continue
+		}
+		l, err := s.Ledgers.Get(ctx, ref(ep))
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range l.Keys() {
+			e := l.Entries[k]
+			if e.Expired(now) || f.Owner != "" && e.Owner != f.Owner {
+				continue
+			}
+			out = append(out, reservationOf(ep, k, e))
+		}
+	}
+	return out, nil
+}
+
+// SweepResult says what one sweep did, per entry point.
+type SweepResult struct {
+	Expired int `json:"expired"`
+	Marked  int `json:"marked"`
+	Freed   int `json:"freed"`
+}
+
+// Sweep drops lapsed reservations and frees bound ports whose Service was found
+// missing on two sweeps in a row, on every entry point.
+func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
+	all, err := s.EntryPoints.List(ctx)
+	if err != nil {
+		return SweepResult{}, err
+	}
+	var total SweepResult
+	for _, ep := range all {
+		// Learn which Services exist before taking the ledger, so that the
+		// ledger update does no I/O.
+		l, err := s.Ledgers.Get(ctx, ref(ep))
+		if err != nil {
+			return total, err
+		}
+		exists := map[string]bool{}
+		for _, e := range l.Entries {
+			if e.State != portalloc.Bound || e.Service == "" {
+				continue
+			}
+			if _, seen := exists[e.Service]; seen {
+				continue
+			}
+			ok, err := s.Services.Exists(ctx, e.Service)
+			if err != nil {
+				return total, err
+			}
+			exists[e.Service] = ok
+		}
+		now := s.now()
+		var r SweepResult
+		err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+			r = SweepResult{}
+			r.Expired = len(l.Expire(now))
+			marked, freed := l.Sweep(func(svc string) bool {
+				ok, known := exists[svc]
+				return ok || !known // bound since the reads above: not judged this time
+			}, now)
+			r.Marked, r.Freed = len(marked), len(freed)
+			return nil
+		})
+		if err != nil {
+			return total, fmt.Errorf("sweep %s: %w", ep.ID(), err)
+		}
+		total.Expired += r.Expired
+		total.Marked += r.Marked
+		total.Freed += r.Freed
+	}
+	return total, nil
+}
+
+func trunc(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
