@@ -1,0 +1,44 @@
+package controlplane
+
+import (
+	"context"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+)
+
+// LoadBalancer creates a LoadBalancer Service with the given labels and ports
+// and, when ip is set, gives it that address in status, as a cloud or MetalLB
+// controller would. It is how tests make shared-IP entry points.
+func (cp *ControlPlane) LoadBalancer(t TB, ns, name, ip string, labels map[string]string, ports ...corev1.ServicePort) *corev1.Service {
+	t.Helper()
+	ctx := context.Background()
+	if len(ports) == 0 {
+		ports = []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}
+	}
+	for i := range ports {
+		if ports[i].TargetPort.IntVal == 0 && ports[i].TargetPort.StrVal == "" {
+			ports[i].TargetPort = intstr.FromInt32(ports[i].Port)
+		}
+	}
+	svc, err := cp.Client.CoreV1().Services(ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
+		Spec: corev1.ServiceSpec{
+			Type: corev1.ServiceTypeLoadBalancer, Ports: ports,
+			Selector: map[string]string{"app": name},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create LoadBalancer Service %s: %v", name, err)
+	}
+	if ip == "" {
+		return svc
+	}
+	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip}}
+	svc, err = cp.Client.CoreV1().Services(ns).UpdateStatus(ctx, svc, metav1.UpdateOptions{})
+	if err != nil {
+		t.Fatalf("set address of %s: %v", name, err)
+	}
+	return svc
+}

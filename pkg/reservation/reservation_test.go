@@ -1,0 +1,424 @@
+package reservation
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/berth-dev/berth/pkg/controlplane"
+	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/ledger"
+	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/problem"
+)
+
+var cp *controlplane.ControlPlane
+
+// childEnv makes the test binary a reserving process (see TestMain), so that
+// contention is tested between real processes, each with its own store.
+const childEnv = "BERTH_RESERVATION_CHILD"
+
+func TestMain(m *testing.M) {
+	if os.Getenv(childEnv) != "" {
+		os.Exit(child())
+	}
+	os.Exit(controlplane.RunTests(m, &cp))
+}
+
+var wide = portalloc.Range{Min: 20000, Max: 30000}
+
+// newService builds the service as getport does, on client.
+func newService(core kubernetes.Interface, gw gatewayclient.Interface, ns string, r portalloc.Range) *Service {
+	return &Service{
+		EntryPoints: &entrypoint.Finder{Core: core, Gateway: gw, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services"},
+		Ledgers:     ledger.NewStore(core.CoreV1(), ledger.DefaultBackoff),
+		Services:    KubeServices{Client: core},
+		Range:       r,
+		TTL:         10 * time.Minute,
+	}
+}
+
+func testService(t *testing.T, r portalloc.Range) (*Service, string) {
+	ns := cp.Namespace(t)
+	gw := gatewayclient.NewForConfigOrDie(cp.Config)
+	return newService(cp.Client, gw, ns, r), ns
+}
+
+func ledgerOf(t *testing.T, ns, name string) map[string]string {
+	t.Helper()
+	cm, err := cp.Client.CoreV1().ConfigMaps(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("read ledger %s: %v", name, err)
+	}
+	return cm.Data
+}
+
+// child reserves (and in mix mode releases) ports from its own process and prints
+// the owners and ports it holds at the end as JSON.
+func child() int {
+	cfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cfg.QPS, cfg.Burst = 1000, 2000
+	core := kubernetes.NewForConfigOrDie(cfg)
+	svc := newService(core, nil, os.Getenv("BERTH_NS"), wide)
+	n, _ := strconv.Atoi(os.Getenv("BERTH_N"))
+	prefix, mix := os.Getenv(childEnv), os.Getenv("BERTH_MIX") == "1"
+	ctx := context.Background()
+	held := make(map[string]int, n)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errc := make(chan error, n)
+	for j := range n {
+		wg.Go(func() {
+			owner := fmt.Sprintf("%s-%d", prefix, j)
+			r, err := svc.Reserve(ctx, Request{Owner: owner, Protocol: portalloc.TCP})
+			if err == nil && mix && j%2 == 0 {
+				if _, err = svc.Release(ctx, r.EntryPoint, portalloc.Key{Protocol: r.Protocol, Port: r.Port}, owner); err == nil {
+					owner += "-again"
+					r, err = svc.Reserve(ctx, Request{Owner: owner, Protocol: portalloc.TCP})
+				}
+			}
+			if err != nil {
+				errc <- fmt.Errorf("%s: %w", owner, err)
+				return
+			}
+			mu.Lock()
+			held[owner] = r.Port
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	_ = json.NewEncoder(os.Stdout).Encode(held)
+	return 0
+}
+
+func kubeconfigFile(t *testing.T) string {
+	p := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := os.WriteFile(p, cp.KubeConfig(), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestConcurrentProcesses: 8 processes × 50 concurrent reservations on one entry
+// point get 400 distinct ports, and the ledger holds exactly 400 entries; the
+// same with releases mixed in.
+func TestConcurrentProcesses(t *testing.T) {
+	const procs, each = 8, 50
+	for _, mix := range []bool{false, true} {
+		t.Run(fmt.Sprintf("mix=%v", mix), func(t *testing.T) {
+			ns := cp.Namespace(t)
+			cp.LoadBalancer(t, ns, "shared", "192.0.2.10", nil)
+			kc := kubeconfigFile(t)
+			outs := make([][]byte, procs)
+			var wg sync.WaitGroup
+			for i := range procs {
+				wg.Go(func() {
+					cmd := exec.Command(os.Args[0], "-test.run=^$")
+					cmd.Env = append(os.Environ(), childEnv+"=p"+strconv.Itoa(i), "KUBECONFIG="+kc, "BERTH_NS="+ns,
+						"BERTH_N="+strconv.Itoa(each), fmt.Sprintf("BERTH_MIX=%d", map[bool]int{false: 0, true: 1}[mix]))
+					var stderr bufferWriter
+					cmd.Stderr = &stderr
+					out, err := cmd.Output()
+					if err != nil {
+						t.Errorf("process %d: %v: %s", i, err, stderr.String())
+					}
+					outs[i] = out
+				})
+			}
+			wg.Wait()
+			if t.Failed() {
+				return
+			}
+			owners := map[string]int{}
+			ports := map[int]string{}
+			for i, out := range outs {
+				var held map[string]int
+				if err := json.Unmarshal(out, &held); err != nil {
+					t.Fatalf("process %d printed %q: %v", i, out, err)
+				}
+				for o, p := range held {
+					if other, dup := ports[p]; dup {
+						t.Errorf("port %d handed to both %s and %s", p, other, o)
+					}
+					ports[p], owners[o] = o, p
+				}
+			}
+			if len(owners) != procs*each || len(ports) != procs*each {
+				t.Errorf("%d owners hold %d distinct ports, want %d and %d", len(owners), len(ports), procs*each, procs*each)
+			}
+			data := ledgerOf(t, ns, "berth-ports-service-shared")
+			if len(data) != procs*each {
+				t.Errorf("ledger holds %d entries, want %d", len(data), procs*each)
+			}
+			l, err := portalloc.Decode(data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for k, e := range l.Entries {
+				if owners[e.Owner] != k.Port {
+					t.Errorf("ledger has %s for %s, but the owner was answered %d", k, e.Owner, owners[e.Owner])
+				}
+			}
+		})
+	}
+}
+
+type bufferWriter struct {
+	mu sync.Mutex
+	b  []byte
+}
+
+func (w *bufferWriter) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.b = append(w.b, p...)
+	return len(p), nil
+}
+
+func (w *bufferWriter) String() string { w.mu.Lock(); defer w.mu.Unlock(); return string(w.b) }
+
+
+func TestReplayedOwnerGetsItsPort(t *testing.T) {
+	svc, ns := testService(t, wide)
+	cp.LoadBalancer(t, ns, "a", "192.0.2.1", nil)
+	cp.LoadBalancer(t, ns, "b", "192.0.2.2", nil)
+	ctx := context.Background()
+	first, err := svc.Reserve(ctx, Request{Owner: "tenant/gw", Protocol: "udp"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Replays race each other and the original, with and without lbip.
+	var wg sync.WaitGroup
+	got := make([]Reservation, 10)
+	for i := range got {
+		wg.Go(func() {
+			req := Request{Owner: "tenant/gw", Protocol: "UDP"}
+			if i%2 == 0 {
+				req.LBIP = first.IP
+			}
+			got[i], err = svc.Reserve(ctx, req)
+		})
+	}
+	wg.Wait()
+	for _, r := range got {
+		if r.Port != first.Port || r.EntryPoint != first.EntryPoint {
+			t.Errorf("replay = %s %d, want %s %d", r.EntryPoint, r.Port, first.EntryPoint, first.Port)
+		}
+	}
+	all, _ := svc.List(ctx, Filter{})
+	if len(all) != 1 {
+		t.Errorf("after replays the ledgers hold %d entries, want 1: %+v", len(all), all)
+	}
+	// TCP is a separate space: the same owner gets a TCP port too.
+	tcp, err := svc.Reserve(ctx, Request{Owner: "tenant/gw", Protocol: "TCP"})
+	if err != nil || tcp.Protocol != portalloc.TCP {
+		t.Errorf("TCP for the same owner = %+v, %v", tcp, err)
+	}
+}
+
+func TestChoice(t *testing.T) {
+	svc, ns := testService(t, portalloc.Range{Min: 20000, Max: 20009})
+	ctx := context.Background()
+	if _, err := svc.Reserve(ctx, Request{Owner: "x"}); !errors.Is(err, ErrNoEntryPoint) || problem.Status(err) != 503 {
+		t.Errorf("Reserve without entry points = %v, want ErrNoEntryPoint (503)", err)
+	}
+	cp.LoadBalancer(t, ns, "pending", "", nil) // no address yet: never chosen
+	if _, err := svc.Reserve(ctx, Request{Owner: "x"}); !errors.Is(err, ErrNoEntryPoint) {
+		t.Errorf("Reserve with only an unaddressed entry point = %v, want ErrNoEntryPoint", err)
+	}
+	// busy already serves 5 of the 10 ports; roomy serves none of them.
+	var ports []corev1.ServicePort
+	for p := int32(20000); p < 20005; p++ {
+		ports = append(ports, corev1.ServicePort{Name: fmt.Sprintf("p%d", p), Port: p, Protocol: corev1.ProtocolTCP})
+	}
+	cp.LoadBalancer(t, ns, "busy", "192.0.2.20", nil, ports...)
+	cp.LoadBalancer(t, ns, "roomy", "192.0.2.21", nil)
+	r, err := svc.Reserve(ctx, Request{Owner: "y"})
+	if err != nil || r.EntryPoint != "service.roomy" {
+		t.Errorf("Reserve = %+v, %v; want the entry point with the most free ports, service.roomy", r, err)
+	}
+	r, err = svc.Reserve(ctx, Request{Owner: "z", LBIP: "192.0.2.20"})
+	if err != nil || r.EntryPoint != "service.busy" || r.Port != 20005 {
+		t.Errorf("Reserve(lbip busy) = %+v, %v; want service.busy port 20005, past its own Service ports", r, err)
+	}
+	if _, err := svc.Reserve(ctx, Request{Owner: "w", LBIP: "198.51.100.1"}); !errors.Is(err, ErrUnknownAddress) || problem.Status(err) != 404 {
+		t.Errorf("Reserve(unknown lbip) = %v, want ErrUnknownAddress (404)", err)
+	}
+}
+
+func TestIngressNginxAndGatewayPortsInUse(t *testing.T) {
+	svc, ns := testService(t, portalloc.Range{Min: 20000, Max: 20003})
+	ctx := context.Background()
+	cp.LoadBalancer(t, ns, "ingress-nginx-controller", "192.0.2.30", map[string]string{"app.kubernetes.io/name": "ingress-nginx"})
+	_, err := cp.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: "tcp-services"},
+		Data:       map[string]string{"20000": "other/app:1883", "20001": "other/app2:1883"},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := svc.Reserve(ctx, Request{Owner: "a", LBIP: "192.0.2.30"})
+	if err != nil || r.Port != 20002 {
+		t.Errorf("Reserve on ingress-nginx = %+v, %v; want 20002, past its tcp-services keys", r, err)
+	}
+
+	gw := gatewayclient.NewForConfigOrDie(cp.Config)
+	g, err := gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Name: "shared"},
+		Spec: gatewayv1.GatewaySpec{GatewayClassName: "any", Listeners: []gatewayv1.Listener{
+			{Name: "udp-20000", Port: 20000, Protocol: gatewayv1.UDPProtocolType},
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g.Status.Addresses = []gatewayv1.GatewayStatusAddress{{Value: "192.0.2.31"}}
+	if _, err := gw.GatewayV1().Gateways(ns).UpdateStatus(ctx, g, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = gw.GatewayV1().ListenerSets(ns).Create(ctx, &gatewayv1.ListenerSet{
+		ObjectMeta: metav1.ObjectMeta{Name: "more"},
+		Spec: gatewayv1.ListenerSetSpec{
+			ParentRef: gatewayv1.ParentGatewayReference{Name: "shared"},
+			Listeners: []gatewayv1.ListenerEntry{{Name: "udp-20001", Port: 20001, Protocol: gatewayv1.UDPProtocolType}},
+		},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err = svc.Reserve(ctx, Request{Owner: "b", Protocol: "UDP", LBIP: "192.0.2.31"})
+	if err != nil || r.Port != 20002 || r.EntryPoint != "gateway.shared" {
+		t.Errorf("Reserve on the Gateway = %+v, %v; want gateway.shared 20002, past its listeners and ListenerSet", r, err)
+	}
+}
+
+func TestFullRange(t *testing.T) {
+	svc, ns := testService(t, portalloc.Range{Min: 20000, Max: 20001})
+	cp.LoadBalancer(t, ns, "lb", "192.0.2.40", nil)
+	ctx := context.Background()
+	for _, o := range []string{"a", "b"} {
+		if _, err := svc.Reserve(ctx, Request{Owner: o}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := ledgerOf(t, ns, "berth-ports-service-lb")
+	_, err := svc.Reserve(ctx, Request{Owner: "c"})
+	if !errors.Is(err, portalloc.ErrFull) || problem.Status(err) != 422 {
+		t.Fatalf("Reserve on a full range = %v, want ErrFull (422)", err)
+	}
+	if d := problem.For(err).Detail; !strings.Contains(d, "20000-20001") {
+		t.Errorf("detail %q does not name the range", d)
+	}
+	if after := ledgerOf(t, ns, "berth-ports-service-lb"); len(after) != len(before) {
+		t.Errorf("a refused reservation changed the ledger: %v", after)
+	}
+}
+
+func TestTTLAndSweep(t *testing.T) {
+	svc, ns := testService(t, portalloc.Range{Min: 20000, Max: 20003})
+	cp.LoadBalancer(t, ns, "lb", "192.0.2.50", nil)
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	svc.Now = func() time.Time { return now }
+
+	lapse, _ := svc.Reserve(ctx, Request{Owner: "lapses"})
+	kept, _ := svc.Reserve(ctx, Request{Owner: "kept"})
+	live, _ := svc.Reserve(ctx, Request{Owner: "live"})
+	gone, _ := svc.Reserve(ctx, Request{Owner: "gone"})
+	cp.LoadBalancer(t, ns, "app", "", nil)
+	key := func(r Reservation) portalloc.Key { return portalloc.Key{Protocol: r.Protocol, Port: r.Port} }
+	if _, err := svc.Bind(ctx, kept.EntryPoint, key(kept), "kept", ns+"/app"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Bind(ctx, gone.EntryPoint, key(gone), "gone", ns+"/deleted-app"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := svc.Bind(ctx, gone.EntryPoint, key(gone), "kept", ns+"/app"); problem.Status(err) != 409 {
+		t.Errorf("Bind of another owner's port = %v, want 409", err)
+	}
+
+	// "live" renews; "lapses" does not.
+	now = now.Add(9 * time.Minute)
+	if _, err := svc.Reserve(ctx, Request{Owner: "live"}); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(2 * time.Minute)
+	res, err := svc.Sweep(ctx)
+	if err != nil || res != (SweepResult{Expired: 1, Marked: 1}) {
+		t.Fatalf("first sweep = %+v, %v; want 1 expired, 1 marked", res, err)
+	}
+	res, err = svc.Sweep(ctx)
+	if err != nil || res != (SweepResult{Freed: 1}) {
+		t.Fatalf("second sweep = %+v, %v; want 1 freed", res, err)
+	}
+	all, _ := svc.List(ctx, Filter{})
+	held := map[string]int{}
+	for _, r := range all {
+		held[r.Owner] = r.Port
+	}
+	want := map[string]int{"kept": kept.Port, "live": live.Port}
+	if fmt.Sprint(held) != fmt.Sprint(want) {
+		t.Errorf("after expiry and two sweeps: %v, want %v", held, want)
+	}
+	// The lapsed port is free again: a newcomer gets the lowest free port.
+	r, _ := svc.Reserve(ctx, Request{Owner: "newcomer"})
+	if r.Port != lapse.Port {
+		t.Errorf("newcomer got %d, want the lapsed %d", r.Port, lapse.Port)
+	}
+}
+
+func TestReleaseValidation(t *testing.T) {
+	svc, ns := testService(t, wide)
+	cp.LoadBalancer(t, ns, "lb", "192.0.2.60", nil)
+	ctx := context.Background()
+	r, _ := svc.Reserve(ctx, Request{Owner: "a"})
+	k := portalloc.Key{Protocol: r.Protocol, Port: r.Port}
+	tests := []struct {
+		name   string
+		id     string
+		key    portalloc.Key
+		owner  string
+		status int
+	}{
+		{"bad id", "lb", k, "", 400},
+		{"unknown entry point", "service.nope", k, "", 404},
+		{"port zero", "service.lb", portalloc.Key{Protocol: "TCP", Port: 0}, "", 400},
+		{"another owner", "service.lb", k, "b", 409},
+	}
+	for _, tc := range tests {
+		if _, err := svc.Release(ctx, tc.id, tc.key, tc.owner); problem.Status(err) != tc.status {
+			t.Errorf("Release(%s) = %v, want %d", tc.name, err, tc.status)
+		}
+	}
+	for i := range 2 {
+		ok, err := svc.Release(ctx, "service.lb", k, "a")
+		if err != nil || ok != (i == 0) {
+			t.Errorf("Release #%d = %v, %v; want %v, nil", i+1, ok, err, i == 0)
+		}
+	}
+}
