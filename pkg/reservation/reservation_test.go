@@ -202,7 +202,6 @@ func (w *bufferWriter) Write(p []byte) (int, error) {
 
 func (w *bufferWriter) String() string { w.mu.Lock(); defer w.mu.Unlock(); return string(w.b) }
 
-
 func TestReplayedOwnerGetsItsPort(t *testing.T) {
 	svc, ns := testService(t, wide)
 	cp.LoadBalancer(t, ns, "a", "192.0.2.1", nil)
