@@ -35,9 +35,10 @@ const (
 	AnnotationEntryPoint = "berth.dev/entry-point"
 )
 
-// DefaultBackoff bounds the retries on conflict: jittered, growing, about ten
-// seconds in all before ErrContended.
-var DefaultBackoff = wait.Backoff{Duration: 2 * time.Millisecond, Factor: 1.5, Jitter: 1.0, Steps: 30, Cap: 500 * time.Millisecond}
+// DefaultBackoff bounds the retries on conflict: 25 attempts, jittered and
+// growing from 2 ms to about 1 s, 5 to 10 s in all before ErrContended. (No Cap:
+// wait.Backoff stops retrying once its Cap is reached.)
+var DefaultBackoff = wait.Backoff{Duration: 2 * time.Millisecond, Factor: 1.3, Jitter: 1.0, Steps: 25}
 
 // Op changes a ledger. It must either change it and return nil, or return an
 // error and change nothing: it may be applied again to a fresher copy.
@@ -52,6 +53,10 @@ type Ref struct {
 
 // Store reads and writes ledgers.
 type Store struct {
+	// MaxBatch bounds how many queued updates one write commits; 0 is no bound,
+	// 1 turns group commit off.
+	MaxBatch int
+
 	client  corev1client.ConfigMapsGetter
 	backoff wait.Backoff
 
@@ -123,7 +128,11 @@ func (s *Store) drain(ref Ref, q *queue) {
 	for {
 		q.mu.Lock()
 		batch := q.waiting
-		q.waiting = nil
+		if s.MaxBatch > 0 && len(batch) > s.MaxBatch {
+			batch, q.waiting = batch[:s.MaxBatch:s.MaxBatch], batch[s.MaxBatch:]
+		} else {
+			q.waiting = nil
+		}
 		if len(batch) == 0 {
 			q.running = false
 			q.mu.Unlock()
