@@ -1,0 +1,132 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/berth-dev/berth/pkg/controlplane"
+	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/problem"
+)
+
+var cp *controlplane.ControlPlane
+
+func TestMain(m *testing.M) { os.Exit(controlplane.RunTests(m, &cp)) }
+
+var (
+	t0  = time.Unix(1_800_000_000, 0)
+	rng = portalloc.Range{Min: 20000, Max: 30000}
+)
+
+func reserve(owner string, got *int) Op {
+	return func(l *portalloc.Ledger) error {
+		k, _, err := l.Reserve(owner, portalloc.TCP, rng, func(portalloc.Key) bool { return false }, t0, time.Hour)
+		*got = k.Port
+		return err
+	}
+}
+
+func testRef(t *testing.T) Ref {
+	return Ref{NamespacedName: types.NamespacedName{Namespace: cp.Namespace(t), Name: "berth-ports-service-lb"}, EntryPoint: "service.lb"}
+}
+
+// TestStaleCacheNeverOverwrites: two instances take turns; each one's cached copy
+// goes stale, and neither loses the other's entry.
+func TestStaleCacheNeverOverwrites(t *testing.T) {
+	ctx := context.Background()
+	ref := testRef(t)
+	a, b := NewStore(cp.Client.CoreV1(), DefaultBackoff), NewStore(cp.Client.CoreV1(), DefaultBackoff)
+	var pa1, pb, pa2 int
+	for _, step := range []struct {
+		s  *Store
+		op Op
+	}{{a, reserve("a1", &pa1)}, {b, reserve("b", &pb)}, {a, reserve("a2", &pa2)}} {
+		if err := step.s.Update(ctx, ref, step.op); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if pa1 == pb || pb == pa2 || pa1 == pa2 {
+		t.Errorf("ports %d, %d, %d: want three distinct", pa1, pb, pa2)
+	}
+	l, err := a.Get(ctx, ref)
+	if err != nil || len(l.Entries) != 3 {
+		t.Errorf("ledger = %v, %v; want 3 entries", l, err)
+	}
+	cm, _ := cp.Client.CoreV1().ConfigMaps(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if cm.Labels[LabelLedger] != "true" || cm.Annotations[AnnotationEntryPoint] != "service.lb" {
+		t.Errorf("ledger metadata = %v %v, want the ledger label and entry point", cm.Labels, cm.Annotations)
+	}
+}
+
+func TestOpErrorsAreTheirOwn(t *testing.T) {
+	ctx := context.Background()
+	ref := testRef(t)
+	s := NewStore(cp.Client.CoreV1(), DefaultBackoff)
+	var p int
+	errNo := problem.New(problem.ErrInvalid, "no")
+	if err := s.Update(ctx, ref, func(*portalloc.Ledger) error { return errNo }); !errors.Is(err, errNo) {
+		t.Errorf("Update with a failing op = %v, want its error", err)
+	}
+	if err := s.Update(ctx, ref, reserve("a", &p)); err != nil {
+		t.Fatal(err)
+	}
+	// A read-only op on a cached copy is re-checked against a fresh read.
+	if _, err := cp.Client.CoreV1().ConfigMaps(ref.Namespace).Patch(ctx, ref.Name, types.MergePatchType,
+		[]byte(`{"data":{"tcp.20000":null}}`), metav1.PatchOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var found bool
+	if err := s.Update(ctx, ref, func(l *portalloc.Ledger) error { _, _, found = l.Find("a", portalloc.TCP); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if found {
+		t.Error("a read-only op saw the store's stale cached copy")
+	}
+}
+
+func TestCorruptLedgerIsLeftAlone(t *testing.T) {
+	ctx := context.Background()
+	ref := testRef(t)
+	_, err := cp.Client.CoreV1().ConfigMaps(ref.Namespace).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: ref.Name},
+		Data:       map[string]string{"tcp.20000": "hand-edited"},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := NewStore(cp.Client.CoreV1(), DefaultBackoff)
+	var p int
+	if err := s.Update(ctx, ref, reserve("a", &p)); !errors.Is(err, portalloc.ErrCorrupt) || problem.Status(err) != 422 {
+		t.Errorf("Update of a corrupt ledger = %v, want ErrCorrupt (422)", err)
+	}
+	cm, _ := cp.Client.CoreV1().ConfigMaps(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
+	if len(cm.Data) != 1 || cm.Data["tcp.20000"] != "hand-edited" {
+		t.Errorf("corrupt ledger was rewritten: %v", cm.Data)
+	}
+}
+
+func TestOverOneMiBIs422(t *testing.T) {
+	ctx := context.Background()
+	ref := testRef(t)
+	s := NewStore(cp.Client.CoreV1(), DefaultBackoff)
+	long := strings.Repeat("o", 240)
+	err := s.Update(ctx, ref, func(l *portalloc.Ledger) error {
+		for p := 20000; p < 25000; p++ {
+			l.Entries[portalloc.Key{Protocol: portalloc.TCP, Port: p}] = portalloc.Entry{
+				Owner: fmt.Sprintf("%s-%d", long, p), State: portalloc.Bound, Service: long}
+		}
+		return nil
+	})
+	if !errors.Is(err, ErrTooBig) || problem.Status(err) != 422 {
+		t.Errorf("Update past 1 MiB = %v, want ErrTooBig (422)", err)
+	}
+}
