@@ -27,9 +27,10 @@ type Config struct {
 	// ReservationTTL is how long a port that is reserved and never bound is held.
 	ReservationTTL time.Duration `envconfig:"RESERVATION_TTL" default:"10m"`
 	// TCPServicesConfigMap and UDPServicesConfigMap are ingress-nginx's
-	// ConfigMaps (name in LoadBalancerNamespace, or namespace/name).
-	TCPServicesConfigMap string `envconfig:"TCP_SERVICES_CONFIGMAP" default:"tcp-services"`
-	UDPServicesConfigMap string `envconfig:"UDP_SERVICES_CONFIGMAP" default:"udp-services"`
+	// ConfigMaps (name in LoadBalancerNamespace, or namespace/name). Where empty,
+	// they are read from the controller pods' --tcp/udp-services-configmap flags.
+	TCPServicesConfigMap string `envconfig:"TCP_SERVICES_CONFIGMAP"`
+	UDPServicesConfigMap string `envconfig:"UDP_SERVICES_CONFIGMAP"`
 }
 
 // Default reads the seed's variable names where the new ones are not set.

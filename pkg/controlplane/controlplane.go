@@ -81,6 +81,9 @@ func Start() (*ControlPlane, error) {
 		ControlPlaneStartTimeout: time.Minute,
 		ControlPlaneStopTimeout:  30 * time.Second,
 	}
+	// Room for thousands of Services: tests make a LoadBalancer Service per
+	// exposure. (The default /24 holds 254.)
+	env.ControlPlane.GetAPIServer().Configure().Set("service-cluster-ip-range", "10.0.0.0/16")
 	cfg, err := env.Start()
 	if err != nil {
 		return nil, fmt.Errorf("start control plane: %w", err)

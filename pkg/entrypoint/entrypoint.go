@@ -6,12 +6,14 @@ package entrypoint
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -64,6 +66,9 @@ type EntryPoint struct {
 	// Used are the ports the entry point itself already serves, and for
 	// ingress-nginx the ports its tcp/udp-services ConfigMaps map.
 	Used map[portalloc.Key]bool
+	// StreamConfigMaps are, for ingress-nginx, the namespace/name of the
+	// tcp-services and udp-services ConfigMaps the controller reads.
+	StreamConfigMaps map[portalloc.Protocol]string
 }
 
 // ID is the entry point's id in berth's API: "<kind>.<name>".
@@ -92,8 +97,9 @@ type Finder struct {
 	Namespace string
 	// Label, when set, keeps only entry points labelled appingress=<Label>.
 	Label string
-	// TCPServices and UDPServices are the default ingress-nginx ConfigMaps
-	// (name in Namespace, or namespace/name).
+	// TCPServices and UDPServices name ingress-nginx's ConfigMaps (name in
+	// Namespace, or namespace/name). Where empty, they are read from the
+	// controller's --tcp-services-configmap / --udp-services-configmap arguments.
 	TCPServices, UDPServices string
 }
 
@@ -174,14 +180,19 @@ func (f *Finder) fromService(ctx context.Context, s *corev1.Service) (EntryPoint
 	if ep.Backend != BackendIngressNginx {
 		return ep, nil
 	}
-	for proto, ref := range map[portalloc.Protocol]string{portalloc.TCP: ep.ServicesConfigMap(portalloc.TCP, f.TCPServices), portalloc.UDP: ep.ServicesConfigMap(portalloc.UDP, f.UDPServices)} {
+	refs, err := f.streamConfigMaps(ctx, s)
+	if err != nil {
+		return ep, err
+	}
+	ep.StreamConfigMaps = refs
+	for proto, ref := range refs {
 		ns, name := splitRef(ref, s.Namespace)
 		cm, err := f.Core.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
 		if apierrors.IsNotFound(err) {
 			continue
 		}
 		if err != nil {
-			return ep, fmt.Errorf("read ingress-nginx ConfigMap %s/%s: %w", ns, name, err)
+			return ep, fmt.Errorf("read ingress-nginx ConfigMap %s: %w", ref, err)
 		}
 		for key := range cm.Data {
 			if n, err := strconv.Atoi(key); err == nil {
@@ -192,17 +203,63 @@ func (f *Finder) fromService(ctx context.Context, s *corev1.Service) (EntryPoint
 	return ep, nil
 }
 
-// ServicesConfigMap is the ingress-nginx ConfigMap for proto: the annotation on
-// the entry point, else def.
-func (e EntryPoint) ServicesConfigMap(proto portalloc.Protocol, def string) string {
-	a := AnnotationTCPServices
-	if proto == portalloc.UDP {
-		a = AnnotationUDPServices
+// streamConfigMaps finds the ConfigMaps an ingress-nginx controller reads, as
+// namespace/name: the entry point's annotation, else the Finder's setting, else
+// the arguments of the controller pods the Service selects.
+func (f *Finder) streamConfigMaps(ctx context.Context, s *corev1.Service) (map[portalloc.Protocol]string, error) {
+	refs := map[portalloc.Protocol]string{}
+	want := map[portalloc.Protocol][2]string{
+		portalloc.TCP: {AnnotationTCPServices, f.TCPServices},
+		portalloc.UDP: {AnnotationUDPServices, f.UDPServices},
 	}
-	if v := e.Annotations[a]; v != "" {
-		return v
+	var args map[portalloc.Protocol]string
+	for proto, w := range want {
+		ref := s.Annotations[w[0]]
+		if ref == "" {
+			ref = w[1]
+		}
+		if ref == "" {
+			if args == nil {
+				var err error
+				if args, err = f.controllerArgs(ctx, s); err != nil {
+					return nil, err
+				}
+			}
+			ref = args[proto]
+		}
+		if ref != "" {
+			ns, name := splitRef(ref, s.Namespace)
+			refs[proto] = ns + "/" + name
+		}
 	}
-	return def
+	return refs, nil
+}
+
+// controllerArgs reads --tcp-services-configmap and --udp-services-configmap
+// from a controller pod the Service selects.
+func (f *Finder) controllerArgs(ctx context.Context, s *corev1.Service) (map[portalloc.Protocol]string, error) {
+	out := map[portalloc.Protocol]string{}
+	if len(s.Spec.Selector) == 0 {
+		return out, nil
+	}
+	pods, err := f.Core.CoreV1().Pods(s.Namespace).List(ctx, metav1.ListOptions{
+		LabelSelector: labels.SelectorFromSet(s.Spec.Selector).String(), Limit: 1,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("read ingress-nginx controller arguments: %w", err)
+	}
+	for _, p := range pods.Items {
+		for _, c := range p.Spec.Containers {
+			for _, a := range append(slices.Clone(c.Command), c.Args...) {
+				for proto, flag := range map[portalloc.Protocol]string{portalloc.TCP: "--tcp-services-configmap=", portalloc.UDP: "--udp-services-configmap="} {
+					if v, ok := strings.CutPrefix(a, flag); ok {
+						out[proto] = strings.ReplaceAll(v, "$(POD_NAMESPACE)", p.Namespace)
+					}
+				}
+			}
+		}
+	}
+	return out, nil
 }
 
 func splitRef(ref, defNamespace string) (string, string) {

@@ -189,8 +189,8 @@ func (s *Service) candidates(ctx context.Context, req Request) ([]entrypoint.Ent
 	return nil, ErrNoEntryPoint
 }
 
-// entryPoint finds one entry point by id, addressed or not.
-func (s *Service) entryPoint(ctx context.Context, id string) (entrypoint.EntryPoint, error) {
+// EntryPoint finds one entry point by id, addressed or not.
+func (s *Service) EntryPoint(ctx context.Context, id string) (entrypoint.EntryPoint, error) {
 	if _, _, err := entrypoint.ParseID(id); err != nil {
 		return entrypoint.EntryPoint{}, err
 	}
@@ -217,7 +217,7 @@ func (s *Service) Release(ctx context.Context, id string, k portalloc.Key, owner
 			return false, err
 		}
 	}
-	ep, err := s.entryPoint(ctx, id)
+	ep, err := s.EntryPoint(ctx, id)
 	if err != nil {
 		return false, err
 	}
@@ -236,7 +236,7 @@ func (s *Service) Release(ctx context.Context, id string, k portalloc.Key, owner
 // Bind records that owner's port k on entry point id now routes to service
 // (namespace/name).
 func (s *Service) Bind(ctx context.Context, id string, k portalloc.Key, owner, service string) (Reservation, error) {
-	ep, err := s.entryPoint(ctx, id)
+	ep, err := s.EntryPoint(ctx, id)
 	if err != nil {
 		return Reservation{}, err
 	}

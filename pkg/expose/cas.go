@@ -1,0 +1,89 @@
+package expose
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/retry"
+)
+
+// DefaultBackoff bounds retries on conflict for routing objects, which many
+// exposures share (a Gateway, a ConfigMap, a LoadBalancer Service).
+var DefaultBackoff = wait.Backoff{Duration: 2 * time.Millisecond, Factor: 1.3, Jitter: 1.0, Steps: 25}
+
+// casUpdate reads an object, lets change alter it, and writes it with the
+// resourceVersion it was read at; on a conflict it reads again. change reports
+// whether it altered the object; nothing is written when it did not. When get
+// answers NotFound, create (if not nil) makes the object instead.
+//
+// Writers of one process to the same object (named by key) take turns, so that
+// they do not spend their retries conflicting with each other; compare-and-swap
+// still decides between processes.
+func casUpdate[T any](ctx context.Context, key string, b wait.Backoff, get func(context.Context) (T, error), change func(T) (bool, error), put func(context.Context, T) error, create func(context.Context) error) error {
+	unlock, err := objectLocks.lock(ctx, key)
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	return retry.OnError(b, retriable, func() error {
+		obj, err := get(ctx)
+		if apierrors.IsNotFound(err) && create != nil {
+			return create(ctx)
+		}
+		if err != nil {
+			return err
+		}
+		changed, err := change(obj)
+		if err != nil || !changed {
+			return err
+		}
+		return put(ctx, obj)
+	})
+}
+
+// retriable is a write lost to another writer: a stale resourceVersion, or a
+// create that another writer won.
+func retriable(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
+
+func isNotFound(err error) bool { return apierrors.IsNotFound(err) }
+
+// keyedLocks are per-object locks that a waiter can give up on.
+type keyedLocks struct {
+	mu    sync.Mutex
+	locks map[string]*keyedLock
+}
+
+type keyedLock struct {
+	ch    chan struct{}
+	users int
+}
+
+var objectLocks = &keyedLocks{locks: map[string]*keyedLock{}}
+
+func (k *keyedLocks) lock(ctx context.Context, key string) (func(), error) {
+	k.mu.Lock()
+	l, ok := k.locks[key]
+	if !ok {
+		l = &keyedLock{ch: make(chan struct{}, 1)}
+		k.locks[key] = l
+	}
+	l.users++
+	k.mu.Unlock()
+	release := func() {
+		k.mu.Lock()
+		if l.users--; l.users == 0 {
+			delete(k.locks, key)
+		}
+		k.mu.Unlock()
+	}
+	select {
+	case l.ch <- struct{}{}:
+		return func() { <-l.ch; release() }, nil
+	case <-ctx.Done():
+		release()
+		return nil, ctx.Err()
+	}
+}

@@ -1,0 +1,25 @@
+package expose
+
+import "github.com/berth-dev/berth/pkg/problem"
+
+var (
+	// ErrBadRequest is an exposure request that is not well formed.
+	ErrBadRequest = problem.New(problem.ErrInvalid, "invalid exposure request")
+	// ErrServiceNotFound means the target Service does not exist.
+	ErrServiceNotFound = problem.New(problem.ErrNotFound, "target Service not found")
+	// ErrNoSuchPort means the target Service has no port of that number or name
+	// and protocol.
+	ErrNoSuchPort = problem.New(problem.ErrUnprocessable, "target Service has no such port")
+	// ErrNoSelector means a shared-IP exposure was asked for a Service that
+	// selects no pods.
+	ErrNoSelector = problem.New(problem.ErrUnprocessable, "target Service has no selector")
+	// ErrAmbiguous means a release created several Services that match.
+	ErrAmbiguous = problem.New(problem.ErrUnprocessable, "more than one Service of the release matches")
+	// ErrNoBackend means the entry point names a backend berth does not have.
+	ErrNoBackend = problem.New(problem.ErrUnprocessable, "entry point has no usable routing backend")
+	// ErrTaken means a routing object for the port exists and routes elsewhere.
+	ErrTaken = problem.New(problem.ErrConflict, "the port is already routed elsewhere")
+	// ErrNoStreamConfigMap means the ingress-nginx controller does not read a
+	// tcp/udp-services ConfigMap for the protocol.
+	ErrNoStreamConfigMap = problem.New(problem.ErrUnprocessable, "ingress-nginx serves no ConfigMap for this protocol")
+)

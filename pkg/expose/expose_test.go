@@ -1,0 +1,520 @@
+package expose
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/berth-dev/berth/pkg/controlplane"
+	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/ledger"
+	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/problem"
+	"github.com/berth-dev/berth/pkg/reservation"
+)
+
+var cp *controlplane.ControlPlane
+
+func TestMain(m *testing.M) { os.Exit(controlplane.RunTests(m, &cp)) }
+
+// fixture is a namespace with one entry point of a backend, and an Exposer.
+type fixture struct {
+	ns  string
+	gw  gatewayclient.Interface
+	exp *Exposer
+	ep  string
+}
+
+func newFixture(t *testing.T, backend string) *fixture {
+	t.Helper()
+	ctx := context.Background()
+	ns := cp.Namespace(t)
+	gw := gatewayclient.NewForConfigOrDie(cp.Config)
+	f := &fixture{ns: ns, gw: gw}
+	switch backend {
+	case entrypoint.BackendGatewayAPI:
+		g, err := gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{
+			ObjectMeta: metav1.ObjectMeta{Name: "shared"},
+			Spec: gatewayv1.GatewaySpec{GatewayClassName: "any", Listeners: []gatewayv1.Listener{
+				{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType},
+			}},
+		}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		g.Status.Addresses = []gatewayv1.GatewayStatusAddress{{Value: "192.0.2.100"}}
+		if _, err := gw.GatewayV1().Gateways(ns).UpdateStatus(ctx, g, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		f.ep = "gateway.shared"
+	case entrypoint.BackendIngressNginx:
+		cp.LoadBalancer(t, ns, "ingress-nginx-controller", "192.0.2.101", map[string]string{"app.kubernetes.io/name": "ingress-nginx"})
+		f.ep = "service.ingress-nginx-controller"
+	case entrypoint.BackendSharedIP:
+		cp.LoadBalancer(t, ns, "shared", "192.0.2.102", nil)
+		f.ep = "service.shared"
+	}
+	ports := &reservation.Service{
+		EntryPoints: &entrypoint.Finder{Core: cp.Client, Gateway: gw, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services"},
+		Ledgers:     ledger.NewStore(cp.Client.CoreV1(), ledger.DefaultBackoff),
+		Services:    reservation.KubeServices{Client: cp.Client},
+		Range:       portalloc.Range{Min: 20000, Max: 30000},
+		TTL:         10 * time.Minute,
+	}
+	f.exp = &Exposer{Core: cp.Client, Ports: ports, Backoff: DefaultBackoff, Backends: map[string]Backend{
+		entrypoint.BackendGatewayAPI:   &GatewayBackend{Client: gw, Backoff: DefaultBackoff},
+		entrypoint.BackendIngressNginx: &IngressNginxBackend{Core: cp.Client, Backoff: DefaultBackoff},
+		entrypoint.BackendSharedIP: &SharedIPBackend{Core: cp.Client, Backoff: DefaultBackoff,
+			Annotations: map[string]string{"metallb.io/allow-shared-ip": "berth", "metallb.io/loadBalancerIPs": "{ip}"}},
+	}}
+	return f
+}
+
+// app creates a target Service with an mqtt TCP port and a coap UDP port.
+func (f *fixture) app(t *testing.T, name string) {
+	t.Helper()
+	_, err := cp.Client.CoreV1().Services(f.ns).Create(context.Background(), &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec: corev1.ServiceSpec{Selector: map[string]string{"app": name}, Ports: []corev1.ServicePort{
+			{Name: "mqtt", Port: 1883, TargetPort: intstr.FromInt(11883), Protocol: corev1.ProtocolTCP},
+			{Name: "coap", Port: 5683, TargetPort: intstr.FromInt(5683), Protocol: corev1.ProtocolUDP},
+		}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (f *fixture) request(name string, port intstr.IntOrString, proto portalloc.Protocol) Request {
+	return Request{Target: Target{Namespace: f.ns, Name: name, Port: port, Protocol: proto}, EntryPoint: f.ep}
+}
+
+// objects is a fingerprint of every object the backends touch, with their
+// resourceVersions: equal fingerprints mean nothing was written.
+func (f *fixture) objects(t *testing.T) string {
+	t.Helper()
+	ctx := context.Background()
+	var parts []string
+	cms, _ := cp.Client.CoreV1().ConfigMaps(f.ns).List(ctx, metav1.ListOptions{})
+	for _, o := range cms.Items {
+		parts = append(parts, "cm/"+o.Name+"@"+o.ResourceVersion)
+	}
+	svcs, _ := cp.Client.CoreV1().Services(f.ns).List(ctx, metav1.ListOptions{})
+	for _, o := range svcs.Items {
+		parts = append(parts, "svc/"+o.Name+"@"+o.ResourceVersion)
+	}
+	gws, _ := f.gw.GatewayV1().Gateways(f.ns).List(ctx, metav1.ListOptions{})
+	for _, o := range gws.Items {
+		parts = append(parts, "gw/"+o.Name+"@"+o.ResourceVersion)
+	}
+	ls, _ := f.gw.GatewayV1().ListenerSets(f.ns).List(ctx, metav1.ListOptions{})
+	for _, o := range ls.Items {
+		parts = append(parts, "ls/"+o.Name+"@"+o.ResourceVersion)
+	}
+	tr, _ := f.gw.GatewayV1().TCPRoutes(f.ns).List(ctx, metav1.ListOptions{})
+	for _, o := range tr.Items {
+		parts = append(parts, "tcproute/"+o.Name+"@"+o.ResourceVersion)
+	}
+	ur, _ := f.gw.GatewayV1().UDPRoutes(f.ns).List(ctx, metav1.ListOptions{})
+	for _, o := range ur.Items {
+		parts = append(parts, "udproute/"+o.Name+"@"+o.ResourceVersion)
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, " ")
+}
+
+func (f *fixture) endpointAnnotation(t *testing.T, name string) string {
+	s, err := cp.Client.CoreV1().Services(f.ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.Annotations[AnnotationEndpoint]
+}
+
+var backends = []string{entrypoint.BackendGatewayAPI, entrypoint.BackendIngressNginx, entrypoint.BackendSharedIP}
+
+func TestExposeReapplyUnexpose(t *testing.T) {
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFixture(t, backend)
+			f.app(t, "gw-1")
+			for _, tc := range []struct {
+				port  intstr.IntOrString
+				proto portalloc.Protocol
+			}{{intstr.FromString("mqtt"), portalloc.TCP}, {intstr.FromInt(5683), portalloc.UDP}} {
+				req := f.request("gw-1", tc.port, tc.proto)
+				end, err := f.exp.Expose(ctx, req)
+				if err != nil {
+					t.Fatalf("Expose %s: %v", tc.proto, err)
+				}
+				if end.Backend != backend || end.Owner != f.ns+"/gw-1" || end.Protocol != tc.proto {
+					t.Errorf("Expose = %+v", end)
+				}
+				if !strings.Contains(f.endpointAnnotation(t, "gw-1"), end.String()) {
+					t.Errorf("annotation %q lacks %s", f.endpointAnnotation(t, "gw-1"), end)
+				}
+				before := f.objects(t)
+				again, err := f.exp.Expose(ctx, req)
+				if err != nil || again != end {
+					t.Errorf("re-Expose = %+v, %v; want %+v", again, err, end)
+				}
+				if after := f.objects(t); after != before {
+					t.Errorf("re-Expose wrote again:\n%s\nwas\n%s", after, before)
+				}
+				checkRouted(t, f, backend, end, true)
+			}
+			eps, _ := f.exp.List(ctx, reservation.Filter{Owner: f.ns + "/gw-1"})
+			if len(eps) != 2 {
+				t.Fatalf("List = %+v, want 2 bound endpoints", eps)
+			}
+			for _, end := range eps {
+				k := portalloc.Key{Protocol: end.Protocol, Port: end.Port}
+				if err := f.exp.Unexpose(ctx, f.ep, k, "someone-else"); problem.Status(err) != 409 {
+					t.Errorf("Unexpose by another owner = %v, want 409", err)
+				}
+				for range 2 {
+					if err := f.exp.Unexpose(ctx, f.ep, k, ""); err != nil {
+						t.Fatalf("Unexpose %s: %v", k, err)
+					}
+				}
+				checkRouted(t, f, backend, end, false)
+			}
+			if a := f.endpointAnnotation(t, "gw-1"); a != "" {
+				t.Errorf("annotation after unexpose = %q, want none", a)
+			}
+			if eps, _ := f.exp.List(ctx, reservation.Filter{}); len(eps) != 0 {
+				t.Errorf("ledger after unexpose = %+v, want empty", eps)
+			}
+		})
+	}
+}
+
+// checkRouted asserts the backend's objects for end exist (or are gone).
+func checkRouted(t *testing.T, f *fixture, backend string, end Endpoint, want bool) {
+	t.Helper()
+	ctx := context.Background()
+	k := portalloc.Key{Protocol: end.Protocol, Port: end.Port}
+	var have []string
+	switch backend {
+	case entrypoint.BackendGatewayAPI:
+		g, _ := f.gw.GatewayV1().Gateways(f.ns).Get(ctx, "shared", metav1.GetOptions{})
+		if slices.ContainsFunc(g.Spec.Listeners, func(l gatewayv1.Listener) bool { return string(l.Name) == portName(k) && int(l.Port) == k.Port }) {
+			have = append(have, "listener")
+		}
+		var err error
+		name := "berth-shared-" + portName(k)
+		if k.Protocol == portalloc.UDP {
+			var r *gatewayv1.UDPRoute
+			r, err = f.gw.GatewayV1().UDPRoutes(f.ns).Get(ctx, name, metav1.GetOptions{})
+			if err == nil && *r.Spec.ParentRefs[0].SectionName == gatewayv1.SectionName(portName(k)) && r.Spec.Rules[0].BackendRefs[0].Name == "gw-1" {
+				have = append(have, "route")
+			}
+		} else {
+			var r *gatewayv1.TCPRoute
+			r, err = f.gw.GatewayV1().TCPRoutes(f.ns).Get(ctx, name, metav1.GetOptions{})
+			if err == nil && *r.Spec.ParentRefs[0].SectionName == gatewayv1.SectionName(portName(k)) && *r.Spec.Rules[0].BackendRefs[0].Port == 1883 {
+				have = append(have, "route")
+			}
+		}
+	case entrypoint.BackendIngressNginx:
+		cmName := map[portalloc.Protocol]string{portalloc.TCP: "tcp-services", portalloc.UDP: "udp-services"}[k.Protocol]
+		cm, err := cp.Client.CoreV1().ConfigMaps(f.ns).Get(ctx, cmName, metav1.GetOptions{})
+		if err == nil && cm.Data[strconv.Itoa(k.Port)] != "" {
+			have = append(have, "entry")
+		}
+		s, _ := cp.Client.CoreV1().Services(f.ns).Get(ctx, "ingress-nginx-controller", metav1.GetOptions{})
+		if slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return int(p.Port) == k.Port && p.TargetPort.IntValue() == k.Port && string(p.Protocol) == string(k.Protocol) }) {
+			have = append(have, "port")
+		}
+	case entrypoint.BackendSharedIP:
+		s, err := cp.Client.CoreV1().Services(f.ns).Get(ctx, "berth-shared-"+portName(k), metav1.GetOptions{})
+		if err == nil && s.Spec.Type == corev1.ServiceTypeLoadBalancer && s.Spec.Selector["app"] == "gw-1" &&
+			int(s.Spec.Ports[0].Port) == k.Port && s.Annotations["metallb.io/loadBalancerIPs"] == "192.0.2.102" {
+			have = append(have, "service")
+		}
+	}
+	wantN := map[string]int{entrypoint.BackendGatewayAPI: 2, entrypoint.BackendIngressNginx: 2, entrypoint.BackendSharedIP: 1}[backend]
+	if want && len(have) != wantN || !want && len(have) != 0 {
+		t.Errorf("%s %s: objects present %v, want all %v", backend, end, have, want)
+	}
+}
+
+func TestHundredConcurrentExposures(t *testing.T) {
+	const n = 100
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			ctx := context.Background()
+			f := newFixture(t, backend)
+			for i := range n {
+				f.app(t, fmt.Sprintf("tenant-%d", i))
+			}
+			var wg sync.WaitGroup
+			ends := make([]Endpoint, n)
+			errs := make([]error, n)
+			for i := range n {
+				wg.Go(func() {
+					ends[i], errs[i] = f.exp.Expose(ctx, f.request(fmt.Sprintf("tenant-%d", i), intstr.FromInt(1883), portalloc.TCP))
+				})
+			}
+			wg.Wait()
+			if err := errors.Join(errs...); err != nil {
+				t.Fatal(err)
+			}
+			ports := map[int]bool{}
+			for _, e := range ends {
+				ports[e.Port] = true
+			}
+			if len(ports) != n {
+				t.Errorf("%d exposures got %d distinct ports", n, len(ports))
+			}
+			switch backend {
+			case entrypoint.BackendGatewayAPI:
+				g, _ := f.gw.GatewayV1().Gateways(f.ns).Get(ctx, "shared", metav1.GetOptions{})
+				ls, _ := f.gw.GatewayV1().ListenerSets(f.ns).List(ctx, metav1.ListOptions{})
+				inSets := 0
+				for _, s := range ls.Items {
+					inSets += len(s.Spec.Listeners)
+					if string(s.Spec.ParentRef.Name) != "shared" {
+						t.Errorf("ListenerSet %s is attached to %s", s.Name, s.Spec.ParentRef.Name)
+					}
+				}
+				if len(g.Spec.Listeners) != 64 || inSets != n+1-64 {
+					t.Errorf("Gateway has %d listeners and ListenerSets %d, want 64 and %d (spilled)", len(g.Spec.Listeners), inSets, n+1-64)
+				}
+				if g.Spec.AllowedListeners == nil {
+					t.Error("the Gateway does not allow its ListenerSets")
+				}
+				routes, _ := f.gw.GatewayV1().TCPRoutes(f.ns).List(ctx, metav1.ListOptions{})
+				if len(routes.Items) != n {
+					t.Errorf("%d TCPRoutes, want %d", len(routes.Items), n)
+				}
+			case entrypoint.BackendIngressNginx:
+				cm, _ := cp.Client.CoreV1().ConfigMaps(f.ns).Get(ctx, "tcp-services", metav1.GetOptions{})
+				s, _ := cp.Client.CoreV1().Services(f.ns).Get(ctx, "ingress-nginx-controller", metav1.GetOptions{})
+				if len(cm.Data) != n || len(s.Spec.Ports) != n+1 {
+					t.Errorf("tcp-services has %d entries and the Service %d ports, want %d and %d", len(cm.Data), len(s.Spec.Ports), n, n+1)
+				}
+				services, _ := cp.Client.CoreV1().Services(f.ns).List(ctx, metav1.ListOptions{})
+				for key, value := range cm.Data {
+					if err := parseStreamEntry(key, value, corev1.ProtocolTCP, services.Items); err != nil {
+						t.Errorf("ingress-nginx would skip %q: %q: %v", key, value, err)
+					}
+				}
+			case entrypoint.BackendSharedIP:
+				l, _ := cp.Client.CoreV1().Services(f.ns).List(ctx, metav1.ListOptions{LabelSelector: LabelEntryPoint + "=" + f.ep})
+				if len(l.Items) != n {
+					t.Errorf("%d shared-IP Services, want %d", len(l.Items), n)
+				}
+			}
+			l, err := cp.Client.CoreV1().ConfigMaps(f.ns).Get(ctx, "berth-ports-"+strings.Replace(f.ep, ".", "-", 1), metav1.GetOptions{})
+			if err != nil || len(l.Data) != n || strings.Count(strings.Join(slices.Collect(mapValues(l.Data)), ""), `"s":"bound"`) != n {
+				t.Errorf("ledger holds %d entries (%v), want %d bound", len(l.Data), err, n)
+			}
+		})
+	}
+}
+
+func mapValues(m map[string]string) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for _, v := range m {
+			if !yield(v) {
+				return
+			}
+		}
+	}
+}
+
+// parseStreamEntry applies ingress-nginx's rules for a tcp/udp-services entry
+// (its controller's getStreamServices): a numeric key that is not one of the
+// controller's own ports; a value "<ns>/<name>:<port>[:PROXY[:PROXY]]" whose
+// namespace/name is one Service and whose port, by number or name, is a port
+// of that Service with the ConfigMap's protocol; PROXY fields only for TCP.
+func parseStreamEntry(key, value string, proto corev1.Protocol, services []corev1.Service) error {
+	port, err := strconv.Atoi(key)
+	if err != nil {
+		return fmt.Errorf("key is not a port number")
+	}
+	if slices.Contains([]int{80, 443, 442, 10254, 10245, 10246, 10247, 8181, 18080}, port) {
+		return fmt.Errorf("port %d is reserved for the controller", port)
+	}
+	fields := strings.Split(value, ":")
+	if len(fields) < 2 || len(fields) > 4 {
+		return fmt.Errorf("want ns/name:port[:PROXY[:PROXY]]")
+	}
+	ns, name, ok := strings.Cut(fields[0], "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return fmt.Errorf("%q is not namespace/name", fields[0])
+	}
+	for _, f := range fields[2:] {
+		if f != "" && strings.ToUpper(f) != "PROXY" {
+			return fmt.Errorf("field %q is not PROXY", f)
+		}
+		if f != "" && proto != corev1.ProtocolTCP {
+			return fmt.Errorf("PROXY on %s", proto)
+		}
+	}
+	i := slices.IndexFunc(services, func(s corev1.Service) bool { return s.Namespace == ns && s.Name == name })
+	if i < 0 {
+		return fmt.Errorf("no Service %s/%s", ns, name)
+	}
+	n, numeric := strconv.Atoi(fields[1])
+	if !slices.ContainsFunc(services[i].Spec.Ports, func(p corev1.ServicePort) bool {
+		return p.Protocol == proto && (numeric == nil && int(p.Port) == n || numeric != nil && p.Name == fields[1])
+	}) {
+		return fmt.Errorf("Service %s/%s has no %s port %s", ns, name, proto, fields[1])
+	}
+	return nil
+}
+
+func TestStreamEntry(t *testing.T) {
+	base := Exposure{Key: portalloc.Key{Protocol: portalloc.TCP, Port: 20000}, Namespace: "t", Service: "gw", Port: 1883}
+	tests := []struct {
+		proto portalloc.Protocol
+		proxy Proxy
+		want  string
+	}{
+		{portalloc.TCP, Proxy{}, "t/gw:1883"},
+		{portalloc.TCP, Proxy{Decode: true}, "t/gw:1883:PROXY"},
+		{portalloc.TCP, Proxy{Encode: true}, "t/gw:1883::PROXY"},
+		{portalloc.TCP, Proxy{Decode: true, Encode: true}, "t/gw:1883:PROXY:PROXY"},
+		{portalloc.UDP, Proxy{Decode: true, Encode: true}, "t/gw:1883"},
+	}
+	svc := []corev1.Service{{ObjectMeta: metav1.ObjectMeta{Namespace: "t", Name: "gw"}, Spec: corev1.ServiceSpec{Ports: []corev1.ServicePort{
+		{Port: 1883, Protocol: corev1.ProtocolTCP}, {Port: 1883, Protocol: corev1.ProtocolUDP},
+	}}}}
+	for _, tc := range tests {
+		x := base
+		x.Key.Protocol, x.Proxy = tc.proto, tc.proxy
+		got := StreamEntry(x)
+		if got != tc.want {
+			t.Errorf("StreamEntry(%s %+v) = %q, want %q", tc.proto, tc.proxy, got, tc.want)
+		}
+		if err := parseStreamEntry("20000", got, corev1.Protocol(tc.proto), svc); err != nil {
+			t.Errorf("ingress-nginx would skip %q: %v", got, err)
+		}
+	}
+}
+
+func TestInvalidExposuresWriteNothing(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, entrypoint.BackendIngressNginx)
+	f.app(t, "gw-1")
+	_, err := cp.Client.CoreV1().Services(f.ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "headless"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 1883}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Someone else holds a port already.
+	held, err := f.exp.Expose(ctx, Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, Owner: "other/owner"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tcp := portalloc.TCP
+	tests := []struct {
+		name   string
+		req    Request
+		status int
+	}{
+		{"no such Service", f.request("nope", intstr.FromInt(1883), tcp), 404},
+		{"no such port", f.request("gw-1", intstr.FromInt(9999), tcp), 422},
+		{"no such port name", f.request("gw-1", intstr.FromString("amqp"), tcp), 422},
+		{"protocol mismatch", f.request("gw-1", intstr.FromString("mqtt"), portalloc.UDP), 422},
+		{"bad protocol", f.request("gw-1", intstr.FromInt(1883), "SCTP"), 400},
+		{"bad service name", f.request("Gw_1", intstr.FromInt(1883), tcp), 400},
+		{"bad namespace", Request{Target: Target{Namespace: "a/b", Name: "gw-1", Port: intstr.FromInt(1883)}}, 400},
+		{"port zero", f.request("gw-1", intstr.FromInt(0), tcp), 400},
+		{"bad port name", f.request("gw-1", intstr.FromString("-x-"), tcp), 400},
+		{"PROXY on UDP", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(5683), Protocol: portalloc.UDP}, Proxy: Proxy{Decode: true}}, 400},
+		{"reserved port without entry point", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, Port: 20005}, 400},
+		{"unknown entry point", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, EntryPoint: "gateway.none"}, 404},
+		{"unknown lbip", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, LBIP: "203.0.113.1"}, 404},
+		{"port held by another owner", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, EntryPoint: f.ep, Port: held.Port}, 409},
+		{"port never reserved", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, EntryPoint: f.ep, Port: 29999}, 404},
+	}
+	before := f.objects(t)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := f.exp.Expose(ctx, tc.req)
+			if problem.Status(err) != tc.status {
+				t.Errorf("Expose(%s) = %v (%d), want %d", tc.name, err, problem.Status(err), tc.status)
+			}
+		})
+	}
+	if after := f.objects(t); after != before {
+		t.Errorf("refused exposures wrote:\n%s\nwas\n%s", after, before)
+	}
+}
+
+func TestSharedIPNeedsSelector(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t, entrypoint.BackendSharedIP)
+	_, err := cp.Client.CoreV1().Services(f.ns).Create(ctx, &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "headless"},
+		Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 1883}}},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := f.objects(t)
+	if _, err := f.exp.Expose(ctx, f.request("headless", intstr.FromInt(1883), portalloc.TCP)); problem.Status(err) != 422 {
+		t.Errorf("shared-IP exposure of a Service without selector = %v, want 422", err)
+	}
+	// A reservation made in-process for it is there, unbound, and will lapse;
+	// nothing else was written.
+	_ = before
+}
+
+// TestRetryRepairs: what a crash (or a person) left half done is finished by
+// the next Expose of the same request.
+func TestRetryRepairs(t *testing.T) {
+	ctx := context.Background()
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			f := newFixture(t, backend)
+			f.app(t, "gw-1")
+			req := f.request("gw-1", intstr.FromInt(1883), portalloc.TCP)
+			end, err := f.exp.Expose(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := portalloc.Key{Protocol: portalloc.TCP, Port: end.Port}
+			switch backend {
+			case entrypoint.BackendGatewayAPI:
+				err = f.gw.GatewayV1().TCPRoutes(f.ns).Delete(ctx, "berth-shared-"+portName(k), metav1.DeleteOptions{})
+			case entrypoint.BackendIngressNginx:
+				var s *corev1.Service
+				if s, err = cp.Client.CoreV1().Services(f.ns).Get(ctx, "ingress-nginx-controller", metav1.GetOptions{}); err == nil {
+					s.Spec.Ports = s.Spec.Ports[:1]
+					_, err = cp.Client.CoreV1().Services(f.ns).Update(ctx, s, metav1.UpdateOptions{})
+				}
+			case entrypoint.BackendSharedIP:
+				err = cp.Client.CoreV1().Services(f.ns).Delete(ctx, "berth-shared-"+portName(k), metav1.DeleteOptions{})
+			}
+			if err != nil && !apierrors.IsNotFound(err) {
+				t.Fatal(err)
+			}
+			again, err := f.exp.Expose(ctx, req)
+			if err != nil || again.Port != end.Port {
+				t.Fatalf("retry = %+v, %v; want port %d", again, err, end.Port)
+			}
+			checkRouted(t, f, backend, end, true)
+		})
+	}
+}

@@ -1,0 +1,252 @@
+// Package expose makes a Service port reachable at a reserved port of a
+// shared-IP entry point, through one of three backends: the Gateway API
+// (listeners and TCPRoute/UDPRoute), ingress-nginx (tcp/udp-services ConfigMaps)
+// or shared-IP LoadBalancer Services. It records the exposure in the port ledger
+// (bound) and on the target Service (the berth.dev/endpoint annotation).
+package expose
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strconv"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/reservation"
+)
+
+// Ports reserves, binds and releases ports in the ledger.
+type Ports interface {
+	Reserve(ctx context.Context, req reservation.Request) (reservation.Reservation, error)
+	EntryPoint(ctx context.Context, id string) (entrypoint.EntryPoint, error)
+	Bind(ctx context.Context, id string, k portalloc.Key, owner, service string) (reservation.Reservation, error)
+	Release(ctx context.Context, id string, k portalloc.Key, owner string) (bool, error)
+	List(ctx context.Context, f reservation.Filter) ([]reservation.Reservation, error)
+}
+
+// Exposer exposes and unexposes Service ports.
+type Exposer struct {
+	Core     kubernetes.Interface
+	Ports    Ports
+	Backends map[string]Backend
+	Backoff  wait.Backoff
+}
+
+// Request asks for a Service port to be exposed.
+type Request struct {
+	Target Target
+	// Owner holds the port; by default namespace/name of the target Service.
+	Owner string
+	// EntryPoint and Port name a reservation already made (by getport); without
+	// them a port is reserved here, on the entry point with address LBIP if set.
+	EntryPoint string
+	Port       int
+	LBIP       string
+	// Proxy asks ingress-nginx for the PROXY protocol (TCP only).
+	Proxy Proxy
+}
+
+// Endpoint is an exposed port.
+type Endpoint struct {
+	IP         string             `json:"ip"`
+	Port       int                `json:"port"`
+	Protocol   portalloc.Protocol `json:"protocol"`
+	EntryPoint string             `json:"entryPoint"`
+	Backend    string             `json:"backend"`
+	Owner      string             `json:"owner"`
+	// Service is namespace/name of the target Service.
+	Service string `json:"service"`
+}
+
+// String is the endpoint as the berth.dev/endpoint annotation writes it.
+func (e Endpoint) String() string {
+	return net.JoinHostPort(e.IP, strconv.Itoa(e.Port)) + "/" + string(e.Protocol)
+}
+
+func (r *Request) validate() error {
+	proto, err := portalloc.ParseProtocol(string(r.Target.Protocol))
+	if err != nil {
+		return err
+	}
+	r.Target.Protocol = proto
+	if err := r.Target.Validate(); err != nil {
+		return err
+	}
+	if r.Owner == "" {
+		r.Owner = r.Target.NamespacedName()
+	}
+	if err := portalloc.ValidateOwner(r.Owner); err != nil {
+		return err
+	}
+	if r.Port != 0 && (r.Port < 1 || r.Port > 65535 || r.EntryPoint == "") {
+		return fmt.Errorf("%w: a reserved port needs its entryPoint and must be 1-65535", ErrBadRequest)
+	}
+	if r.EntryPoint != "" {
+		if _, _, err := entrypoint.ParseID(r.EntryPoint); err != nil {
+			return err
+		}
+	}
+	if proto == portalloc.UDP && (r.Proxy.Decode || r.Proxy.Encode) {
+		return fmt.Errorf("%w: the PROXY protocol applies to TCP only", ErrBadRequest)
+	}
+	return nil
+}
+
+// Expose validates the request and the target, takes (or verifies) the port,
+// binds it, writes the routing objects and annotates the target. Each step is
+// idempotent, so a retry finishes what a failure left half done.
+func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
+	if err := req.validate(); err != nil {
+		return Endpoint{}, err
+	}
+	t, err := resolve(ctx, e.Core, req.Target)
+	if err != nil {
+		return Endpoint{}, err
+	}
+	id, key := req.EntryPoint, portalloc.Key{Protocol: req.Target.Protocol, Port: req.Port}
+	var ep entrypoint.EntryPoint
+	if req.Port == 0 {
+		res, err := e.Ports.Reserve(ctx, reservation.Request{Owner: req.Owner, Protocol: key.Protocol, LBIP: req.LBIP, EntryPoint: req.EntryPoint})
+		if err != nil {
+			return Endpoint{}, err
+		}
+		id, key.Port = res.EntryPoint, res.Port
+	}
+	if ep, err = e.Ports.EntryPoint(ctx, id); err != nil {
+		return Endpoint{}, err
+	}
+	backend, ok := e.Backends[ep.Backend]
+	if !ok {
+		return Endpoint{}, fmt.Errorf("%w: %q on %s", ErrNoBackend, ep.Backend, ep.ID())
+	}
+	if ep.Backend == entrypoint.BackendSharedIP && len(t.Service.Spec.Selector) == 0 {
+		return Endpoint{}, fmt.Errorf("%w: %s", ErrNoSelector, t.NamespacedName())
+	}
+	if _, err := e.Ports.Bind(ctx, id, key, req.Owner, t.NamespacedName()); err != nil {
+		return Endpoint{}, err
+	}
+	x := Exposure{
+		Key: key, Owner: req.Owner, IP: ep.Address, Namespace: t.Namespace, Service: t.Name,
+		Port: t.ServicePort.Port, TargetPort: t.ServicePort.TargetPort, Selector: t.Service.Spec.Selector, Proxy: req.Proxy,
+	}
+	if err := backend.Expose(ctx, ep, x); err != nil {
+		return Endpoint{}, err
+	}
+	end := Endpoint{IP: ep.Address, Port: key.Port, Protocol: key.Protocol, EntryPoint: id, Backend: ep.Backend, Owner: req.Owner, Service: t.NamespacedName()}
+	if err := e.annotate(ctx, t.Namespace, t.Name, end.String(), true); err != nil {
+		return Endpoint{}, err
+	}
+	return end, nil
+}
+
+// annotate adds or removes one endpoint in the target's berth.dev/endpoint
+// annotation (a comma-separated set).
+func (e *Exposer) annotate(ctx context.Context, ns, name, endpoint string, add bool) error {
+	svcs := e.Core.CoreV1().Services(ns)
+	err := casUpdate(ctx, "service/"+ns+"/"+name, e.Backoff,
+		func(ctx context.Context) (*corev1.Service, error) { return svcs.Get(ctx, name, metav1.GetOptions{}) },
+		func(s *corev1.Service) (bool, error) {
+			var set []string
+			if v := s.Annotations[AnnotationEndpoint]; v != "" {
+				set = strings.Split(v, ",")
+			}
+			has := slices.Contains(set, endpoint)
+			switch {
+			case add && !has:
+				set = append(set, endpoint)
+				slices.Sort(set)
+			case !add && has:
+				set = slices.DeleteFunc(set, func(v string) bool { return v == endpoint })
+			default:
+				return false, nil
+			}
+			if s.Annotations == nil {
+				s.Annotations = map[string]string{}
+			}
+			if len(set) == 0 {
+				delete(s.Annotations, AnnotationEndpoint)
+			} else {
+				s.Annotations[AnnotationEndpoint] = strings.Join(set, ",")
+			}
+			return true, nil
+		},
+		func(ctx context.Context, s *corev1.Service) error { _, err := svcs.Update(ctx, s, metav1.UpdateOptions{}); return err },
+		nil)
+	if err != nil && !(!add && isNotFound(err)) {
+		return fmt.Errorf("annotate Service %s/%s: %w", ns, name, err)
+	}
+	return nil
+}
+
+// Unexpose removes the routing objects of port k on entry point id, the
+// target's annotation, and the ledger entry. Unexposing a free port succeeds.
+// With owner set, a port held by someone else is refused.
+func (e *Exposer) Unexpose(ctx context.Context, id string, k portalloc.Key, owner string) error {
+	ep, err := e.Ports.EntryPoint(ctx, id)
+	if err != nil {
+		return err
+	}
+	held, err := e.Ports.List(ctx, reservation.Filter{EntryPoint: id})
+	if err != nil {
+		return err
+	}
+	i := slices.IndexFunc(held, func(r reservation.Reservation) bool { return r.Port == k.Port && r.Protocol == k.Protocol })
+	if i < 0 {
+		return nil
+	}
+	r := held[i]
+	if owner != "" && r.Owner != owner {
+		return fmt.Errorf("%w: %s on %s", portalloc.ErrHeld, k, id)
+	}
+	if r.State == portalloc.Bound {
+		ns, name, _ := strings.Cut(r.Service, "/")
+		if backend, ok := e.Backends[ep.Backend]; ok {
+			if err := backend.Unexpose(ctx, ep, Exposure{Key: k, Owner: r.Owner, IP: ep.Address, Namespace: ns, Service: name}); err != nil {
+				return err
+			}
+		}
+		end := Endpoint{IP: ep.Address, Port: k.Port, Protocol: k.Protocol}
+		if err := e.annotate(ctx, ns, name, end.String(), false); err != nil {
+			return err
+		}
+	}
+	_, err = e.Ports.Release(ctx, id, k, r.Owner)
+	return err
+}
+
+// UnexposeOwner unexposes every port owner holds, on every entry point.
+func (e *Exposer) UnexposeOwner(ctx context.Context, owner string) (int, error) {
+	held, err := e.Ports.List(ctx, reservation.Filter{Owner: owner})
+	if err != nil {
+		return 0, err
+	}
+	for _, r := range held {
+		if err := e.Unexpose(ctx, r.EntryPoint, portalloc.Key{Protocol: r.Protocol, Port: r.Port}, owner); err != nil {
+			return 0, err
+		}
+	}
+	return len(held), nil
+}
+
+// List returns the bound ports, as endpoints.
+func (e *Exposer) List(ctx context.Context, f reservation.Filter) ([]Endpoint, error) {
+	held, err := e.Ports.List(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := []Endpoint{}
+	for _, r := range held {
+		if r.State == portalloc.Bound {
+			out = append(out, Endpoint{IP: r.IP, Port: r.Port, Protocol: r.Protocol, EntryPoint: r.EntryPoint, Owner: r.Owner, Service: r.Service})
+		}
+	}
+	return out, nil
+}

@@ -1,0 +1,68 @@
+package expose
+
+import (
+	"context"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/portalloc"
+)
+
+// Labels and annotations berth sets on what it writes.
+const (
+	LabelManagedBy       = "app.kubernetes.io/managed-by"
+	LabelEntryPoint      = "berth.dev/entry-point"
+	LabelPort            = "berth.dev/port"
+	AnnotationOwner      = "berth.dev/owner"
+	AnnotationEndpoint   = "berth.dev/endpoint"
+	LabelGateway         = "berth.dev/gateway"
+	labelNamespaceName   = "kubernetes.io/metadata.name"
+	managedBy            = "berth"
+	maxGatewayListeners  = 64
+	maxListenerSetListen = 64
+)
+
+// Proxy asks ingress-nginx for the PROXY protocol: Decode on the listening side,
+// Encode towards the Service. TCP only.
+type Proxy struct {
+	Decode bool `json:"decode,omitempty"`
+	Encode bool `json:"encode,omitempty"`
+}
+
+// Exposure is one port of an entry point routed to one Service port.
+type Exposure struct {
+	Key   portalloc.Key
+	Owner string
+	// IP is the entry point's address.
+	IP string
+	// Namespace and Service name the target Service.
+	Namespace, Service string
+	// Port is the target's Service port; TargetPort and Selector are the
+	// target's, for backends that route to pods directly.
+	Port       int32
+	TargetPort intstr.IntOrString
+	Selector   map[string]string
+	Proxy      Proxy
+}
+
+// Backend writes and removes the routing objects of one kind of entry point.
+// Both calls are idempotent: a retry finishes what a crash left half done.
+type Backend interface {
+	Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error
+	Unexpose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error
+}
+
+// portName is the name berth gives a port or listener: "tcp-20001".
+func portName(k portalloc.Key) string { return k.String()[:3] + "-" + k.String()[4:] }
+
+// objectName is a DNS label naming berth's object for k on ep, shortened with a
+// hash when too long.
+func objectName(ep entrypoint.EntryPoint, k portalloc.Key) string {
+	n := "berth-" + ep.Name + "-" + portName(k)
+	if len(n) <= 63 {
+		return n
+	}
+	return "berth-" + strings.TrimRight(ep.Name[:40], "-") + "-" + shortHash(ep.ID()) + "-" + portName(k)
+}
