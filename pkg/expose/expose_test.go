@@ -238,7 +238,9 @@ func checkRouted(t *testing.T, f *fixture, backend string, end Endpoint, want bo
 			have = append(have, "entry")
 		}
 		s, _ := cp.Client.CoreV1().Services(f.ns).Get(ctx, "ingress-nginx-controller", metav1.GetOptions{})
-		if slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return int(p.Port) == k.Port && p.TargetPort.IntValue() == k.Port && string(p.Protocol) == string(k.Protocol) }) {
+		if slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool {
+			return int(p.Port) == k.Port && p.TargetPort.IntValue() == k.Port && string(p.Protocol) == string(k.Protocol)
+		}) {
 			have = append(have, "port")
 		}
 	case entrypoint.BackendSharedIP:

@@ -178,7 +178,10 @@ func (e *Exposer) annotate(ctx context.Context, ns, name, endpoint string, add b
 			}
 			return true, nil
 		},
-		func(ctx context.Context, s *corev1.Service) error { _, err := svcs.Update(ctx, s, metav1.UpdateOptions{}); return err },
+		func(ctx context.Context, s *corev1.Service) error {
+			_, err := svcs.Update(ctx, s, metav1.UpdateOptions{})
+			return err
+		},
 		nil)
 	if err != nil && !(!add && isNotFound(err)) {
 		return fmt.Errorf("annotate Service %s/%s: %w", ns, name, err)

@@ -68,7 +68,9 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 	var found parent
 	var full bool
 	err := casUpdate(ctx, "gateway/"+ep.Namespace+"/"+ep.Name, g.Backoff,
-		func(ctx context.Context) (*gatewayv1.Gateway, error) { return gws.Get(ctx, ep.Name, metav1.GetOptions{}) },
+		func(ctx context.Context) (*gatewayv1.Gateway, error) {
+			return gws.Get(ctx, ep.Name, metav1.GetOptions{})
+		},
 		func(gw *gatewayv1.Gateway) (bool, error) {
 			found, full = parent{}, false
 			for _, l := range gw.Spec.Listeners {
@@ -208,7 +210,9 @@ func (g *GatewayBackend) applyRoute(ctx context.Context, ep entrypoint.EntryPoin
 		c := g.Client.GatewayV1().UDPRoutes(x.Namespace)
 		want := gatewayv1.UDPRouteSpec{CommonRouteSpec: common, Rules: []gatewayv1.UDPRouteRule{{BackendRefs: refs}}}
 		return casUpdate(ctx, "route/"+x.Namespace+"/"+meta.Name, g.Backoff,
-			func(ctx context.Context) (*gatewayv1.UDPRoute, error) { return c.Get(ctx, meta.Name, metav1.GetOptions{}) },
+			func(ctx context.Context) (*gatewayv1.UDPRoute, error) {
+				return c.Get(ctx, meta.Name, metav1.GetOptions{})
+			},
 			func(r *gatewayv1.UDPRoute) (bool, error) {
 				if equality.Semantic.DeepEqual(r.Spec, want) {
 					return false, nil
@@ -216,7 +220,10 @@ func (g *GatewayBackend) applyRoute(ctx context.Context, ep entrypoint.EntryPoin
 				r.Spec = want
 				return true, nil
 			},
-			func(ctx context.Context, r *gatewayv1.UDPRoute) error { _, err := c.Update(ctx, r, metav1.UpdateOptions{}); return err },
+			func(ctx context.Context, r *gatewayv1.UDPRoute) error {
+				_, err := c.Update(ctx, r, metav1.UpdateOptions{})
+				return err
+			},
 			func(ctx context.Context) error {
 				_, err := c.Create(ctx, &gatewayv1.UDPRoute{ObjectMeta: meta, Spec: want}, metav1.CreateOptions{})
 				return err
@@ -225,7 +232,9 @@ func (g *GatewayBackend) applyRoute(ctx context.Context, ep entrypoint.EntryPoin
 	c := g.Client.GatewayV1().TCPRoutes(x.Namespace)
 	want := gatewayv1.TCPRouteSpec{CommonRouteSpec: common, Rules: []gatewayv1.TCPRouteRule{{BackendRefs: refs}}}
 	return casUpdate(ctx, "route/"+x.Namespace+"/"+meta.Name, g.Backoff,
-		func(ctx context.Context) (*gatewayv1.TCPRoute, error) { return c.Get(ctx, meta.Name, metav1.GetOptions{}) },
+		func(ctx context.Context) (*gatewayv1.TCPRoute, error) {
+			return c.Get(ctx, meta.Name, metav1.GetOptions{})
+		},
 		func(r *gatewayv1.TCPRoute) (bool, error) {
 			if equality.Semantic.DeepEqual(r.Spec, want) {
 				return false, nil
@@ -233,7 +242,10 @@ func (g *GatewayBackend) applyRoute(ctx context.Context, ep entrypoint.EntryPoin
 			r.Spec = want
 			return true, nil
 		},
-		func(ctx context.Context, r *gatewayv1.TCPRoute) error { _, err := c.Update(ctx, r, metav1.UpdateOptions{}); return err },
+		func(ctx context.Context, r *gatewayv1.TCPRoute) error {
+			_, err := c.Update(ctx, r, metav1.UpdateOptions{})
+			return err
+		},
 		func(ctx context.Context) error {
 			_, err := c.Create(ctx, &gatewayv1.TCPRoute{ObjectMeta: meta, Spec: want}, metav1.CreateOptions{})
 			return err
@@ -257,13 +269,18 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 	section := gatewayv1.SectionName(portName(x.Key))
 	gws := g.Client.GatewayV1().Gateways(ep.Namespace)
 	err = casUpdate(ctx, "gateway/"+ep.Namespace+"/"+ep.Name, g.Backoff,
-		func(ctx context.Context) (*gatewayv1.Gateway, error) { return gws.Get(ctx, ep.Name, metav1.GetOptions{}) },
+		func(ctx context.Context) (*gatewayv1.Gateway, error) {
+			return gws.Get(ctx, ep.Name, metav1.GetOptions{})
+		},
 		func(gw *gatewayv1.Gateway) (bool, error) {
 			n := len(gw.Spec.Listeners)
 			gw.Spec.Listeners = slices.DeleteFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool { return l.Name == section })
 			return len(gw.Spec.Listeners) != n, nil
 		},
-		func(ctx context.Context, gw *gatewayv1.Gateway) error { _, err := gws.Update(ctx, gw, metav1.UpdateOptions{}); return err },
+		func(ctx context.Context, gw *gatewayv1.Gateway) error {
+			_, err := gws.Update(ctx, gw, metav1.UpdateOptions{})
+			return err
+		},
 		nil)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove listener %s from %s: %w", section, ep.ID(), err)
@@ -293,4 +310,3 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 		func(context.Context, []gatewayv1.ListenerSet) error { return nil },
 		nil)
 }
-

@@ -71,7 +71,10 @@ func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoi
 			cm.Data[key] = value
 			return true, nil
 		},
-		func(ctx context.Context, cm *corev1.ConfigMap) error { _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); return err },
+		func(ctx context.Context, cm *corev1.ConfigMap) error {
+			_, err := cms.Update(ctx, cm, metav1.UpdateOptions{})
+			return err
+		},
 		func(ctx context.Context) error {
 			_, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string]string{key: value}}, metav1.CreateOptions{})
 			return err
@@ -97,7 +100,10 @@ func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoi
 			})
 			return true, nil
 		},
-		func(ctx context.Context, s *corev1.Service) error { _, err := svcs.Update(ctx, s, metav1.UpdateOptions{}); return err },
+		func(ctx context.Context, s *corev1.Service) error {
+			_, err := svcs.Update(ctx, s, metav1.UpdateOptions{})
+			return err
+		},
 		nil)
 	if err != nil {
 		return fmt.Errorf("port %s on Service %s: %w", pname, ep.ID(), err)
@@ -117,7 +123,10 @@ func (n *IngressNginxBackend) Unexpose(ctx context.Context, ep entrypoint.EntryP
 			s.Spec.Ports = slices.DeleteFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == pname })
 			return len(s.Spec.Ports) != l, nil
 		},
-		func(ctx context.Context, s *corev1.Service) error { _, err := svcs.Update(ctx, s, metav1.UpdateOptions{}); return err },
+		func(ctx context.Context, s *corev1.Service) error {
+			_, err := svcs.Update(ctx, s, metav1.UpdateOptions{})
+			return err
+		},
 		nil)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("close port %s on %s: %w", pname, ep.ID(), err)
@@ -138,7 +147,10 @@ func (n *IngressNginxBackend) Unexpose(ctx context.Context, ep entrypoint.EntryP
 			delete(cm.Data, key)
 			return true, nil
 		},
-		func(ctx context.Context, cm *corev1.ConfigMap) error { _, err := cms.Update(ctx, cm, metav1.UpdateOptions{}); return err },
+		func(ctx context.Context, cm *corev1.ConfigMap) error {
+			_, err := cms.Update(ctx, cm, metav1.UpdateOptions{})
+			return err
+		},
 		nil)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove entry %s from %s/%s: %w", key, ns, name, err)

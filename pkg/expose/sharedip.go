@@ -62,7 +62,9 @@ func (b *SharedIPBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, 
 	want := b.desired(ep, x, entry.Spec.LoadBalancerClass)
 	svcs := b.Core.CoreV1().Services(x.Namespace)
 	err = casUpdate(ctx, "service/"+x.Namespace+"/"+want.Name, b.Backoff,
-		func(ctx context.Context) (*corev1.Service, error) { return svcs.Get(ctx, want.Name, metav1.GetOptions{}) },
+		func(ctx context.Context) (*corev1.Service, error) {
+			return svcs.Get(ctx, want.Name, metav1.GetOptions{})
+		},
 		func(s *corev1.Service) (bool, error) {
 			if s.Labels[LabelEntryPoint] != ep.ID() {
 				return false, fmt.Errorf("%w: Service %s/%s is not berth's", ErrTaken, s.Namespace, s.Name)
@@ -83,7 +85,10 @@ func (b *SharedIPBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, 
 			maps.Copy(s.Annotations, want.Annotations)
 			return true, nil
 		},
-		func(ctx context.Context, s *corev1.Service) error { _, err := svcs.Update(ctx, s, metav1.UpdateOptions{}); return err },
+		func(ctx context.Context, s *corev1.Service) error {
+			_, err := svcs.Update(ctx, s, metav1.UpdateOptions{})
+			return err
+		},
 		func(ctx context.Context) error { _, err := svcs.Create(ctx, want, metav1.CreateOptions{}); return err })
 	if err != nil {
 		return fmt.Errorf("shared-IP Service %s/%s: %w", x.Namespace, want.Name, err)
