@@ -14,10 +14,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
-	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
-	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/reservation"
@@ -31,16 +29,7 @@ type handler struct {
 }
 
 func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface) *handler {
-	return &handler{svc: &reservation.Service{
-		EntryPoints: &entrypoint.Finder{
-			Core: core, Gateway: gw, Namespace: cfg.LoadBalancerNamespace, Label: cfg.IngressLabel,
-			TCPServices: cfg.TCPServicesConfigMap, UDPServices: cfg.UDPServicesConfigMap,
-		},
-		Ledgers:  ledger.NewStore(core.CoreV1(), ledger.DefaultBackoff),
-		Services: reservation.KubeServices{Client: core},
-		Range:    cfg.Range(),
-		TTL:      cfg.ReservationTTL,
-	}}
+	return &handler{svc: cfg.Settings.New(core, gw)}
 }
 
 func (h *handler) routes() http.Handler {
@@ -145,8 +134,9 @@ func (h *handler) sweep(w http.ResponseWriter, r *http.Request) {
 }
 
 // event consumes port.requested and release.installed (with an expose intent),
-// replying port.reserved or port.failed, and runs a sweep on sweep.requested or a
-// PingSource's ping.
+// replying port.reserved or port.failed; release.uninstalled, freeing the
+// release's unbound reservations (setingress unexposes bound ones); and
+// sweep.requested or a PingSource's ping, running a sweep.
 func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error) {
 	var data events.PortRequestedData
 	switch e.Type() {
@@ -156,6 +146,17 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 			function.Logger(ctx).Info("swept", "expired", res.Expired, "marked", res.Marked, "freed", res.Freed)
 		}
 		return nil, err
+	case events.ReleaseUninstalled:
+		var in events.ReleaseUninstalledData
+		if err := function.DecodeData(e.Data(), &in); err != nil {
+			return function.Reply(e, events.PortFailed, err)
+		}
+		n, err := h.svc.ReleaseUnbound(ctx, in.Release.Owner())
+		if err != nil {
+			return function.Reply(e, events.PortFailed, err)
+		}
+		function.Logger(ctx).Info("released unbound ports of an uninstalled release", "count", n)
+		return nil, nil
 	case events.PortRequested:
 		if err := function.DecodeData(e.Data(), &data); err != nil {
 			return function.Reply(e, events.PortFailed, err)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,9 @@ import (
 	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
+	"github.com/berth-dev/berth/pkg/reservation"
 )
 
 var cp *controlplane.ControlPlane
@@ -36,9 +39,9 @@ func serve(t *testing.T, portMax int) (string, string) {
 	ns := cp.Namespace(t)
 	cp.LoadBalancer(t, ns, "lb", "192.0.2.7", nil)
 	cfg := Config{
-		Config:                function.Config{MaxRequestBytes: 2048},
-		LoadBalancerNamespace: ns, PortMin: 20000, PortMax: portMax, ReservationTTL: time.Minute,
-		TCPServicesConfigMap: "tcp-services", UDPServicesConfigMap: "udp-services",
+		Config: function.Config{MaxRequestBytes: 2048},
+		Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: portMax, ReservationTTL: time.Minute,
+			TCPServicesConfigMap: "tcp-services", UDPServicesConfigMap: "udp-services"},
 	}
 	h := newHandler(cfg, cp.Client, gatewayclient.NewForConfigOrDie(cp.Config))
 	s := function.NewServer(cfg.Config, function.Function{Name: "getport", API: h.routes(), Events: h.event}, slog.New(slog.DiscardHandler))
@@ -294,7 +297,8 @@ func TestEvents(t *testing.T) {
 
 func TestNoEntryPointIsRetried(t *testing.T) {
 	ns := cp.Namespace(t)
-	cfg := Config{Config: function.Config{MaxRequestBytes: 2048}, LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute}
+	cfg := Config{Config: function.Config{MaxRequestBytes: 2048},
+		Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute}}
 	h := newHandler(cfg, cp.Client, nil)
 	_, err := h.event(context.Background(), newEvent("ev", events.PortRequested, map[string]string{"owner": "x"}))
 	if problem.Status(err) != 503 {
@@ -322,5 +326,47 @@ func TestSeedVariableNames(t *testing.T) {
 	}
 	if cfg.LoadBalancerNamespace != "berth" {
 		t.Errorf("LOAD_BALANCER_NAMESPACE = %q, want the new name to win", cfg.LoadBalancerNamespace)
+	}
+}
+
+func TestUninstallReleasesOnlyUnboundPorts(t *testing.T) {
+	url, ns := serve(t, 30000)
+	c, _ := cloudevents.NewClientHTTP(cloudevents.WithTarget(url))
+	ctx := context.Background()
+	rel := events.Release{Name: "gw", Namespace: "tenant"}
+	for i, proto := range []string{"TCP", "UDP"} {
+		in := events.ReleaseInstalledData{Release: rel, Expose: &events.Expose{ServicePort: intstr.FromInt32(1883), Protocol: proto}}
+		if reply, res := c.Request(ctx, newEvent("inst-"+proto, events.ReleaseInstalled, in)); !cloudevents.IsACK(res) || reply == nil {
+			t.Fatalf("install %d: %v", i, res)
+		}
+	}
+	other := events.ReleaseInstalledData{Release: events.Release{Name: "other", Namespace: "tenant"}, Expose: &events.Expose{ServicePort: intstr.FromInt32(1883)}}
+	c.Request(ctx, newEvent("inst-other", events.ReleaseInstalled, other))
+	// setingress binds the UDP port.
+	h := newHandler(Config{Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute}},
+		cp.Client, nil)
+	list, _ := h.svc.List(ctx, reservation.Filter{Owner: "tenant/gw"})
+	for _, r := range list {
+		if r.Protocol == "UDP" {
+			if _, err := h.svc.Bind(ctx, r.EntryPoint, portalloc.Key{Protocol: r.Protocol, Port: r.Port}, r.Owner, "tenant/gw"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for range 2 {
+		reply, res := c.Request(ctx, newEvent("uninst", events.ReleaseUninstalled, events.ReleaseUninstalledData{Release: rel}))
+		if !cloudevents.IsACK(res) || reply != nil {
+			t.Fatalf("release.uninstalled = %v, %v; want handled, no reply", reply, res)
+		}
+	}
+	left, _ := h.svc.List(ctx, reservation.Filter{})
+	var got []string
+	for _, r := range left {
+		got = append(got, r.Owner+"/"+string(r.Protocol)+"/"+string(r.State))
+	}
+	want := []string{"tenant/gw/UDP/bound", "tenant/other/TCP/reserved"}
+	slices.Sort(got)
+	if !slices.Equal(got, want) {
+		t.Errorf("after uninstall: %v, want %v", got, want)
 	}
 }

@@ -98,3 +98,21 @@ type PortReservedData struct {
 	Expose  *Expose  `json:"expose,omitempty"`
 	Release *Release `json:"release,omitempty"`
 }
+
+// ReleaseUninstalledData is the data of dev.berth.release.uninstalled.
+type ReleaseUninstalledData struct {
+	Release Release `json:"release"`
+}
+
+// EndpointExposedData is the data of dev.berth.endpoint.exposed.
+type EndpointExposedData struct {
+	IP         string `json:"ip"`
+	Port       int    `json:"port"`
+	Protocol   string `json:"protocol"`
+	EntryPoint string `json:"entryPoint"`
+	Backend    string `json:"backend"`
+	Owner      string `json:"owner"`
+	// Service is namespace/name of the Service the port routes to.
+	Service string   `json:"service"`
+	Release *Release `json:"release,omitempty"`
+}

@@ -11,8 +11,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 )
 
-// Settings are the Kubernetes client part of a function's configuration.
-type Settings struct {
+// ClientSettings are the Kubernetes client part of a function's configuration.
+type ClientSettings struct {
 	// KubeQPS is the sustained rate of API requests a function instance may make.
 	// client-go's default of 5 would throttle contended compare-and-swap writes.
 	KubeQPS float32 `envconfig:"KUBE_QPS" default:"100"`
@@ -21,7 +21,7 @@ type Settings struct {
 }
 
 // Validate reports values that parse but cannot work.
-func (c Settings) Validate() error {
+func (c ClientSettings) Validate() error {
 	if c.KubeQPS <= 0 || c.KubeBurst <= 0 {
 		return fmt.Errorf("KUBE_QPS=%v, KUBE_BURST=%d: both must be positive", c.KubeQPS, c.KubeBurst)
 	}
@@ -30,7 +30,7 @@ func (c Settings) Validate() error {
 
 // RESTConfig returns the client configuration, naming userAgent. It reads files
 // but makes no request.
-func (c Settings) RESTConfig(userAgent string) (*rest.Config, error) {
+func (c ClientSettings) RESTConfig(userAgent string) (*rest.Config, error) {
 	rc, err := rest.InClusterConfig()
 	if errors.Is(err, rest.ErrNotInCluster) {
 		rc, err = clientcmd.NewNonInteractiveDeferredLoadingClientConfig(
@@ -45,7 +45,7 @@ func (c Settings) RESTConfig(userAgent string) (*rest.Config, error) {
 }
 
 // Clientset returns a typed clientset for the configured cluster.
-func (c Settings) Clientset(userAgent string) (kubernetes.Interface, error) {
+func (c ClientSettings) Clientset(userAgent string) (kubernetes.Interface, error) {
 	rc, err := c.RESTConfig(userAgent)
 	if err != nil {
 		return nil, err

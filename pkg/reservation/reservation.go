@@ -351,3 +351,39 @@ func trunc(s string) string {
 	}
 	return s
 }
+
+// ReleaseUnbound frees owner's reservations that were never bound, on every
+// entry point. Bound ports are left to whoever unexposes them, so that a port is
+// never handed out again while a route to it exists.
+func (s *Service) ReleaseUnbound(ctx context.Context, owner string) (int, error) {
+	if err := portalloc.ValidateOwner(owner); err != nil {
+		return 0, err
+	}
+	held, err := s.List(ctx, Filter{Owner: owner})
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, r := range held {
+		if r.State != portalloc.Reserved {
+			continue
+		}
+		ep, err := s.EntryPoint(ctx, r.EntryPoint)
+		if err != nil {
+			return n, err
+		}
+		k := portalloc.Key{Protocol: r.Protocol, Port: r.Port}
+		err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+			if e, ok := l.Entries[k]; !ok || e.Owner != owner || e.State != portalloc.Reserved {
+				return nil // bound or freed since the read
+			}
+			_, err := l.Release(k, owner)
+			return err
+		})
+		if err != nil {
+			return n, fmt.Errorf("release %s on %s: %w", k, r.EntryPoint, err)
+		}
+		n++
+	}
+	return n, nil
+}
