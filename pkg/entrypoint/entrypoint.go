@@ -104,8 +104,18 @@ type Finder struct {
 }
 
 // List returns every entry point, addressed or not.
-func (f *Finder) List(ctx context.Context) ([]EntryPoint, error) {
-	opts := metav1.ListOptions{}
+//
+// Unless consistent is set, it reads from the API server's watch cache
+// (resourceVersion 0), as informers do: a consistent list of a resource nobody
+// writes waits for the cache to catch up, tens of milliseconds a call. Entry
+// points change seldom, and the ledger, read and written by compare-and-swap, is
+// what decides which port is free. Callers confirm a miss with a consistent list.
+func (f *Finder) List(ctx context.Context, consistent bool) ([]EntryPoint, error) {
+	rv := "0"
+	if consistent {
+		rv = ""
+	}
+	opts := metav1.ListOptions{ResourceVersion: rv}
 	if f.Label != "" {
 		opts.LabelSelector = LabelIngress + "=" + f.Label
 	}
@@ -137,7 +147,7 @@ func (f *Finder) List(ctx context.Context) ([]EntryPoint, error) {
 	}
 	var sets []gatewayv1.ListenerSet
 	if len(gws.Items) > 0 {
-		ls, err := f.Gateway.GatewayV1().ListenerSets(f.Namespace).List(ctx, metav1.ListOptions{})
+		ls, err := f.Gateway.GatewayV1().ListenerSets(f.Namespace).List(ctx, metav1.ListOptions{ResourceVersion: rv})
 		if err != nil && !apierrors.IsNotFound(err) {
 			return nil, fmt.Errorf("list ListenerSets: %w", err)
 		}

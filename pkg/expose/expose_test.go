@@ -39,7 +39,7 @@ type fixture struct {
 	ep  string
 }
 
-func newFixture(t *testing.T, backend string) *fixture {
+func newFixture(t testing.TB, backend string) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	ns := cp.Namespace(t)
@@ -85,7 +85,7 @@ func newFixture(t *testing.T, backend string) *fixture {
 }
 
 // app creates a target Service with an mqtt TCP port and a coap UDP port.
-func (f *fixture) app(t *testing.T, name string) {
+func (f *fixture) app(t testing.TB, name string) {
 	t.Helper()
 	_, err := cp.Client.CoreV1().Services(f.ns).Create(context.Background(), &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{Name: name},

@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/portalloc"
 )
 
@@ -86,4 +87,44 @@ func resolve(ctx context.Context, core kubernetes.Interface, t Target) (resolved
 		}
 	}
 	return resolved{}, fmt.Errorf("%w: %s has no %s port %s", ErrNoSuchPort, t.NamespacedName(), t.Protocol, t.Port.String())
+}
+
+// TargetFor is the Service port a release event asks to expose: the Service the
+// intent names, else the one Service of the release with a port of that number
+// or name and protocol.
+func TargetFor(r events.Release, x events.Expose) (Target, error) {
+	proto, err := portalloc.ParseProtocol(x.Protocol)
+	if err != nil {
+		return Target{}, err
+	}
+	t := Target{Namespace: r.Namespace, Name: x.ServiceName, Port: x.ServicePort, Protocol: proto}
+	if t.Name != "" {
+		return t.checked()
+	}
+	var names []string
+	for _, s := range r.Services {
+		for _, p := range s.Ports {
+			pp, _ := portalloc.ParseProtocol(p.Protocol)
+			if pp == proto && (x.ServicePort.Type == intstr.Int && p.Port == x.ServicePort.IntVal || x.ServicePort.Type == intstr.String && p.Name == x.ServicePort.StrVal) {
+				names = append(names, s.Name)
+				break
+			}
+		}
+	}
+	switch len(names) {
+	case 0:
+		return Target{}, fmt.Errorf("%w: no Service of release %s has %s port %s", ErrNoSuchPort, r.Owner(), proto, x.ServicePort.String())
+	case 1:
+		t.Name = names[0]
+		return t.checked()
+	}
+	return Target{}, fmt.Errorf("%w: %s of release %s; name one in expose.serviceName", ErrAmbiguous, strings.Join(names, ", "), r.Owner())
+}
+
+// checked returns t if it is valid, else the zero Target and the reason.
+func (t Target) checked() (Target, error) {
+	if err := t.Validate(); err != nil {
+		return Target{}, err
+	}
+	return t, nil
 }

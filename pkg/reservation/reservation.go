@@ -17,9 +17,10 @@ import (
 	"github.com/berth-dev/berth/pkg/portalloc"
 )
 
-// EntryPoints lists entry points.
+// EntryPoints lists entry points; consistent asks for the latest state rather
+// than a cached one.
 type EntryPoints interface {
-	List(ctx context.Context) ([]entrypoint.EntryPoint, error)
+	List(ctx context.Context, consistent bool) ([]entrypoint.EntryPoint, error)
 }
 
 // Ledgers reads and changes ledgers.
@@ -161,24 +162,27 @@ func tieBreak(owner, id string) uint64 {
 	return h.Sum64()
 }
 
-// candidates are the addressed entry points a request may use.
+// candidates are the addressed entry points a request may use. A cached list
+// that has none is confirmed by a consistent one before the answer is no.
 func (s *Service) candidates(ctx context.Context, req Request) ([]entrypoint.EntryPoint, error) {
-	all, err := s.EntryPoints.List(ctx)
-	if err != nil {
-		return nil, err
-	}
-	var out []entrypoint.EntryPoint
-	for _, ep := range all {
-		switch {
-		case ep.Address == "":
-		case req.EntryPoint != "" && ep.ID() != req.EntryPoint:
-		case req.LBIP != "" && ep.Address != req.LBIP:
-		default:
-			out = append(out, ep)
+	for _, consistent := range []bool{false, true} {
+		all, err := s.EntryPoints.List(ctx, consistent)
+		if err != nil {
+			return nil, err
 		}
-	}
-	if len(out) > 0 {
-		return out, nil
+		var out []entrypoint.EntryPoint
+		for _, ep := range all {
+			switch {
+			case ep.Address == "":
+			case req.EntryPoint != "" && ep.ID() != req.EntryPoint:
+			case req.LBIP != "" && ep.Address != req.LBIP:
+			default:
+				out = append(out, ep)
+			}
+		}
+		if len(out) > 0 {
+			return out, nil
+		}
 	}
 	switch {
 	case req.EntryPoint != "":
@@ -194,13 +198,15 @@ func (s *Service) EntryPoint(ctx context.Context, id string) (entrypoint.EntryPo
 	if _, _, err := entrypoint.ParseID(id); err != nil {
 		return entrypoint.EntryPoint{}, err
 	}
-	all, err := s.EntryPoints.List(ctx)
-	if err != nil {
-		return entrypoint.EntryPoint{}, err
-	}
-	for _, ep := range all {
-		if ep.ID() == id {
-			return ep, nil
+	for _, consistent := range []bool{false, true} {
+		all, err := s.EntryPoints.List(ctx, consistent)
+		if err != nil {
+			return entrypoint.EntryPoint{}, err
+		}
+		for _, ep := range all {
+			if ep.ID() == id {
+				return ep, nil
+			}
 		}
 	}
 	return entrypoint.EntryPoint{}, fmt.Errorf("%w: %s", ErrUnknownEntryPoint, id)
@@ -262,7 +268,7 @@ type Filter struct {
 // List returns the live entries of every entry point, in entry point, protocol
 // and port order.
 func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
-	all, err := s.EntryPoints.List(ctx)
+	all, err := s.EntryPoints.List(ctx, true)
 	if err != nil {
 		return nil, err
 	}
@@ -297,7 +303,7 @@ type SweepResult struct {
 // Sweep drops lapsed reservations and frees bound ports whose Service was found
 // missing on two sweeps in a row, on every entry point.
 func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
-	all, err := s.EntryPoints.List(ctx)
+	all, err := s.EntryPoints.List(ctx, true)
 	if err != nil {
 		return SweepResult{}, err
 	}

@@ -310,6 +310,16 @@ func TestIngressNginxAndGatewayPortsInUse(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Entry points are read from the API server's cache: wait until it has the
+	// Gateway's address and the ListenerSet's listener.
+	waitCached(t, svc, func(eps []entrypoint.EntryPoint) bool {
+		for _, ep := range eps {
+			if ep.ID() == "gateway.shared" && ep.Address != "" && ep.Used[portalloc.Key{Protocol: portalloc.UDP, Port: 20001}] {
+				return true
+			}
+		}
+		return false
+	})
 	r, err = svc.Reserve(ctx, Request{Owner: "b", Protocol: "UDP", LBIP: "192.0.2.31"})
 	if err != nil || r.Port != 20002 || r.EntryPoint != "gateway.shared" {
 		t.Errorf("Reserve on the Gateway = %+v, %v; want gateway.shared 20002, past its listeners and ListenerSet", r, err)
@@ -420,4 +430,18 @@ func TestReleaseValidation(t *testing.T) {
 			t.Errorf("Release #%d = %v, %v; want %v, nil", i+1, ok, err, i == 0)
 		}
 	}
+}
+
+// waitCached waits until the cached entry-point list satisfies ok.
+func waitCached(t *testing.T, svc *Service, ok func([]entrypoint.EntryPoint) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for time.Now().Before(deadline) {
+		eps, err := svc.EntryPoints.List(context.Background(), false)
+		if err == nil && ok(eps) {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("the API server's cache never showed the entry points")
 }

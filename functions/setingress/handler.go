@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strconv"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/expose"
+	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/problem"
+	"github.com/berth-dev/berth/pkg/reservation"
+)
+
+var (
+	errUnexpectedEvent = problem.New(problem.ErrInvalid, "setingress does not consume this event type")
+	errNoIntent        = problem.New(problem.ErrInvalid, "port.reserved carries no expose intent and release")
+)
+
+type handler struct {
+	exp       *expose.Exposer
+	defaultNS string
+}
+
+func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface) *handler {
+	backends := map[string]expose.Backend{
+		entrypoint.BackendIngressNginx: &expose.IngressNginxBackend{Core: core, Backoff: expose.DefaultBackoff},
+		entrypoint.BackendSharedIP:     &expose.SharedIPBackend{Core: core, Annotations: cfg.SharedIPAnnotations, Backoff: expose.DefaultBackoff},
+	}
+	if gw != nil {
+		backends[entrypoint.BackendGatewayAPI] = &expose.GatewayBackend{Client: gw, Backoff: expose.DefaultBackoff}
+	}
+	return &handler{
+		exp:       &expose.Exposer{Core: core, Ports: cfg.Settings.New(core, gw), Backends: backends, Backoff: expose.DefaultBackoff},
+		defaultNS: cfg.DefaultServiceNamespace,
+	}
+}
+
+func (h *handler) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /setingress", h.seedGet)
+	mux.HandleFunc("POST /setingress", h.seedPost)
+	mux.HandleFunc("POST /setrule", h.seedPost)
+	mux.HandleFunc("POST /exposures", h.create)
+	mux.HandleFunc("GET /exposures", h.list)
+	mux.HandleFunc("DELETE /exposures/{entryPoint}/{protocol}/{port}", h.remove)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, fmt.Errorf("%w: no route %s %s", problem.ErrNotFound, r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// exposeRequest is the JSON body of POST /exposures (and of the seed routes).
+type exposeRequest struct {
+	ServiceName      string             `json:"serviceName"`
+	ServiceNamespace string             `json:"serviceNamespace"`
+	ServicePort      intstr.IntOrString `json:"servicePort"`
+	Protocol         string             `json:"protocol"`
+	Owner            string             `json:"owner"`
+	EntryPoint       string             `json:"entryPoint"`
+	Port             int                `json:"port"`
+	LBIP             string             `json:"lbip"`
+	Proxy            expose.Proxy       `json:"proxy"`
+}
+
+func (h *handler) toRequest(b exposeRequest) expose.Request {
+	if b.ServiceNamespace == "" {
+		b.ServiceNamespace = h.defaultNS
+	}
+	return expose.Request{
+		Target: expose.Target{Namespace: b.ServiceNamespace, Name: b.ServiceName, Port: b.ServicePort, Protocol: portalloc.Protocol(b.Protocol)},
+		Owner:  b.Owner, EntryPoint: b.EntryPoint, Port: b.Port, LBIP: b.LBIP, Proxy: b.Proxy,
+	}
+}
+
+// seedAnswer is the 2018 setrule's answer, with berth's fields beside it.
+type seedAnswer struct {
+	ReleaseName string `json:"releaseName"`
+	expose.Endpoint
+}
+
+// seedGet is GET /setingress?serviceName=&servicePort=[&serviceNamespace=&protocol=&lbip=&owner=].
+func (h *handler) seedGet(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	h.seed(w, r, exposeRequest{
+		ServiceName: q.Get("serviceName"), ServiceNamespace: q.Get("serviceNamespace"), ServicePort: intstr.Parse(q.Get("servicePort")),
+		Protocol: q.Get("protocol"), LBIP: q.Get("lbip"), Owner: q.Get("owner"),
+	})
+}
+
+func (h *handler) seedPost(w http.ResponseWriter, r *http.Request) {
+	var b exposeRequest
+	if err := function.DecodeJSON(r, &b); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	h.seed(w, r, b)
+}
+
+func (h *handler) seed(w http.ResponseWriter, r *http.Request, b exposeRequest) {
+	end, err := h.exp.Expose(r.Context(), h.toRequest(b))
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	function.WriteJSON(w, http.StatusOK, seedAnswer{ReleaseName: end.EntryPoint, Endpoint: end})
+}
+
+func (h *handler) create(w http.ResponseWriter, r *http.Request) {
+	var b exposeRequest
+	if err := function.DecodeJSON(r, &b); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	end, err := h.exp.Expose(r.Context(), h.toRequest(b))
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	function.WriteJSON(w, http.StatusOK, end)
+}
+
+func (h *handler) list(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	items, err := h.exp.List(r.Context(), reservation.Filter{EntryPoint: q.Get("entryPoint"), Owner: q.Get("owner")})
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	function.WriteJSON(w, http.StatusOK, map[string]any{"items": items})
+}
+
+// remove is DELETE /exposures/{entryPoint}/{protocol}/{port}[?owner=]: it
+// unexposes and releases the port; 204 also when nothing was exposed there.
+func (h *handler) remove(w http.ResponseWriter, r *http.Request) {
+	proto, err := portalloc.ParseProtocol(r.PathValue("protocol"))
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	port, err := strconv.Atoi(r.PathValue("port"))
+	if err != nil || port < 1 || port > 65535 {
+		problem.Write(w, fmt.Errorf("%w: port %q", portalloc.ErrNotInRange, r.PathValue("port")))
+		return
+	}
+	owner := r.URL.Query().Get("owner")
+	if owner != "" {
+		if err := portalloc.ValidateOwner(owner); err != nil {
+			problem.Write(w, err)
+			return
+		}
+	}
+	if err := h.exp.Unexpose(r.Context(), r.PathValue("entryPoint"), portalloc.Key{Protocol: proto, Port: port}, owner); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// event exposes on port.reserved, replying endpoint.exposed or endpoint.failed,
+// and unexposes every port of a release on release.uninstalled.
+func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error) {
+	switch e.Type() {
+	case events.ReleaseUninstalled:
+		var in events.ReleaseUninstalledData
+		if err := function.DecodeData(e.Data(), &in); err != nil {
+			return function.Reply(e, events.EndpointFailed, err)
+		}
+		n, err := h.exp.UnexposeOwner(ctx, in.Release.Owner())
+		if err != nil {
+			return function.Reply(e, events.EndpointFailed, err)
+		}
+		function.Logger(ctx).Info("unexposed an uninstalled release", "ports", n)
+		return nil, nil
+	case events.PortReserved:
+	default:
+		return nil, fmt.Errorf("%w: %q", errUnexpectedEvent, e.Type())
+	}
+	var in events.PortReservedData
+	if err := function.DecodeData(e.Data(), &in); err != nil {
+		return function.Reply(e, events.EndpointFailed, err)
+	}
+	if in.Expose == nil || in.Release == nil {
+		return function.Reply(e, events.EndpointFailed, errNoIntent)
+	}
+	t, err := expose.TargetFor(*in.Release, *in.Expose)
+	if err != nil {
+		return function.Reply(e, events.EndpointFailed, err)
+	}
+	end, err := h.exp.Expose(ctx, expose.Request{Target: t, Owner: in.Owner, EntryPoint: in.EntryPoint, Port: in.Port})
+	if err != nil {
+		return function.Reply(e, events.EndpointFailed, err)
+	}
+	out := event.New()
+	out.SetType(events.EndpointExposed)
+	out.SetSubject(end.Owner)
+	out.SetExtension("berthcause", e.ID())
+	err = out.SetData(cloudevents.ApplicationJSON, events.EndpointExposedData{
+		IP: end.IP, Port: end.Port, Protocol: string(end.Protocol), EntryPoint: end.EntryPoint,
+		Backend: end.Backend, Owner: end.Owner, Service: end.Service, Release: in.Release,
+	})
+	return &out, err
+}
