@@ -15,6 +15,9 @@ import "errors"
 var (
 	// ErrInvalid is bad input: the request can never succeed as written (400).
 	ErrInvalid = errors.New("invalid request")
+	// ErrForbidden is a request that policy refuses: a namespace or chart source
+	// outside the allowlists (403).
+	ErrForbidden = errors.New("forbidden by policy")
 	// ErrNotFound is a named thing that does not exist (404).
 	ErrNotFound = errors.New("not found")
 	// ErrConflict is a write that still conflicted after bounded retries, or a

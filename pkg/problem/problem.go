@@ -40,6 +40,7 @@ type row struct {
 var table = []row{
 	{ErrInvalid, http.StatusBadRequest, "invalid-request"},
 	{ErrTooLarge, http.StatusRequestEntityTooLarge, "request-too-large"},
+	{ErrForbidden, http.StatusForbidden, "forbidden"},
 	{ErrNotFound, http.StatusNotFound, "not-found"},
 	{ErrConflict, http.StatusConflict, "conflict"},
 	{ErrUnprocessable, http.StatusUnprocessableEntity, "unprocessable"},

@@ -26,6 +26,7 @@ func TestStatus(t *testing.T) {
 		{"invalid", fmt.Errorf("%w: protocol %q", ErrInvalid, "SCTP"), 400},
 		{"wrapped sentinel", fmt.Errorf("reserve TCP port: %w", errFull), 422},
 		{"not found", New(ErrNotFound, "no entry point"), 404},
+		{"forbidden", New(ErrForbidden, "namespace not allowed"), 403},
 		{"conflict", New(ErrConflict, "held by another owner"), 409},
 		{"unavailable", New(ErrUnavailable, "no entry point"), 503},
 		{"too large", &http.MaxBytesError{Limit: 10}, 413},

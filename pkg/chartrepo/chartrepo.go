@@ -1,0 +1,262 @@
+// Package chartrepo serves Helm charts from folders on loopback, both as a chart
+// repository (index.yaml plus packaged archives over HTTP) and from an OCI
+// registry (go-containerregistry's). berth's tests and `make run` use it. It
+// packages charts itself, with tar and gzip, and imports nothing from Helm.
+package chartrepo
+
+import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"io/fs"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	"sigs.k8s.io/yaml"
+)
+
+// Helm's OCI media types.
+const (
+	ConfigMediaType = "application/vnd.cncf.helm.config.v1+json"
+	ChartMediaType  = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
+)
+
+// Chart is a packaged chart.
+type Chart struct {
+	Name    string
+	Version string
+	Archive []byte
+	// Metadata is Chart.yaml as JSON (the OCI config blob).
+	Metadata []byte
+}
+
+// Digest is the archive's sha256, hex.
+func (c Chart) Digest() string {
+	s := sha256.Sum256(c.Archive)
+	return hex.EncodeToString(s[:])
+}
+
+// Package packs a chart folder as `helm package` would: a gzipped tar of
+// <name>/... with a fixed time, so the same folder gives the same archive.
+// version, when set, replaces Chart.yaml's version.
+func Package(dir, version string) (Chart, error) {
+	raw, err := os.ReadFile(filepath.Join(dir, "Chart.yaml"))
+	if err != nil {
+		return Chart{}, err
+	}
+	var meta map[string]any
+	if err := yaml.Unmarshal(raw, &meta); err != nil {
+		return Chart{}, fmt.Errorf("%s/Chart.yaml: %w", dir, err)
+	}
+	if version != "" {
+		meta["version"] = version
+		if raw, err = yaml.Marshal(meta); err != nil {
+			return Chart{}, err
+		}
+	}
+	name, _ := meta["name"].(string)
+	ver, _ := meta["version"].(string)
+	if name == "" || ver == "" {
+		return Chart{}, fmt.Errorf("%s/Chart.yaml: name and version are required", dir)
+	}
+	var buf bytes.Buffer
+	gz := gzip.NewWriter(&buf)
+	tw := tar.NewWriter(gz)
+	mtime := time.Unix(1_700_000_000, 0)
+	add := func(rel string, data []byte) error {
+		if err := tw.WriteHeader(&tar.Header{Name: path.Join(name, rel), Mode: 0o644, Size: int64(len(data)), ModTime: mtime, Typeflag: tar.TypeReg}); err != nil {
+			return err
+		}
+		_, err := tw.Write(data)
+		return err
+	}
+	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, p)
+		rel = filepath.ToSlash(rel)
+		if rel == "Chart.yaml" {
+			return add(rel, raw)
+		}
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return err
+		}
+		return add(rel, data)
+	})
+	if err == nil {
+		err = tw.Close()
+	}
+	if err == nil {
+		err = gz.Close()
+	}
+	if err != nil {
+		return Chart{}, err
+	}
+	metaJSON, _ := json.Marshal(meta)
+	return Chart{Name: name, Version: ver, Archive: buf.Bytes(), Metadata: metaJSON}, nil
+}
+
+// Server is a chart repository and an OCI registry on loopback.
+type Server struct {
+	// RepoURL is the chart repository's base URL (RepoURL + "/index.yaml").
+	RepoURL string
+	// Registry is the OCI registry's host:port; charts are at
+	// oci://<Registry>/charts/<name>.
+	Registry string
+
+	repo, reg *httptest.Server
+	mu        sync.Mutex
+	charts    []Chart
+	// Requests counts the repository's requests, by path.
+	requests map[string]int
+}
+
+// Start serves charts; more can be added with Add.
+func Start(charts ...Chart) (*Server, error) {
+	s := &Server{requests: map[string]int{}}
+	s.repo = httptest.NewServer(http.HandlerFunc(s.serveRepo))
+	s.reg = httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	s.RepoURL = s.repo.URL
+	s.Registry = strings.TrimPrefix(s.reg.URL, "http://")
+	for _, c := range charts {
+		if err := s.Add(c); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Close stops both servers.
+func (s *Server) Close() {
+	s.repo.Close()
+	s.reg.Close()
+}
+
+// Add publishes c in the repository and pushes it to the registry.
+func (s *Server) Add(c Chart) error {
+	s.mu.Lock()
+	s.charts = append(s.charts, c)
+	s.mu.Unlock()
+	return s.push(c)
+}
+
+// Requests returns how many times path was asked for.
+func (s *Server) Requests(p string) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.requests[p]
+}
+
+type indexEntry struct {
+	APIVersion string    `json:"apiVersion"`
+	Name       string    `json:"name"`
+	Version    string    `json:"version"`
+	Digest     string    `json:"digest"`
+	URLs       []string  `json:"urls"`
+	Created    time.Time `json:"created"`
+}
+
+func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.requests[r.URL.Path]++
+	charts := append([]Chart(nil), s.charts...)
+	s.mu.Unlock()
+	if r.URL.Path == "/index.yaml" {
+		entries := map[string][]indexEntry{}
+		for _, c := range charts {
+			entries[c.Name] = append(entries[c.Name], indexEntry{
+				APIVersion: "v2", Name: c.Name, Version: c.Version, Digest: c.Digest(),
+				URLs: []string{"charts/" + c.Name + "-" + c.Version + ".tgz"}, Created: time.Unix(1_700_000_000, 0).UTC(),
+			})
+		}
+		b, _ := yaml.Marshal(map[string]any{"apiVersion": "v1", "entries": entries, "generated": time.Unix(1_700_000_000, 0).UTC()})
+		w.Header().Set("Content-Type", "application/x-yaml")
+		_, _ = w.Write(b)
+		return
+	}
+	for _, c := range charts {
+		if r.URL.Path == "/charts/"+c.Name+"-"+c.Version+".tgz" {
+			w.Header().Set("Content-Type", "application/gzip")
+			_, _ = w.Write(c.Archive)
+			return
+		}
+	}
+	http.NotFound(w, r)
+}
+
+// push uploads c's config and archive as blobs and tags a manifest
+// charts/<name>:<version>, through the OCI distribution API.
+func (s *Server) push(c Chart) error {
+	base := s.reg.URL + "/v2/charts/" + c.Name
+	blob := func(data []byte) (string, error) {
+		sum := sha256.Sum256(data)
+		digest := "sha256:" + hex.EncodeToString(sum[:])
+		resp, err := http.Post(base+"/blobs/uploads/", "", nil)
+		if err != nil {
+			return "", err
+		}
+		resp.Body.Close()
+		loc := resp.Header.Get("Location")
+		if !strings.HasPrefix(loc, "http") {
+			loc = s.reg.URL + loc
+		}
+		sep := "?"
+		if strings.Contains(loc, "?") {
+			sep = "&"
+		}
+		req, _ := http.NewRequest(http.MethodPut, loc+sep+"digest="+digest, bytes.NewReader(data))
+		req.Header.Set("Content-Type", "application/octet-stream")
+		resp, err = http.DefaultClient.Do(req)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			b, _ := io.ReadAll(resp.Body)
+			return "", fmt.Errorf("upload blob: %s: %s", resp.Status, b)
+		}
+		return digest, nil
+	}
+	cfg, err := blob(c.Metadata)
+	if err != nil {
+		return err
+	}
+	layer, err := blob(c.Archive)
+	if err != nil {
+		return err
+	}
+	manifest, _ := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
+		"config":        map[string]any{"mediaType": ConfigMediaType, "digest": cfg, "size": len(c.Metadata)},
+		"layers":        []any{map[string]any{"mediaType": ChartMediaType, "digest": layer, "size": len(c.Archive)}},
+	})
+	req, _ := http.NewRequest(http.MethodPut, base+"/manifests/"+c.Version, bytes.NewReader(manifest))
+	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusCreated {
+		b, _ := io.ReadAll(resp.Body)
+		return fmt.Errorf("push manifest: %s: %s", resp.Status, b)
+	}
+	return nil
+}

@@ -1,0 +1,95 @@
+// Package release is berth's only door to Helm: every helm.sh/helm/v3 import is
+// in this package, so that moving to Helm 4 is a change to one package. It
+// installs, upgrades, rolls back, uninstalls, lists and shows releases through
+// the Helm SDK, in-process, with charts from repositories and OCI registries.
+package release
+
+import (
+	"fmt"
+	"log/slog"
+	"sync"
+
+	"helm.sh/helm/v3/pkg/action"
+	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"k8s.io/client-go/discovery"
+	"k8s.io/client-go/discovery/cached/memory"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/restmapper"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+)
+
+// Configs gives the Helm action configuration for a namespace. Tests and
+// production both pass NewConfigs; the parameter keeps the storage choice with
+// the caller.
+type Configs func(namespace string) (*action.Configuration, error)
+
+// NewConfigs returns per-namespace action configurations on rc, storing
+// releases with driver ("secret" as Helm's CLI does). They share one cached
+// discovery client and REST mapper, built on first use.
+func NewConfigs(rc *rest.Config, driver string, log *slog.Logger) Configs {
+	shared := &sharedDiscovery{rc: rc}
+	var mu sync.Mutex
+	cfgs := map[string]*action.Configuration{}
+	return func(ns string) (*action.Configuration, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if c, ok := cfgs[ns]; ok {
+			return c, nil
+		}
+		c := new(action.Configuration)
+		debug := func(format string, v ...any) { log.Debug(fmt.Sprintf(format, v...), "namespace", ns) }
+		if err := c.Init(&getter{shared: shared, namespace: ns}, ns, driver, debug); err != nil {
+			return nil, fmt.Errorf("helm configuration for %s: %w", ns, err)
+		}
+		cfgs[ns] = c
+		return c, nil
+	}
+}
+
+type sharedDiscovery struct {
+	rc     *rest.Config
+	once   sync.Once
+	dc     discovery.CachedDiscoveryInterface
+	mapper meta.RESTMapper
+	err    error
+}
+
+func (s *sharedDiscovery) init() {
+	s.once.Do(func() {
+		d, err := discovery.NewDiscoveryClientForConfig(s.rc)
+		if err != nil {
+			s.err = err
+			return
+		}
+		s.dc = memory.NewMemCacheClient(d)
+		s.mapper = restmapper.NewShortcutExpander(restmapper.NewDeferredDiscoveryRESTMapper(s.dc), s.dc, nil)
+	})
+}
+
+// getter adapts a rest.Config to Helm's RESTClientGetter for one namespace.
+type getter struct {
+	shared    *sharedDiscovery
+	namespace string
+}
+
+var _ genericclioptions.RESTClientGetter = (*getter)(nil)
+
+func (g *getter) ToRESTConfig() (*rest.Config, error) { return rest.CopyConfig(g.shared.rc), nil }
+
+func (g *getter) ToDiscoveryClient() (discovery.CachedDiscoveryInterface, error) {
+	g.shared.init()
+	return g.shared.dc, g.shared.err
+}
+
+func (g *getter) ToRESTMapper() (meta.RESTMapper, error) {
+	g.shared.init()
+	return g.shared.mapper, g.shared.err
+}
+
+func (g *getter) ToRawKubeConfigLoader() clientcmd.ClientConfig {
+	return clientcmd.NewDefaultClientConfig(*clientcmdapi.NewConfig(), &clientcmd.ConfigOverrides{
+		Context: clientcmdapi.Context{Namespace: g.namespace},
+	})
+}

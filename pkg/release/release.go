@@ -1,0 +1,527 @@
+package release
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
+	helmrelease "helm.sh/helm/v3/pkg/release"
+	"helm.sh/helm/v3/pkg/releaseutil"
+	"helm.sh/helm/v3/pkg/storage/driver"
+	"sigs.k8s.io/yaml"
+
+	"github.com/berth-dev/berth/pkg/events"
+)
+
+// Installer runs Helm operations within a policy.
+type Installer struct {
+	Configs Configs
+	Fetcher *Fetcher
+	Policy  Policy
+	// DefaultTimeout bounds an operation that asks for none, and is how long a
+	// pending release is left alone before it is taken for stuck.
+	DefaultTimeout time.Duration
+	Log            *slog.Logger
+
+	locks sync.Map // namespace/name → *sync.Mutex: one operation per release per instance
+}
+
+// Request asks for a release to be installed or upgraded.
+type Request struct {
+	Chart       ChartRef
+	ReleaseName string
+	Namespace   string
+	// Values are dotted keys (see Values); ValuesObject structured values.
+	Values       map[string]any
+	ValuesObject map[string]any
+	// ReuseValues (upgrade) starts from the release's current values.
+	ReuseValues     bool
+	CreateNamespace bool
+	Wait            bool
+	Atomic          bool
+	Timeout         time.Duration
+	DryRun          bool
+	// Upgrade lets an install of an existing release with other chart, version
+	// or values upgrade it instead of answering ErrExists.
+	Upgrade bool
+}
+
+// Release is a release as berth answers it.
+type Release struct {
+	Name       string           `json:"name"`
+	Namespace  string           `json:"namespace"`
+	Revision   int              `json:"revision"`
+	Status     string           `json:"status"`
+	Chart      string           `json:"chart"`
+	Version    string           `json:"version"`
+	AppVersion string           `json:"appVersion,omitempty"`
+	Updated    time.Time        `json:"updated"`
+	Services   []events.Service `json:"services"`
+	// Source is where the chart came from (installs and upgrades only).
+	Source *Source `json:"source,omitempty"`
+	// Manifest is set for dry runs only.
+	Manifest string `json:"manifest,omitempty"`
+}
+
+// Detail is a release with what GET /releases/{ns}/{name} shows.
+type Detail struct {
+	Release
+	Description string         `json:"description,omitempty"`
+	Notes       string         `json:"notes,omitempty"`
+	Values      map[string]any `json:"values"`
+	Resources   []ResourceRef  `json:"resources"`
+}
+
+// ResourceRef names an object a release created.
+type ResourceRef struct {
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+}
+
+func (in *Installer) lock(ns, name string) func() {
+	m, _ := in.locks.LoadOrStore(ns+"/"+name, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return mu.Unlock
+}
+
+func (in *Installer) timeout(d time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return in.DefaultTimeout
+}
+
+// Check validates what a request names before anything is fetched or written.
+func (in *Installer) Check(req Request) error {
+	if err := CheckReleaseName(req.ReleaseName); err != nil {
+		return err
+	}
+	if err := in.Policy.CheckNamespace(req.Namespace); err != nil {
+		return err
+	}
+	if req.Timeout < 0 || req.Timeout > time.Hour {
+		return fmt.Errorf("%w: timeout must be between 0 and 1h", ErrBadRequest)
+	}
+	if b, _ := json.Marshal([]any{req.Values, req.ValuesObject}); len(b) > in.Policy.MaxValuesBytes {
+		return fmt.Errorf("%w: values are %d bytes, over %d", ErrBadRequest, len(b), in.Policy.MaxValuesBytes)
+	}
+	if req.Chart.Version != "" && (len(req.Chart.Version) > 64 || strings.ContainsAny(req.Chart.Version, " /\\\n")) {
+		return fmt.Errorf("%w: version %q", ErrBadRequest, trunc(req.Chart.Version))
+	}
+	_, err := Values(req.Values, req.ValuesObject)
+	return err
+}
+
+// Install installs a release, or answers the existing one when it already has
+// this chart, version and values (created is then false). An existing release
+// with anything different is ErrExists unless req.Upgrade. A release left
+// pending past its timeout is marked failed and installed or upgraded again.
+func (in *Installer) Install(ctx context.Context, req Request) (Release, bool, error) {
+	if err := in.Check(req); err != nil {
+		return Release{}, false, err
+	}
+	vals, _ := Values(req.Values, req.ValuesObject)
+	c, src, err := in.Fetcher.Load(ctx, req.Chart)
+	if err != nil {
+		return Release{}, false, err
+	}
+	defer in.lock(req.Namespace, req.ReleaseName)()
+	cfg, err := in.Configs(req.Namespace)
+	if err != nil {
+		return Release{}, false, err
+	}
+	if req.DryRun {
+		return in.install(ctx, cfg, req, c, vals, src, false)
+	}
+	cur, err := in.current(cfg, req)
+	if err != nil {
+		return Release{}, false, err
+	}
+	switch {
+	case cur == nil:
+		return in.install(ctx, cfg, req, c, vals, src, false)
+	case cur.Info.Status == helmrelease.StatusUninstalled || cur.Info.Status == helmrelease.StatusFailed && cur.Version == 1:
+		return in.install(ctx, cfg, req, c, vals, src, true)
+	case sameRelease(cur, c, vals) && cur.Info.Status == helmrelease.StatusDeployed:
+		return toRelease(cur), false, nil
+	case cur.Info.Status == helmrelease.StatusDeployed && !req.Upgrade:
+		return Release{}, false, fmt.Errorf("%w: %s/%s is %s %s", ErrExists, req.Namespace, req.ReleaseName, cur.Chart.Name(), cur.Chart.Metadata.Version)
+	}
+	r, err := in.upgrade(ctx, cfg, req, c, vals)
+	if err != nil {
+		return Release{}, false, err
+	}
+	r.Source = &src
+	return r, false, nil
+}
+
+// current returns the release's latest revision, nil when there is none. A
+// release pending for longer than its timeout is marked failed first; one
+// pending within it is ErrInProgress.
+func (in *Installer) current(cfg *action.Configuration, req Request) (*helmrelease.Release, error) {
+	cur, err := cfg.Releases.Last(req.ReleaseName)
+	if errors.Is(err, driver.ErrReleaseNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read release %s/%s: %w", req.Namespace, req.ReleaseName, err)
+	}
+	if !cur.Info.Status.IsPending() {
+		return cur, nil
+	}
+	since := cur.Info.LastDeployed.Time
+	if since.IsZero() {
+		since = cur.Info.FirstDeployed.Time
+	}
+	if time.Since(since) < in.timeout(req.Timeout) {
+		return nil, fmt.Errorf("%w: %s/%s is %s", ErrInProgress, req.Namespace, req.ReleaseName, cur.Info.Status)
+	}
+	in.Log.Warn("release stuck pending past its timeout: marking it failed", "release", req.ReleaseName, "namespace", req.Namespace, "status", cur.Info.Status.String())
+	cur.Info.Status = helmrelease.StatusFailed
+	cur.Info.Description = "marked failed by berth: pending past its timeout"
+	if err := cfg.Releases.Update(cur); err != nil {
+		return nil, fmt.Errorf("mark %s/%s failed: %w", req.Namespace, req.ReleaseName, err)
+	}
+	return cur, nil
+}
+
+// sameRelease reports whether cur has chart c's name and version and values vals.
+func sameRelease(cur *helmrelease.Release, c *chart.Chart, vals map[string]any) bool {
+	if cur.Chart == nil || cur.Chart.Name() != c.Name() || cur.Chart.Metadata.Version != c.Metadata.Version {
+		return false
+	}
+	return reflect.DeepEqual(normalize(cur.Config), normalize(vals))
+}
+
+// normalize passes values through JSON, so that numbers and empty maps compare
+// the way they are stored.
+func normalize(v map[string]any) map[string]any {
+	out := map[string]any{}
+	b, _ := json.Marshal(v)
+	_ = json.Unmarshal(b, &out)
+	return out
+}
+
+func (in *Installer) install(ctx context.Context, cfg *action.Configuration, req Request, c *chart.Chart, vals map[string]any, src Source, replace bool) (Release, bool, error) {
+	inst := action.NewInstall(cfg)
+	inst.ReleaseName, inst.Namespace = req.ReleaseName, req.Namespace
+	inst.CreateNamespace, inst.Wait, inst.Atomic = req.CreateNamespace, req.Wait, req.Atomic
+	inst.Timeout = in.timeout(req.Timeout)
+	inst.Replace = replace
+	if req.DryRun {
+		inst.DryRun, inst.DryRunOption = true, "server"
+	}
+	rel, err := inst.RunWithContext(ctx, c, vals)
+	if errors.Is(err, driver.ErrReleaseExists) {
+		return Release{}, false, fmt.Errorf("%w: %s/%s was created meanwhile", ErrInProgress, req.Namespace, req.ReleaseName)
+	}
+	if err != nil {
+		if !req.DryRun && !replace {
+			in.purgeFailed(cfg, req)
+		}
+		return Release{}, false, classify(err, "install", req)
+	}
+	r := toRelease(rel)
+	r.Source = &src
+	if req.DryRun {
+		r.Manifest = rel.Manifest
+	}
+	return r, !req.DryRun, nil
+}
+
+// purgeFailed removes what a refused first install left: its failed release
+// record and whatever objects it created, so that bad input changes nothing.
+func (in *Installer) purgeFailed(cfg *action.Configuration, req Request) {
+	cur, err := cfg.Releases.Last(req.ReleaseName)
+	if err != nil || cur.Version != 1 || cur.Info.Status != helmrelease.StatusFailed {
+		return
+	}
+	un := action.NewUninstall(cfg)
+	un.Timeout = in.timeout(req.Timeout)
+	if _, err := un.Run(req.ReleaseName); err != nil {
+		in.Log.Warn("could not remove a failed first install", "release", req.ReleaseName, "namespace", req.Namespace, "error", err.Error())
+	}
+}
+
+func (in *Installer) upgrade(ctx context.Context, cfg *action.Configuration, req Request, c *chart.Chart, vals map[string]any) (Release, error) {
+	up := action.NewUpgrade(cfg)
+	up.Namespace = req.Namespace
+	up.ReuseValues, up.Wait, up.Atomic = req.ReuseValues, req.Wait, req.Atomic
+	up.Timeout = in.timeout(req.Timeout)
+	up.MaxHistory = 10
+	rel, err := up.RunWithContext(ctx, req.ReleaseName, c, vals)
+	if err != nil {
+		return Release{}, classify(err, "upgrade", req)
+	}
+	return toRelease(rel), nil
+}
+
+// Upgrade upgrades an existing release to the chart and values of req.
+func (in *Installer) Upgrade(ctx context.Context, req Request) (Release, error) {
+	if err := in.Check(req); err != nil {
+		return Release{}, err
+	}
+	vals, _ := Values(req.Values, req.ValuesObject)
+	c, src, err := in.Fetcher.Load(ctx, req.Chart)
+	if err != nil {
+		return Release{}, err
+	}
+	defer in.lock(req.Namespace, req.ReleaseName)()
+	cfg, err := in.Configs(req.Namespace)
+	if err != nil {
+		return Release{}, err
+	}
+	cur, err := in.current(cfg, req)
+	if err != nil {
+		return Release{}, err
+	}
+	if cur == nil || cur.Info.Status == helmrelease.StatusUninstalled {
+		return Release{}, fmt.Errorf("%w: %s/%s", ErrNotFound, req.Namespace, req.ReleaseName)
+	}
+	if !req.ReuseValues && sameRelease(cur, c, vals) && cur.Info.Status == helmrelease.StatusDeployed {
+		r := toRelease(cur)
+		r.Source = &src
+		return r, nil
+	}
+	r, err := in.upgrade(ctx, cfg, req, c, vals)
+	if err != nil {
+		return Release{}, err
+	}
+	r.Source = &src
+	return r, nil
+}
+
+// classify maps a failed Helm action to berth's errors. Helm gives no sentinel
+// for a chart that does not render or a manifest the API server refuses; both
+// can never succeed as asked.
+func classify(err error, op string, req Request) error {
+	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+		return fmt.Errorf("%s %s/%s: %w", op, req.Namespace, req.ReleaseName, err)
+	}
+	return fmt.Errorf("%w: %s %s/%s: %v", ErrRender, op, req.Namespace, req.ReleaseName, err)
+}
+
+// Uninstall removes a release. A release that is not there is not an error:
+// gone reports whether it was there.
+func (in *Installer) Uninstall(ctx context.Context, ns, name string, timeout time.Duration) (Release, bool, error) {
+	if err := in.checkName(ns, name); err != nil {
+		return Release{}, false, err
+	}
+	defer in.lock(ns, name)()
+	cfg, err := in.Configs(ns)
+	if err != nil {
+		return Release{}, false, err
+	}
+	un := action.NewUninstall(cfg)
+	un.Timeout = in.timeout(timeout)
+	res, err := un.Run(name)
+	if errors.Is(err, driver.ErrReleaseNotFound) {
+		return Release{Name: name, Namespace: ns, Status: helmrelease.StatusUninstalled.String()}, false, nil
+	}
+	if err != nil {
+		return Release{}, false, fmt.Errorf("uninstall %s/%s: %w", ns, name, err)
+	}
+	r := toRelease(res.Release)
+	r.Status = helmrelease.StatusUninstalled.String()
+	return r, true, nil
+}
+
+func (in *Installer) checkName(ns, name string) error {
+	if err := CheckReleaseName(name); err != nil {
+		return err
+	}
+	return in.Policy.CheckNamespace(ns)
+}
+
+// Rollback rolls a release back to revision (0: the previous one).
+func (in *Installer) Rollback(ctx context.Context, ns, name string, revision int, timeout time.Duration) (Release, error) {
+	if err := in.checkName(ns, name); err != nil {
+		return Release{}, err
+	}
+	if revision < 0 {
+		return Release{}, fmt.Errorf("%w: revision must be positive", ErrBadRequest)
+	}
+	defer in.lock(ns, name)()
+	cfg, err := in.Configs(ns)
+	if err != nil {
+		return Release{}, err
+	}
+	hist, err := cfg.Releases.History(name)
+	if errors.Is(err, driver.ErrReleaseNotFound) || err == nil && len(hist) == 0 {
+		return Release{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)
+	}
+	if err != nil {
+		return Release{}, err
+	}
+	if revision != 0 && !slices.ContainsFunc(hist, func(r *helmrelease.Release) bool { return r.Version == revision }) {
+		return Release{}, fmt.Errorf("%w: %s/%s has no revision %d", ErrNotFound, ns, name, revision)
+	}
+	if revision == 0 && len(hist) < 2 {
+		return Release{}, fmt.Errorf("%w: %s/%s has no earlier revision", ErrBadRequest, ns, name)
+	}
+	rb := action.NewRollback(cfg)
+	rb.Version, rb.Timeout, rb.MaxHistory = revision, in.timeout(timeout), 10
+	if err := rb.Run(name); err != nil {
+		return Release{}, classify(err, "rollback", Request{Namespace: ns, ReleaseName: name})
+	}
+	cur, err := cfg.Releases.Last(name)
+	if err != nil {
+		return Release{}, err
+	}
+	return toRelease(cur), nil
+}
+
+// Status shows a release: its state, notes, values (secrets redacted),
+// resources and Services.
+func (in *Installer) Status(ctx context.Context, ns, name string) (Detail, error) {
+	if err := in.checkName(ns, name); err != nil {
+		return Detail{}, err
+	}
+	cfg, err := in.Configs(ns)
+	if err != nil {
+		return Detail{}, err
+	}
+	rel, err := cfg.Releases.Last(name)
+	if errors.Is(err, driver.ErrReleaseNotFound) {
+		return Detail{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)
+	}
+	if err != nil {
+		return Detail{}, err
+	}
+	d := Detail{Release: toRelease(rel), Description: rel.Info.Description, Notes: rel.Info.Notes, Values: Redact(rel.Config)}
+	d.Resources = resources(rel.Manifest)
+	return d, nil
+}
+
+// History lists a release's revisions, oldest first.
+func (in *Installer) History(ctx context.Context, ns, name string) ([]Release, error) {
+	if err := in.checkName(ns, name); err != nil {
+		return nil, err
+	}
+	cfg, err := in.Configs(ns)
+	if err != nil {
+		return nil, err
+	}
+	hist, err := cfg.Releases.History(name)
+	if errors.Is(err, driver.ErrReleaseNotFound) || err == nil && len(hist) == 0 {
+		return nil, fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)
+	}
+	if err != nil {
+		return nil, err
+	}
+	releaseutil.SortByRevision(hist)
+	out := make([]Release, len(hist))
+	for i, r := range hist {
+		out[i] = toRelease(r)
+	}
+	return out, nil
+}
+
+// List lists the releases of the allowed namespaces (or of ns alone).
+func (in *Installer) List(ctx context.Context, ns string) ([]Release, error) {
+	nss := in.Policy.Namespaces
+	if ns != "" {
+		if err := in.Policy.CheckNamespace(ns); err != nil {
+			return nil, err
+		}
+		nss = []string{ns}
+	}
+	out := []Release{}
+	for _, n := range nss {
+		cfg, err := in.Configs(n)
+		if err != nil {
+			return nil, err
+		}
+		l := action.NewList(cfg)
+		l.All = true
+		l.SetStateMask()
+		rels, err := l.Run()
+		if err != nil {
+			return nil, fmt.Errorf("list releases in %s: %w", n, err)
+		}
+		for _, r := range rels {
+			out = append(out, toRelease(r))
+		}
+	}
+	return out, nil
+}
+
+func toRelease(r *helmrelease.Release) Release {
+	out := Release{Name: r.Name, Namespace: r.Namespace, Revision: r.Version, Services: services(r.Manifest)}
+	if r.Info != nil {
+		out.Status = r.Info.Status.String()
+		out.Updated = r.Info.LastDeployed.Time
+	}
+	if r.Chart != nil && r.Chart.Metadata != nil {
+		out.Chart, out.Version, out.AppVersion = r.Chart.Metadata.Name, r.Chart.Metadata.Version, r.Chart.Metadata.AppVersion
+	}
+	return out
+}
+
+// manifestObject is what berth reads of a rendered object.
+type manifestObject struct {
+	Kind     string `json:"kind"`
+	Metadata struct {
+		Name string `json:"name"`
+	} `json:"metadata"`
+	Spec struct {
+		Ports []struct {
+			Name     string `json:"name"`
+			Port     int32  `json:"port"`
+			Protocol string `json:"protocol"`
+		} `json:"ports"`
+	} `json:"spec"`
+}
+
+func objects(manifest string) []manifestObject {
+	var out []manifestObject
+	for _, doc := range releaseutil.SplitManifests(manifest) {
+		var o manifestObject
+		if yaml.Unmarshal([]byte(doc), &o) == nil && o.Kind != "" {
+			out = append(out, o)
+		}
+	}
+	slices.SortFunc(out, func(a, b manifestObject) int {
+		return strings.Compare(a.Kind+"/"+a.Metadata.Name, b.Kind+"/"+b.Metadata.Name)
+	})
+	return out
+}
+
+// services are the Services a manifest creates, with their ports: what a
+// caller may expose.
+func services(manifest string) []events.Service {
+	out := []events.Service{}
+	for _, o := range objects(manifest) {
+		if o.Kind != "Service" {
+			continue
+		}
+		s := events.Service{Name: o.Metadata.Name, Ports: []events.ServicePort{}}
+		for _, p := range o.Spec.Ports {
+			proto := p.Protocol
+			if proto == "" {
+				proto = "TCP"
+			}
+			s.Ports = append(s.Ports, events.ServicePort{Name: p.Name, Port: p.Port, Protocol: proto})
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+func resources(manifest string) []ResourceRef {
+	out := []ResourceRef{}
+	for _, o := range objects(manifest) {
+		out = append(out, ResourceRef{Kind: o.Kind, Name: o.Metadata.Name})
+	}
+	return out
+}

@@ -1,0 +1,359 @@
+package release
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hashicorp/golang-lru/v2/expirable"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/registry"
+	"helm.sh/helm/v3/pkg/repo"
+	"oras.land/oras-go/v2/errdef"
+	"sigs.k8s.io/yaml"
+)
+
+// ChartRef says where a chart comes from.
+type ChartRef struct {
+	// Name is "chart", "<repo>/<chart>" or "oci://host/path/chart".
+	Name string
+	// Repo is a repository (its base URL, or its index.yaml URL) for Name's
+	// chart; the 2018 API's privateChartsRepo.
+	Repo string
+	// Version is an exact version or a semver constraint; "" is the latest.
+	Version string
+	// Credentials, when set, authenticate to the repository or registry.
+	Credentials *Credentials
+}
+
+// Credentials authenticate to a chart source. They come from a Secret.
+type Credentials struct {
+	// Ref names where they came from (namespace/secret), for cache keys.
+	Ref      string
+	Username string
+	Password string
+}
+
+// Source is where a loaded chart came from.
+type Source struct {
+	URL    string `json:"url"`
+	Digest string `json:"digest,omitempty"`
+}
+
+// Fetcher loads charts from repositories and OCI registries, within a policy,
+// caching repository indexes and chart archives in the instance.
+type Fetcher struct {
+	policy Policy
+	// repos are named repositories from configuration: name → URL.
+	repos         map[string]string
+	plainHTTP     bool
+	maxChartBytes int64
+	client        *http.Client
+	indexes       *expirable.LRU[string, *repo.IndexFile]
+	archives      *expirable.LRU[string, []byte]
+}
+
+// FetcherOptions configure a Fetcher.
+type FetcherOptions struct {
+	Policy Policy
+	// Repos are named repositories: "<name>/<chart>" resolves to Repos[name].
+	Repos map[string]string
+	// PlainHTTP talks to OCI registries without TLS (for registries on a
+	// private network).
+	PlainHTTP bool
+	// MaxChartBytes bounds a chart archive or repository index.
+	MaxChartBytes int64
+	// CacheEntries bound each cache (indexes and archives), so the caches hold
+	// at most 2 × CacheEntries × MaxChartBytes.
+	CacheEntries int
+	// IndexTTL is how long a repository index is reused.
+	IndexTTL time.Duration
+}
+
+// NewFetcher returns a fetcher. Nothing is fetched until a chart is asked for.
+func NewFetcher(o FetcherOptions) *Fetcher {
+	f := &Fetcher{policy: o.Policy, repos: o.Repos, plainHTTP: o.PlainHTTP, maxChartBytes: o.MaxChartBytes}
+	dialer := &net.Dialer{Timeout: 10 * time.Second, Control: f.control}
+	f.client = &http.Client{
+		Timeout: 2 * time.Minute,
+		Transport: &http.Transport{
+			DialContext: dialer.DialContext, ForceAttemptHTTP2: true, MaxIdleConns: 16,
+			IdleConnTimeout: 90 * time.Second, TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: 30 * time.Second,
+		},
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
+			if len(via) >= 5 {
+				return errors.New("too many redirects")
+			}
+			return nil
+		},
+	}
+	f.indexes = expirable.NewLRU[string, *repo.IndexFile](o.CacheEntries, nil, o.IndexTTL)
+	f.archives = expirable.NewLRU[string, []byte](o.CacheEntries, nil, 24*time.Hour)
+	return f
+}
+
+// control refuses connections to addresses a chart source may not use. It runs
+// on the address actually dialled, after DNS, so a name cannot smuggle one in.
+func (f *Fetcher) control(_, address string, _ syscall.RawConn) error {
+	if f.policy.AllowPrivateAddresses {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(address)
+	if err != nil {
+		return err
+	}
+	if forbiddenAddress(net.ParseIP(host)) {
+		return fmt.Errorf("%w: it resolves to %s", ErrSourceNotAllowed, host)
+	}
+	return nil
+}
+
+// Resolve turns a reference into the source URL it names: an oci:// chart
+// reference, or a repository base URL plus the chart's name in it.
+func (f *Fetcher) Resolve(ref ChartRef) (repoURL, chartName string, err error) {
+	switch {
+	case strings.HasPrefix(ref.Name, "oci://"):
+		if ref.Repo != "" {
+			return "", "", fmt.Errorf("%w: an oci:// chart takes no privateChartsRepo", ErrBadRequest)
+		}
+		return ref.Name, "", nil
+	case ref.Name == "" || strings.ContainsAny(ref.Name, " \t\n?#\\") || strings.Contains(ref.Name, ".."):
+		return "", "", fmt.Errorf("%w: chartName %q", ErrBadRequest, trunc(ref.Name))
+	case ref.Repo != "":
+		base := strings.TrimSuffix(strings.TrimSuffix(ref.Repo, "index.yaml"), "/")
+		return base, ref.Name[strings.LastIndex(ref.Name, "/")+1:], nil
+	}
+	name, chartName, ok := strings.Cut(ref.Name, "/")
+	base, known := f.repos[name]
+	if !ok || !known || strings.Contains(chartName, "/") {
+		return "", "", fmt.Errorf("%w: chart %q names no configured repository; give privateChartsRepo or an oci:// reference", ErrBadRequest, trunc(ref.Name))
+	}
+	base = strings.TrimSuffix(base, "/")
+	if strings.HasPrefix(base, "oci://") {
+		return base + "/" + chartName, "", nil
+	}
+	return base, chartName, nil
+}
+
+// Load fetches and loads the chart ref names, after checking its source
+// against the policy. Configured repositories are allowed by being configured.
+func (f *Fetcher) Load(ctx context.Context, ref ChartRef) (*chart.Chart, Source, error) {
+	base, name, err := f.Resolve(ref)
+	if err != nil {
+		return nil, Source{}, err
+	}
+	configured := false
+	for _, r := range f.repos {
+		configured = configured || strings.HasPrefix(base, strings.TrimSuffix(r, "/"))
+	}
+	if !configured {
+		if err := f.policy.CheckSource(base); err != nil {
+			return nil, Source{}, err
+		}
+	}
+	var data []byte
+	var src Source
+	if name == "" {
+		data, src, err = f.pullOCI(ctx, base, ref)
+	} else {
+		data, src, err = f.fromRepo(ctx, base, name, ref)
+	}
+	if err != nil {
+		return nil, Source{}, err
+	}
+	c, err := loader.LoadArchive(bytes.NewReader(data))
+	if err != nil {
+		return nil, Source{}, fmt.Errorf("%w: %s: %v", ErrNotInstallable, src.URL, err)
+	}
+	if c.Metadata.Type != "" && c.Metadata.Type != "application" {
+		return nil, Source{}, fmt.Errorf("%w: %s is a %s chart", ErrNotInstallable, c.Name(), c.Metadata.Type)
+	}
+	return c, src, nil
+}
+
+func cacheKey(u string, creds *Credentials) string {
+	if creds == nil {
+		return u
+	}
+	return u + "\x00" + creds.Ref
+}
+
+// fromRepo reads the repository's index (cached), finds the version and
+// fetches its archive (cached by URL and digest), verifying the digest.
+func (f *Fetcher) fromRepo(ctx context.Context, base, name string, ref ChartRef) ([]byte, Source, error) {
+	indexURL := base + "/index.yaml"
+	idx, ok := f.indexes.Get(cacheKey(indexURL, ref.Credentials))
+	if !ok {
+		raw, err := f.get(ctx, indexURL, ref.Credentials)
+		if err != nil {
+			return nil, Source{}, err
+		}
+		idx = &repo.IndexFile{}
+		if err := yaml.UnmarshalStrict(raw, idx); err != nil && yaml.Unmarshal(raw, idx) != nil {
+			return nil, Source{}, fmt.Errorf("%w: %s is not a repository index", ErrSourceUnavailable, indexURL)
+		}
+		idx.SortEntries()
+		f.indexes.Add(cacheKey(indexURL, ref.Credentials), idx)
+	}
+	cv, err := idx.Get(name, ref.Version)
+	if err != nil || len(cv.URLs) == 0 {
+		return nil, Source{}, fmt.Errorf("%w: %s %s in %s", ErrChartNotFound, name, versionOrLatest(ref.Version), base)
+	}
+	u, err := url.Parse(cv.URLs[0])
+	if err != nil {
+		return nil, Source{}, fmt.Errorf("%w: bad chart URL in %s", ErrSourceUnavailable, indexURL)
+	}
+	b, _ := url.Parse(base + "/")
+	archiveURL := b.ResolveReference(u).String()
+	if archiveURL != indexURL && !strings.HasPrefix(archiveURL, base+"/") {
+		// An index may point elsewhere; the policy then applies to that place too.
+		if err := f.policy.CheckSource(archiveURL); err != nil {
+			return nil, Source{}, err
+		}
+	}
+	key := cacheKey(archiveURL+"@"+cv.Digest, ref.Credentials)
+	if data, ok := f.archives.Get(key); ok {
+		return data, Source{URL: archiveURL, Digest: cv.Digest}, nil
+	}
+	data, err := f.get(ctx, archiveURL, ref.Credentials)
+	if err != nil {
+		return nil, Source{}, err
+	}
+	if cv.Digest != "" {
+		sum := sha256.Sum256(data)
+		if hex.EncodeToString(sum[:]) != cv.Digest {
+			return nil, Source{}, fmt.Errorf("%w: %s does not match its digest in the index", ErrNotInstallable, archiveURL)
+		}
+	}
+	f.archives.Add(key, data)
+	return data, Source{URL: archiveURL, Digest: cv.Digest}, nil
+}
+
+func versionOrLatest(v string) string {
+	if v == "" {
+		return "(latest)"
+	}
+	return v
+}
+
+// get fetches u, bounded by MaxChartBytes.
+func (f *Fetcher) get(ctx context.Context, u string, creds *Credentials) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
+	}
+	if creds != nil {
+		req.SetBasicAuth(creds.Username, creds.Password)
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		if errors.Is(err, ErrSourceNotAllowed) {
+			return nil, fmt.Errorf("%w: %s", ErrSourceNotAllowed, redact(u))
+		}
+		return nil, fmt.Errorf("%w: %s: %v", ErrSourceUnavailable, redact(u), unwrapURLError(err))
+	}
+	defer resp.Body.Close()
+	switch {
+	case resp.StatusCode == http.StatusNotFound:
+		return nil, fmt.Errorf("%w: %s answered 404", ErrChartNotFound, redact(u))
+	case resp.StatusCode == http.StatusUnauthorized || resp.StatusCode == http.StatusForbidden:
+		return nil, fmt.Errorf("%w: %s refused the credentials (%d)", ErrSourceNotAllowed, redact(u), resp.StatusCode)
+	case resp.StatusCode != http.StatusOK:
+		return nil, fmt.Errorf("%w: %s answered %d", ErrSourceUnavailable, redact(u), resp.StatusCode)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, f.maxChartBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrSourceUnavailable, redact(u), err)
+	}
+	if int64(len(data)) > f.maxChartBytes {
+		return nil, fmt.Errorf("%w: %s is over %d bytes", ErrNotInstallable, redact(u), f.maxChartBytes)
+	}
+	return data, nil
+}
+
+// pullOCI pulls an oci:// chart through Helm's registry client, over the same
+// guarded HTTP client.
+func (f *Fetcher) pullOCI(ctx context.Context, ref string, cr ChartRef) ([]byte, Source, error) {
+	full := strings.TrimPrefix(ref, "oci://")
+	if cr.Version != "" {
+		if strings.ContainsAny(cr.Version, "<>=~^* ") {
+			return nil, Source{}, fmt.Errorf("%w: an oci:// chart takes an exact version", ErrBadRequest)
+		}
+		full += ":" + cr.Version
+	}
+	key := cacheKey("oci://"+full, cr.Credentials)
+	if data, ok := f.archives.Get(key); ok && cr.Version != "" {
+		return data, Source{URL: "oci://" + full}, nil
+	}
+	opts := []registry.ClientOption{registry.ClientOptHTTPClient(f.client), registry.ClientOptEnableCache(false)}
+	if f.plainHTTP {
+		opts = append(opts, registry.ClientOptPlainHTTP())
+	}
+	if cr.Credentials != nil {
+		opts = append(opts, registry.ClientOptBasicAuth(cr.Credentials.Username, cr.Credentials.Password))
+	}
+	client, err := registry.NewClient(opts...)
+	if err != nil {
+		return nil, Source{}, fmt.Errorf("%w: %v", ErrSourceUnavailable, err)
+	}
+	type result struct {
+		data   []byte
+		digest string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() { // the registry client takes no context
+		r, err := client.Pull(full, registry.PullOptWithChart(true))
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		done <- result{data: r.Chart.Data, digest: r.Chart.Digest}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-ctx.Done():
+		return nil, Source{}, fmt.Errorf("%w: oci://%s: %v", ErrSourceUnavailable, full, ctx.Err())
+	}
+	if r.err != nil {
+		switch {
+		case errors.Is(r.err, ErrSourceNotAllowed):
+			return nil, Source{}, fmt.Errorf("%w: oci://%s", ErrSourceNotAllowed, full)
+		case errors.Is(r.err, errdef.ErrNotFound):
+			return nil, Source{}, fmt.Errorf("%w: oci://%s", ErrChartNotFound, full)
+		}
+		return nil, Source{}, fmt.Errorf("%w: oci://%s: %v", ErrSourceUnavailable, full, r.err)
+	}
+	if int64(len(r.data)) > f.maxChartBytes {
+		return nil, Source{}, fmt.Errorf("%w: oci://%s is over %d bytes", ErrNotInstallable, full, f.maxChartBytes)
+	}
+	f.archives.Add(key, r.data)
+	return r.data, Source{URL: "oci://" + full, Digest: r.digest}, nil
+}
+
+func redact(u string) string {
+	if p, err := url.Parse(u); err == nil {
+		return p.Redacted()
+	}
+	return "(bad URL)"
+}
+
+func unwrapURLError(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		return ue.Err
+	}
+	return err
+}

@@ -1,0 +1,91 @@
+package release
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"unicode"
+
+	"helm.sh/helm/v3/pkg/strvals"
+)
+
+// Values builds a release's values: object (structured values) first, then each
+// dotted key of dotted set on top, in key order. Keys take --set's syntax
+// (a.b.c, list[0], a\.b); each value keeps its JSON type, as with --set-json, so
+// "true" stays a string and true a boolean. No value is ever interpreted by a
+// shell or a template.
+func Values(dotted map[string]any, object map[string]any) (map[string]any, error) {
+	out := map[string]any{}
+	if object != nil {
+		// A deep copy through JSON: the request's maps are not aliased.
+		b, err := json.Marshal(object)
+		if err != nil {
+			return nil, fmt.Errorf("%w: valuesObject: %v", ErrBadRequest, err)
+		}
+		if err := json.Unmarshal(b, &out); err != nil {
+			return nil, fmt.Errorf("%w: valuesObject: %v", ErrBadRequest, err)
+		}
+	}
+	for _, k := range slices.Sorted(maps.Keys(dotted)) {
+		if err := checkKey(k); err != nil {
+			return nil, err
+		}
+		v, err := json.Marshal(dotted[k])
+		if err != nil {
+			return nil, fmt.Errorf("%w: values[%q]: %v", ErrBadRequest, trunc(k), err)
+		}
+		if err := strvals.ParseJSON(k+"="+string(v), out); err != nil {
+			return nil, fmt.Errorf("%w: values[%q]: %v", ErrBadRequest, trunc(k), err)
+		}
+	}
+	return out, nil
+}
+
+// checkKey refuses keys --set could not mean: empty, overlong, or holding
+// characters that separate assignments.
+func checkKey(k string) error {
+	if k == "" || len(k) > 256 || strings.HasPrefix(k, ".") || strings.HasSuffix(k, ".") || strings.Contains(k, "..") {
+		return fmt.Errorf("%w: values key %q", ErrBadRequest, trunc(k))
+	}
+	for _, r := range k {
+		if r == '=' || r == ',' || unicode.IsSpace(r) || !unicode.IsPrint(r) {
+			return fmt.Errorf("%w: values key %q has %q", ErrBadRequest, trunc(k), r)
+		}
+	}
+	return nil
+}
+
+// redactKeys are parts of value names whose values are hidden when a release is
+// shown.
+var redactKeys = []string{"password", "passwd", "secret", "token", "key", "credential", "auth", "cert", "private"}
+
+// Redact returns a copy of values with secret-looking entries replaced.
+func Redact(values map[string]any) map[string]any {
+	out := make(map[string]any, len(values))
+	for k, v := range values {
+		lk := strings.ToLower(k)
+		if slices.ContainsFunc(redactKeys, func(s string) bool { return strings.Contains(lk, s) }) {
+			out[k] = "(redacted)"
+			continue
+		}
+		switch t := v.(type) {
+		case map[string]any:
+			out[k] = Redact(t)
+		case []any:
+			l := make([]any, len(t))
+			for i, e := range t {
+				if m, ok := e.(map[string]any); ok {
+					l[i] = Redact(m)
+				} else {
+					l[i] = e
+				}
+			}
+			out[k] = l
+		default:
+			out[k] = v
+		}
+	}
+	return out
+}
