@@ -13,6 +13,7 @@ const (
 	ReleaseInstalled   = "dev.berth.release.installed"
 	InstallFailed      = "dev.berth.install.failed"
 	ReleaseUninstalled = "dev.berth.release.uninstalled"
+	UninstallRequested = "dev.berth.uninstall.requested"
 	PortRequested      = "dev.berth.port.requested"
 	PortReserved       = "dev.berth.port.reserved"
 	PortFailed         = "dev.berth.port.failed"

@@ -36,10 +36,41 @@ type receiver struct {
 	cfg    Config
 	name   string
 	handle EventHandler
+	sink   *Emitter
+}
+
+// Emitter sends events to K_SINK: replies, and events a function makes after
+// an HTTP request. Without a sink it sends nothing.
+type Emitter struct {
+	cfg  Config
+	name string
 
 	once   sync.Once
-	sink   cloudevents.Client
-	sinkEr error
+	client cloudevents.Client
+	err    error
+}
+
+// NewEmitter returns an emitter for cfg's K_SINK and K_CE_OVERRIDES. It makes
+// no connection until the first event.
+func NewEmitter(cfg Config, name string) *Emitter { return &Emitter{cfg: cfg, name: name} }
+
+// Emit fills what e leaves out (id, source, time, overrides) and sends it to
+// the sink, if there is one.
+func (em *Emitter) Emit(ctx context.Context, e event.Event) error {
+	complete(&e, em.name, em.cfg.CEOverrides)
+	if !em.cfg.Sink.Set() {
+		return nil
+	}
+	em.once.Do(func() {
+		em.client, em.err = cloudevents.NewClientHTTP(cloudevents.WithTarget(em.cfg.Sink.String()))
+	})
+	if em.err != nil {
+		return em.err
+	}
+	if res := em.client.Send(ctx, e); !cloudevents.IsACK(res) {
+		return res
+	}
+	return nil
 }
 
 func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -70,14 +101,14 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	rc.complete(reply)
+	complete(reply, rc.name, rc.cfg.CEOverrides)
 	if err := reply.Validate(); err != nil {
 		log.Error("handler built an invalid reply", "error", err.Error())
 		problem.Write(w, fmt.Errorf("invalid reply: %w", err))
 		return
 	}
 	if rc.cfg.Sink.Set() {
-		if err := rc.send(ctx, *reply); err != nil {
+		if err := rc.sink.Emit(ctx, *reply); err != nil {
 			// The handler's work is idempotent: a redelivery will send the reply again.
 			log.Warn("reply not delivered to sink", "error", err.Error())
 			problem.Write(w, fmt.Errorf("%w: %v", ErrSink, err))
@@ -93,9 +124,9 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// complete fills what a handler may leave out of its reply, and applies the
-// configured extension overrides.
-func (rc *receiver) complete(e *event.Event) {
+// complete fills what a function may leave out of an event it sends, and
+// applies the configured extension overrides.
+func complete(e *event.Event, name string, overrides Overrides) {
 	if e.SpecVersion() == "" {
 		e.SetSpecVersion(event.CloudEventsVersionV1)
 	}
@@ -103,27 +134,14 @@ func (rc *receiver) complete(e *event.Event) {
 		e.SetID(uuid.NewString())
 	}
 	if e.Source() == "" {
-		e.SetSource("/berth/" + rc.name)
+		e.SetSource("/berth/" + name)
 	}
 	if e.Time().IsZero() {
 		e.SetTime(time.Now())
 	}
-	for k, v := range rc.cfg.CEOverrides {
+	for k, v := range overrides {
 		e.SetExtension(k, v)
 	}
-}
-
-func (rc *receiver) send(ctx context.Context, e event.Event) error {
-	rc.once.Do(func() {
-		rc.sink, rc.sinkEr = cloudevents.NewClientHTTP(cloudevents.WithTarget(rc.cfg.Sink.String()))
-	})
-	if rc.sinkEr != nil {
-		return rc.sinkEr
-	}
-	if res := rc.sink.Send(ctx, e); !cloudevents.IsACK(res) {
-		return res
-	}
-	return nil
 }
 
 func structured(r *http.Request) bool {

@@ -48,7 +48,7 @@ func NewServer(cfg Config, fn Function, log *slog.Logger) *Server {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /readyz", s.ready)
 	if fn.Events != nil {
-		mux.Handle("POST /{$}", &receiver{cfg: cfg, name: fn.Name, handle: fn.Events})
+		mux.Handle("POST /{$}", &receiver{cfg: cfg, name: fn.Name, handle: fn.Events, sink: NewEmitter(cfg, fn.Name)})
 	}
 	if fn.API != nil {
 		mux.Handle("/", fn.API)

@@ -207,6 +207,9 @@ func sameRelease(cur *helmrelease.Release, c *chart.Chart, vals map[string]any) 
 // the way they are stored.
 func normalize(v map[string]any) map[string]any {
 	out := map[string]any{}
+	if len(v) == 0 {
+		return out // nil and empty are the same values; JSON null would make out nil
+	}
 	b, _ := json.Marshal(v)
 	_ = json.Unmarshal(b, &out)
 	return out

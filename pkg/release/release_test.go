@@ -225,6 +225,13 @@ func TestInstallIsIdempotent(t *testing.T) {
 	if hist, _ := in.History(ctx, ns, "gw"); len(hist) != 2 {
 		t.Errorf("%d revisions, want 2", len(hist))
 	}
+	// A release installed without values is the same as a request without values.
+	bare := Request{Chart: ChartRef{Name: "berth/echo-gateway"}, ReleaseName: "bare", Namespace: ns}
+	for i := range 2 {
+		if _, created, err := in.Install(ctx, bare); err != nil || created != (i == 0) {
+			t.Errorf("Install without values #%d = %v, %v", i+1, created, err)
+		}
+	}
 }
 
 func TestStuckPendingRelease(t *testing.T) {

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/kube"
+)
+
+// Config is install's configuration, read from the environment.
+type Config struct {
+	function.Config
+	kube.ClientSettings
+	// AllowedNamespaces are the namespaces releases may be installed in, comma
+	// separated. The first is the default for requests that name none.
+	AllowedNamespaces []string `split_words:"true" required:"true"`
+	// AllowedChartSources are URL prefixes charts may come from, comma separated
+	// (https://charts.example.com/, oci://registry.example.com/charts/).
+	AllowedChartSources []string `split_words:"true"`
+	// ChartRepositories are named repositories, "name=url" comma separated;
+	// "<name>/<chart>" then resolves there. They are allowed by being named.
+	ChartRepositories Repositories `split_words:"true"`
+	// AllowPrivateChartSources lets chart sources resolve to loopback,
+	// link-local and metadata addresses. Leave it off outside development.
+	AllowPrivateChartSources bool `split_words:"true"`
+	// OCIPlainHTTP talks to OCI registries without TLS.
+	OCIPlainHTTP bool `envconfig:"OCI_PLAIN_HTTP"`
+	// CredentialsNamespace holds the Secrets (keys username, password) that
+	// requests name in credentialsSecret.
+	CredentialsNamespace string `split_words:"true" default:"berth"`
+	// MaxValuesBytes bounds a request's values, as JSON.
+	MaxValuesBytes int `split_words:"true" default:"262144"`
+	// MaxChartBytes bounds a chart archive or repository index.
+	MaxChartBytes int64 `split_words:"true" default:"10485760"`
+	// ChartCacheEntries bounds the index and archive caches, each.
+	ChartCacheEntries int `split_words:"true" default:"32"`
+	// IndexTTL is how long a repository index is reused.
+	IndexTTL time.Duration `envconfig:"INDEX_TTL" default:"5m"`
+	// ReleaseTimeout bounds an operation that asks for none; a release pending
+	// longer is taken for stuck.
+	ReleaseTimeout time.Duration `split_words:"true" default:"5m"`
+	// HelmDriver is where Helm keeps release records: secret (as the helm CLI),
+	// or configmap.
+	HelmDriver string `split_words:"true" default:"secret"`
+}
+
+// Repositories are named chart repositories.
+type Repositories map[string]string
+
+// Decode implements envconfig.Decoder for "name=url,name2=url2".
+func (r *Repositories) Decode(v string) error {
+	out := Repositories{}
+	for _, pair := range strings.Split(v, ",") {
+		if pair = strings.TrimSpace(pair); pair == "" {
+			continue
+		}
+		name, u, ok := strings.Cut(pair, "=")
+		if !ok || len(validation.IsDNS1123Label(name)) > 0 || !(strings.HasPrefix(u, "https://") || strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "oci://")) {
+			return fmt.Errorf("want name=https://... or name=oci://..., got %q", pair)
+		}
+		out[name] = u
+	}
+	*r = out
+	return nil
+}
+
+// Validate reports values that parse but cannot work.
+func (c Config) Validate() error {
+	errs := []error{c.Config.Validate(), c.ClientSettings.Validate()}
+	for _, ns := range c.AllowedNamespaces {
+		if len(validation.IsDNS1123Label(ns)) > 0 {
+			errs = append(errs, fmt.Errorf("ALLOWED_NAMESPACES: %q is not a namespace name", ns))
+		}
+	}
+	if len(c.AllowedNamespaces) == 0 {
+		errs = append(errs, errors.New("ALLOWED_NAMESPACES must name at least one namespace"))
+	}
+	for _, s := range c.AllowedChartSources {
+		if !(strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "oci://")) || strings.Count(s, "/") < 3 && !strings.HasSuffix(s, "/") {
+			errs = append(errs, fmt.Errorf("ALLOWED_CHART_SOURCES: %q must be a URL prefix with scheme and host, ending at a path boundary", s))
+		}
+	}
+	if c.HelmDriver != "secret" && c.HelmDriver != "configmap" {
+		errs = append(errs, fmt.Errorf("HELM_DRIVER=%q: want secret or configmap", c.HelmDriver))
+	}
+	if c.MaxValuesBytes <= 0 || c.MaxChartBytes <= 0 || c.ChartCacheEntries <= 0 || c.IndexTTL <= 0 || c.ReleaseTimeout <= 0 {
+		errs = append(errs, errors.New("MAX_VALUES_BYTES, MAX_CHART_BYTES, CHART_CACHE_ENTRIES, INDEX_TTL and RELEASE_TIMEOUT must be positive"))
+	}
+	return errors.Join(errs...)
+}

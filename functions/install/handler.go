@@ -1,0 +1,407 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/google/uuid"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/problem"
+	"github.com/berth-dev/berth/pkg/release"
+)
+
+var (
+	errUnexpectedEvent = problem.New(problem.ErrInvalid, "install does not consume this event type")
+	errNoCredentials   = problem.New(problem.ErrUnprocessable, "the credentials Secret is missing or lacks username and password")
+)
+
+type handler struct {
+	in        *release.Installer
+	core      kubernetes.Interface
+	emit      *function.Emitter
+	credsNS   string
+	defaultNS string
+	log       *slog.Logger
+}
+
+func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, log *slog.Logger) *handler {
+	p := release.Policy{
+		Namespaces: cfg.AllowedNamespaces, Sources: cfg.AllowedChartSources,
+		AllowPrivateAddresses: cfg.AllowPrivateChartSources, MaxValuesBytes: cfg.MaxValuesBytes,
+	}
+	return &handler{
+		in: &release.Installer{
+			Configs: release.NewConfigs(rc, cfg.HelmDriver, log),
+			Fetcher: release.NewFetcher(release.FetcherOptions{
+				Policy: p, Repos: cfg.ChartRepositories, PlainHTTP: cfg.OCIPlainHTTP,
+				MaxChartBytes: cfg.MaxChartBytes, CacheEntries: cfg.ChartCacheEntries, IndexTTL: cfg.IndexTTL,
+			}),
+			Policy: p, DefaultTimeout: cfg.ReleaseTimeout, Log: log,
+		},
+		core: core, emit: function.NewEmitter(cfg.Config, "install"),
+		credsNS: cfg.CredentialsNamespace, defaultNS: cfg.AllowedNamespaces[0], log: log,
+	}
+}
+
+func (h *handler) routes() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /install", h.install)
+	mux.HandleFunc("POST /upgrade", h.upgrade)
+	mux.HandleFunc("POST /delete", h.deleteSeed)
+	mux.HandleFunc("GET /releases", h.list)
+	mux.HandleFunc("GET /releases/{namespace}/{name}", h.status)
+	mux.HandleFunc("GET /releases/{namespace}/{name}/history", h.history)
+	mux.HandleFunc("POST /releases/{namespace}/{name}/rollback", h.rollback)
+	mux.HandleFunc("DELETE /releases/{namespace}/{name}", h.deleteRelease)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		problem.Write(w, fmt.Errorf("%w: no route %s %s", problem.ErrNotFound, r.Method, r.URL.Path))
+	})
+	return mux
+}
+
+// installRequest is the body of POST /install and /upgrade, and the data of
+// dev.berth.install.requested. The first four fields are the 2018 API's.
+type installRequest struct {
+	ChartName         string         `json:"chartName"`
+	ReleaseName       string         `json:"releaseName"`
+	PrivateChartsRepo string         `json:"privateChartsRepo"`
+	Values            map[string]any `json:"values"`
+	Namespace         string         `json:"namespace"`
+	Version           string         `json:"version"`
+	ValuesObject      map[string]any `json:"valuesObject"`
+	ReuseValues       bool           `json:"reuseValues"`
+	CreateNamespace   bool           `json:"createNamespace"`
+	// Timeout is a duration ("90s", "5m").
+	Timeout           string         `json:"timeout"`
+	Wait              bool           `json:"wait"`
+	Atomic            bool           `json:"atomic"`
+	Upgrade           bool           `json:"upgrade"`
+	CredentialsSecret string         `json:"credentialsSecret"`
+	Expose            *events.Expose `json:"expose"`
+}
+
+// toRequest builds the Helm request, reading credentials from their Secret.
+func (h *handler) toRequest(ctx context.Context, b installRequest) (release.Request, error) {
+	if b.Namespace == "" {
+		b.Namespace = h.defaultNS
+	}
+	var timeout time.Duration
+	if b.Timeout != "" {
+		d, err := time.ParseDuration(b.Timeout)
+		if err != nil {
+			return release.Request{}, fmt.Errorf("%w: timeout %q is not a duration", release.ErrBadRequest, b.Timeout)
+		}
+		timeout = d
+	}
+	req := release.Request{
+		Chart:       release.ChartRef{Name: b.ChartName, Repo: b.PrivateChartsRepo, Version: b.Version},
+		ReleaseName: b.ReleaseName, Namespace: b.Namespace, Values: b.Values, ValuesObject: b.ValuesObject,
+		ReuseValues: b.ReuseValues, CreateNamespace: b.CreateNamespace, Wait: b.Wait, Atomic: b.Atomic,
+		Timeout: timeout, Upgrade: b.Upgrade,
+	}
+	if err := h.in.Check(req); err != nil {
+		return release.Request{}, err
+	}
+	if b.CredentialsSecret != "" {
+		creds, err := h.credentials(ctx, b.CredentialsSecret)
+		if err != nil {
+			return release.Request{}, err
+		}
+		req.Chart.Credentials = creds
+	}
+	return req, nil
+}
+
+// credentials reads username and password from a Secret in the credentials
+// namespace. They are never logged or answered.
+func (h *handler) credentials(ctx context.Context, name string) (*release.Credentials, error) {
+	if len(validation.IsDNS1123Subdomain(name)) > 0 {
+		return nil, fmt.Errorf("%w: credentialsSecret must be a Secret name", release.ErrBadRequest)
+	}
+	s, err := h.core.CoreV1().Secrets(h.credsNS).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, fmt.Errorf("%w: %s/%s", errNoCredentials, h.credsNS, name)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read credentials Secret %s/%s: %w", h.credsNS, name, err)
+	}
+	u, p := string(s.Data["username"]), string(s.Data["password"])
+	if u == "" || p == "" {
+		return nil, fmt.Errorf("%w: %s/%s", errNoCredentials, h.credsNS, name)
+	}
+	return &release.Credentials{Ref: h.credsNS + "/" + name, Username: u, Password: p}, nil
+}
+
+// derivedName names a release after its chart and a key, within Helm's 53
+// characters: chart-<8 hex of sha256(key)>.
+func derivedName(chartName, key string) string {
+	base := chartName[strings.LastIndex(chartName, "/")+1:]
+	base = strings.ToLower(base)
+	if i := strings.IndexAny(base, ":@"); i >= 0 {
+		base = base[:i]
+	}
+	clean := make([]byte, 0, len(base))
+	for _, c := range []byte(base) {
+		if c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' {
+			clean = append(clean, c)
+		}
+	}
+	base = strings.Trim(string(clean), "-")
+	if len(base) > 44 {
+		base = strings.TrimRight(base[:44], "-")
+	}
+	if base == "" || base[0] < 'a' || base[0] > 'z' {
+		base = "r" + base
+	}
+	sum := sha256.Sum256([]byte(key))
+	return base + "-" + hex.EncodeToString(sum[:4])
+}
+
+// installAnswer is a release with the expose intent it was asked with.
+type installAnswer struct {
+	release.Release
+	Expose *events.Expose `json:"expose,omitempty"`
+}
+
+// install is POST /install[?dryRun=true]: 201 when it installed, 200 when the
+// release was already there with this chart, version and values.
+func (h *handler) install(w http.ResponseWriter, r *http.Request) {
+	var b installRequest
+	if err := function.DecodeJSON(r, &b); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	dry, err := boolParam(r, "dryRun")
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	if b.ReleaseName == "" && b.ChartName != "" {
+		b.ReleaseName = derivedName(b.ChartName, uuid.NewString())
+	}
+	req, err := h.toRequest(r.Context(), b)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	req.DryRun = dry
+	rel, created, err := h.in.Install(r.Context(), req)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	function.WriteJSON(w, status, installAnswer{Release: rel, Expose: b.Expose})
+}
+
+func boolParam(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%w: %s=%q", release.ErrBadRequest, name, v)
+	}
+	return b, nil
+}
+
+func (h *handler) upgrade(w http.ResponseWriter, r *http.Request) {
+	var b installRequest
+	if err := function.DecodeJSON(r, &b); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	req, err := h.toRequest(r.Context(), b)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	rel, err := h.in.Upgrade(r.Context(), req)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	function.WriteJSON(w, http.StatusOK, rel)
+}
+
+// deleteRequest is the body of the 2018 POST /delete, and the data of
+// dev.berth.uninstall.requested.
+type deleteRequest struct {
+	ReleaseName string `json:"releaseName"`
+	Namespace   string `json:"namespace"`
+}
+
+func (h *handler) deleteSeed(w http.ResponseWriter, r *http.Request) {
+	var b deleteRequest
+	if err := function.DecodeJSON(r, &b); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	h.uninstall(w, r, b)
+}
+
+func (h *handler) deleteRelease(w http.ResponseWriter, r *http.Request) {
+	h.uninstall(w, r, deleteRequest{Namespace: r.PathValue("namespace"), ReleaseName: r.PathValue("name")})
+}
+
+// uninstall removes the release (idempotently) and emits release.uninstalled to
+// K_SINK, so that the release's ports are freed whichever way it was asked.
+func (h *handler) uninstall(w http.ResponseWriter, r *http.Request, b deleteRequest) {
+	if b.Namespace == "" {
+		b.Namespace = h.defaultNS
+	}
+	rel, _, err := h.in.Uninstall(r.Context(), b.Namespace, b.ReleaseName, 0)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	if err := h.emit.Emit(r.Context(), uninstalledEvent(rel, "")); err != nil {
+		// The release is gone; a repeat of this request emits again.
+		problem.Write(w, fmt.Errorf("%w: release.uninstalled: %v", function.ErrSink, err))
+		return
+	}
+	function.WriteJSON(w, http.StatusOK, rel)
+}
+
+func uninstalledEvent(rel release.Release, cause string) event.Event {
+	e := event.New()
+	e.SetType(events.ReleaseUninstalled)
+	e.SetSubject(rel.Namespace + "/" + rel.Name)
+	if cause != "" {
+		e.SetExtension("berthcause", cause)
+	}
+	_ = e.SetData(cloudevents.ApplicationJSON, events.ReleaseUninstalledData{Release: eventRelease(rel)})
+	return e
+}
+
+func eventRelease(r release.Release) events.Release {
+	return events.Release{Name: r.Name, Namespace: r.Namespace, Revision: r.Revision, Status: r.Status,
+		Chart: r.Chart, Version: r.Version, Services: r.Services}
+}
+
+func (h *handler) list(w http.ResponseWriter, r *http.Request) {
+	items, err := h.in.List(r.Context(), r.URL.Query().Get("namespace"))
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	function.WriteJSON(w, http.StatusOK, map[string]any{"items": items})
+}
+
+func (h *handler) status(w http.ResponseWriter, r *http.Request) {
+	d, err := h.in.Status(r.Context(), r.PathValue("namespace"), r.PathValue("name"))
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	function.WriteJSON(w, http.StatusOK, d)
+}
+
+func (h *handler) history(w http.ResponseWriter, r *http.Request) {
+	items, err := h.in.History(r.Context(), r.PathValue("namespace"), r.PathValue("name"))
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	function.WriteJSON(w, http.StatusOK, map[string]any{"items": items})
+}
+
+// rollbackRequest is the body of POST /releases/{ns}/{name}/rollback; revision
+// 0 or absent is the previous one.
+type rollbackRequest struct {
+	Revision int    `json:"revision"`
+	Timeout  string `json:"timeout"`
+}
+
+func (h *handler) rollback(w http.ResponseWriter, r *http.Request) {
+	var b rollbackRequest
+	if r.ContentLength != 0 {
+		if err := function.DecodeJSON(r, &b); err != nil {
+			problem.Write(w, err)
+			return
+		}
+	}
+	var timeout time.Duration
+	if b.Timeout != "" {
+		d, err := time.ParseDuration(b.Timeout)
+		if err != nil {
+			problem.Write(w, fmt.Errorf("%w: timeout %q", release.ErrBadRequest, b.Timeout))
+			return
+		}
+		timeout = d
+	}
+	rel, err := h.in.Rollback(r.Context(), r.PathValue("namespace"), r.PathValue("name"), b.Revision, timeout)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	function.WriteJSON(w, http.StatusOK, rel)
+}
+
+// event consumes install.requested (replying release.installed or
+// install.failed) and uninstall.requested (replying release.uninstalled).
+func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error) {
+	switch e.Type() {
+	case events.InstallRequested:
+		var b installRequest
+		if err := function.DecodeData(e.Data(), &b); err != nil {
+			return function.Reply(e, events.InstallFailed, err)
+		}
+		if b.ReleaseName == "" && b.ChartName != "" {
+			// A redelivery of the same event names the same release.
+			b.ReleaseName = derivedName(b.ChartName, e.Source()+"\x00"+e.ID())
+		}
+		req, err := h.toRequest(ctx, b)
+		if err != nil {
+			return function.Reply(e, events.InstallFailed, err)
+		}
+		rel, _, err := h.in.Install(ctx, req)
+		if err != nil {
+			return function.Reply(e, events.InstallFailed, err)
+		}
+		out := event.New()
+		out.SetType(events.ReleaseInstalled)
+		out.SetSubject(rel.Namespace + "/" + rel.Name)
+		out.SetExtension("berthcause", e.ID())
+		if b.Expose != nil {
+			out.SetExtension(events.ExtensionExpose, "true")
+		}
+		err = out.SetData(cloudevents.ApplicationJSON, events.ReleaseInstalledData{Release: eventRelease(rel), Expose: b.Expose})
+		return &out, err
+	case events.UninstallRequested:
+		var b deleteRequest
+		if err := function.DecodeData(e.Data(), &b); err != nil {
+			return function.Reply(e, events.InstallFailed, err)
+		}
+		if b.Namespace == "" {
+			b.Namespace = h.defaultNS
+		}
+		rel, _, err := h.in.Uninstall(ctx, b.Namespace, b.ReleaseName, 0)
+		if err != nil {
+			return function.Reply(e, events.InstallFailed, err)
+		}
+		out := uninstalledEvent(rel, e.ID())
+		return &out, nil
+	}
+	return nil, fmt.Errorf("%w: %q", errUnexpectedEvent, e.Type())
+}

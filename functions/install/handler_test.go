@@ -1,0 +1,326 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"github.com/berth-dev/berth/pkg/chartrepo"
+	"github.com/berth-dev/berth/pkg/controlplane"
+	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/problem"
+)
+
+var (
+	cp     *controlplane.ControlPlane
+	charts *chartrepo.Server
+)
+
+type withCharts struct{ m *testing.M }
+
+func (w withCharts) Run() int {
+	c, err := chartrepo.Package("../../charts/echo-gateway", "")
+	if err != nil {
+		panic(err)
+	}
+	if charts, err = chartrepo.Start(c); err != nil {
+		panic(err)
+	}
+	defer charts.Close()
+	return w.m.Run()
+}
+
+func TestMain(m *testing.M) { os.Exit(controlplane.RunTests(withCharts{m}, &cp)) }
+
+// serve runs install over real HTTP for a fresh allowed namespace; sink, when
+// set, is K_SINK. It returns the URL and the namespace.
+func serve(t *testing.T, sink string) (string, string) {
+	t.Helper()
+	ns := cp.Namespace(t)
+	cfg := Config{
+		Config:                   function.Config{MaxRequestBytes: 64 << 10},
+		AllowedNamespaces:        []string{ns},
+		AllowedChartSources:      []string{charts.RepoURL + "/", "oci://" + charts.Registry + "/charts/"},
+		ChartRepositories:        Repositories{"berth": charts.RepoURL},
+		AllowPrivateChartSources: true, OCIPlainHTTP: true, CredentialsNamespace: ns,
+		MaxValuesBytes: 16 << 10, MaxChartBytes: 1 << 20, ChartCacheEntries: 8, IndexTTL: time.Minute,
+		ReleaseTimeout: time.Minute, HelmDriver: "secret",
+	}
+	if sink != "" {
+		u, _ := url.Parse(sink)
+		cfg.Sink = function.URL{URL: u}
+	}
+	log := slog.New(slog.DiscardHandler)
+	h := newHandler(cfg, cp.Config, cp.Client, log)
+	s := function.NewServer(cfg.Config, function.Function{Name: "install", API: h.routes(), Events: h.event}, log)
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return srv.URL, ns
+}
+
+func do(t *testing.T, method, u, body string) (int, []byte, string) {
+	t.Helper()
+	req, _ := http.NewRequest(method, u, strings.NewReader(body))
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b, resp.Header.Get("Content-Type")
+}
+
+// releaseSecrets counts Helm's release records in ns.
+func releaseSecrets(t *testing.T, ns string) int {
+	l, err := cp.Client.CoreV1().Secrets(ns).List(context.Background(), metav1.ListOptions{LabelSelector: "owner=helm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(l.Items)
+}
+
+func TestBadRequests(t *testing.T) {
+	u, ns := serve(t, "")
+	good := `"chartName":"berth/echo-gateway","releaseName":"gw"`
+	tests := []struct {
+		name, method, path, body string
+		status                   int
+	}{
+		{"not JSON", "POST", "/install", `chartName=x`, 400},
+		{"unknown field", "POST", "/install", `{` + good + `,"set":"a=b"}`, 400},
+		{"values not an object", "POST", "/install", `{` + good + `,"values":"a=b"}`, 400},
+		{"no chart", "POST", "/install", `{"releaseName":"gw"}`, 400},
+		{"release name with shell", "POST", "/install", `{"chartName":"berth/echo-gateway","releaseName":"gw$(reboot)"}`, 400},
+		{"release name 54 chars", "POST", "/install", `{"chartName":"berth/echo-gateway","releaseName":"` + strings.Repeat("a", 54) + `"}`, 400},
+		{"namespace not allowed", "POST", "/install", `{` + good + `,"namespace":"kube-system"}`, 403},
+		{"repo not allowed", "POST", "/install", `{"chartName":"x/echo-gateway","releaseName":"gw","privateChartsRepo":"https://evil.example.com/charts"}`, 403},
+		{"metadata address", "POST", "/install", `{"chartName":"x/c","releaseName":"gw","privateChartsRepo":"http://169.254.169.254/latest"}`, 403},
+		{"credentials in URL", "POST", "/install", `{"chartName":"x/c","releaseName":"gw","privateChartsRepo":"https://user:pw@charts.example.com"}`, 400},
+		{"oci not allowed", "POST", "/install", `{"chartName":"oci://ghcr.io/x/y","releaseName":"gw"}`, 403},
+		{"unknown repo name", "POST", "/install", `{"chartName":"stable/mysql","releaseName":"gw"}`, 400},
+		{"chart missing", "POST", "/install", `{"chartName":"berth/nothing","releaseName":"gw"}`, 422},
+		{"version missing", "POST", "/install", `{` + good + `,"version":"7.0.0"}`, 422},
+		{"timeout not a duration", "POST", "/install", `{` + good + `,"timeout":"soon"}`, 400},
+		{"values key with equals", "POST", "/install", `{` + good + `,"values":{"a=b":"c"}}`, 400},
+		{"values too large", "POST", "/install", `{` + good + `,"values":{"a":"` + strings.Repeat("x", 20<<10) + `"}}`, 400},
+		{"body too large", "POST", "/install", `{` + good + `,"values":{"a":"` + strings.Repeat("x", 70<<10) + `"}}`, 413},
+		{"values that do not apply", "POST", "/install", `{` + good + `,"values":{"replicas":"many"}}`, 422},
+		{"credentials Secret missing", "POST", "/install", `{` + good + `,"credentialsSecret":"nope"}`, 422},
+		{"credentials Secret bad name", "POST", "/install", `{` + good + `,"credentialsSecret":"../x"}`, 400},
+		{"dryRun not a bool", "POST", "/install?dryRun=maybe", `{` + good + `}`, 400},
+		{"upgrade of nothing", "POST", "/upgrade", `{` + good + `}`, 404},
+		{"delete bad name", "POST", "/delete", `{"releaseName":"GW"}`, 400},
+		{"status of nothing", "GET", "/releases/" + ns + "/gw", "", 404},
+		{"status namespace not allowed", "GET", "/releases/kube-system/gw", "", 403},
+		{"history of nothing", "GET", "/releases/" + ns + "/gw/history", "", 404},
+		{"rollback of nothing", "POST", "/releases/" + ns + "/gw/rollback", `{}`, 404},
+		{"rollback negative", "POST", "/releases/" + ns + "/gw/rollback", `{"revision":-1}`, 400},
+		{"list namespace not allowed", "GET", "/releases?namespace=default", "", 403},
+		{"no route", "PUT", "/install", `{}`, 404},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, b, ct := do(t, tc.method, u+tc.path, tc.body)
+			var d problem.Details
+			if status != tc.status || ct != problem.ContentType || json.Unmarshal(b, &d) != nil || d.Status != tc.status || len(b) >= 1024 {
+				t.Errorf("%s %s = %d %s %s, want a %d problem", tc.method, tc.path, status, ct, b, tc.status)
+			}
+		})
+	}
+	if n := releaseSecrets(t, ns); n != 0 {
+		t.Errorf("bad requests left %d release records", n)
+	}
+	if l, _ := cp.Client.AppsV1().Deployments(ns).List(context.Background(), metav1.ListOptions{}); len(l.Items) != 0 {
+		t.Errorf("bad requests left %d Deployments", len(l.Items))
+	}
+}
+
+func TestRoutes(t *testing.T) {
+	u, ns := serve(t, "")
+	body := `{"chartName":"anything/echo-gateway","privateChartsRepo":"` + charts.RepoURL + `","releaseName":"gw","values":{"tcpPort":1883}}`
+	if status, b, _ := do(t, "POST", u+"/install?dryRun=true", body); status != 200 || !strings.Contains(string(b), "kind: Deployment") {
+		t.Errorf("dry run = %d %s", status, b)
+	}
+	if n := releaseSecrets(t, ns); n != 0 {
+		t.Errorf("a dry run left %d release records", n)
+	}
+	status, b, _ := do(t, "POST", u+"/install", body)
+	var rel map[string]any
+	if status != 201 || json.Unmarshal(b, &rel) != nil || rel["status"] != "deployed" || rel["services"] == nil {
+		t.Fatalf("POST /install = %d %s", status, b)
+	}
+	if status, b, _ := do(t, "POST", u+"/install", body); status != 200 {
+		t.Errorf("the same install again = %d %s, want 200", status, b)
+	}
+	if status, b, _ := do(t, "POST", u+"/install", strings.Replace(body, "1883", "1884", 1)); status != 409 {
+		t.Errorf("an install with other values = %d %s, want 409", status, b)
+	}
+	if status, b, _ := do(t, "POST", u+"/upgrade", strings.Replace(body, "1883", "1884", 1)); status != 200 || !strings.Contains(string(b), `"revision":2`) {
+		t.Errorf("POST /upgrade = %d %s", status, b)
+	}
+	if status, b, _ := do(t, "GET", u+"/releases", ""); status != 200 || !strings.Contains(string(b), `"name":"gw"`) {
+		t.Errorf("GET /releases = %d %s", status, b)
+	}
+	if status, b, _ := do(t, "GET", u+"/releases/"+ns+"/gw", ""); status != 200 || !strings.Contains(string(b), `"tcpPort":1884`) || !strings.Contains(string(b), `"resources"`) {
+		t.Errorf("GET /releases/%s/gw = %d %s", ns, status, b)
+	}
+	if status, b, _ := do(t, "GET", u+"/releases/"+ns+"/gw/history", ""); status != 200 || strings.Count(string(b), `"revision"`) != 2 {
+		t.Errorf("history = %d %s", status, b)
+	}
+	if status, b, _ := do(t, "POST", u+"/releases/"+ns+"/gw/rollback", ""); status != 200 || !strings.Contains(string(b), `"revision":3`) {
+		t.Errorf("rollback = %d %s", status, b)
+	}
+	for range 2 {
+		if status, b, _ := do(t, "DELETE", u+"/releases/"+ns+"/gw", ""); status != 200 || !strings.Contains(string(b), "uninstalled") {
+			t.Errorf("DELETE = %d %s", status, b)
+		}
+	}
+	if n := releaseSecrets(t, ns); n != 0 {
+		t.Errorf("%d release records after DELETE", n)
+	}
+}
+
+func TestCredentialsComeFromASecret(t *testing.T) {
+	u, ns := serve(t, "")
+	_, err := cp.Client.CoreV1().Secrets(ns).Create(context.Background(), &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Name: "repo-creds"},
+		Data:       map[string][]byte{"username": []byte("robot"), "password": []byte("hunter2")},
+	}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, b, _ := do(t, "POST", u+"/install", `{"chartName":"berth/echo-gateway","releaseName":"gw","credentialsSecret":"repo-creds"}`)
+	if status != 201 || strings.Contains(string(b), "hunter2") {
+		t.Errorf("install with credentials = %d %s", status, b)
+	}
+}
+
+func installEvent(id string, data any) event.Event {
+	e := event.New()
+	e.SetID(id)
+	e.SetType(events.InstallRequested)
+	e.SetSource("/test/webapp")
+	_ = e.SetData(cloudevents.ApplicationJSON, data)
+	return e
+}
+
+func TestEvents(t *testing.T) {
+	got := make(chan event.Event, 4)
+	p, _ := cloudevents.NewHTTP()
+	recv, _ := cloudevents.NewHTTPReceiveHandler(context.Background(), p, func(e event.Event) { got <- e })
+	sink := httptest.NewServer(recv)
+	defer sink.Close()
+	u, ns := serve(t, sink.URL)
+	c, _ := cloudevents.NewClientHTTP(cloudevents.WithTarget(u))
+	ctx := context.Background()
+	data := map[string]any{"chartName": "berth/echo-gateway", "namespace": ns,
+		"expose": events.Expose{ServicePort: intstr.FromString("tcp"), Protocol: "TCP"}}
+	var name string
+	for i := range 2 { // at-least-once delivery: the same event twice
+		reply, res := c.Request(ctx, installEvent("req-1", data))
+		var in events.ReleaseInstalledData
+		if !cloudevents.IsACK(res) || reply == nil || reply.Type() != events.ReleaseInstalled || reply.DataAs(&in) != nil {
+			t.Fatalf("install.requested #%d = %v, %v", i+1, reply, res)
+		}
+		if reply.Extensions()[events.ExtensionExpose] != "true" || in.Expose == nil || len(in.Release.Services) != 1 {
+			t.Errorf("release.installed = %s, want the expose intent and the Service", reply.Data())
+		}
+		if i == 1 && in.Release.Name != name {
+			t.Errorf("redelivery answered release %q, want %q", in.Release.Name, name)
+		}
+		name = in.Release.Name
+		<-got // the reply also went to K_SINK
+	}
+	if n := releaseSecrets(t, ns); n != 1 {
+		t.Errorf("the same event twice left %d release records, want 1", n)
+	}
+	// A failing install replies install.failed, without the request's values.
+	bad := installEvent("req-2", map[string]any{"chartName": "berth/nothing", "namespace": ns, "values": map[string]any{"password": "hunter2"}})
+	if reply, res := c.Request(ctx, bad); !cloudevents.IsACK(res) || reply == nil || reply.Type() != events.InstallFailed || strings.Contains(string(reply.Data()), "hunter2") {
+		t.Errorf("failing install.requested = %v, %v", reply, res)
+	}
+	<-got
+	// Uninstalling over HTTP emits release.uninstalled to K_SINK.
+	if status, b, _ := do(t, "DELETE", u+"/releases/"+ns+"/"+name, ""); status != 200 {
+		t.Fatalf("DELETE = %d %s", status, b)
+	}
+	select {
+	case e := <-got:
+		var d events.ReleaseUninstalledData
+		if e.Type() != events.ReleaseUninstalled || e.DataAs(&d) != nil || d.Release.Name != name {
+			t.Errorf("sink got %v, want release.uninstalled for %s", e, name)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no release.uninstalled reached the sink")
+	}
+	// An uninstall.requested event replies release.uninstalled, also when the
+	// release is already gone.
+	u2 := event.New()
+	u2.SetID("un-1")
+	u2.SetSource("/test")
+	u2.SetType(events.UninstallRequested)
+	_ = u2.SetData(cloudevents.ApplicationJSON, map[string]string{"releaseName": name, "namespace": ns})
+	if reply, res := c.Request(ctx, u2); !cloudevents.IsACK(res) || reply == nil || reply.Type() != events.ReleaseUninstalled {
+		t.Errorf("uninstall.requested = %v, %v", reply, res)
+	}
+}
+
+func TestDerivedName(t *testing.T) {
+	tests := []struct{ chart, want string }{
+		{"berth/echo-gateway", "echo-gateway-"},
+		{"oci://r.example.com/charts/MQTT_Gateway", "mqttgateway-"},
+		{"x/" + strings.Repeat("a", 60), strings.Repeat("a", 44) + "-"},
+		{"x/9lives", "r9lives-"},
+	}
+	for _, tc := range tests {
+		got := derivedName(tc.chart, "src\x00id")
+		if !strings.HasPrefix(got, tc.want) || len(got) > 53 || got != derivedName(tc.chart, "src\x00id") || got == derivedName(tc.chart, "src\x00id2") {
+			t.Errorf("derivedName(%q) = %q, want prefix %q, stable per key, at most 53", tc.chart, got, tc.want)
+		}
+	}
+}
+
+func TestConfig(t *testing.T) {
+	for env, want := range map[string]string{
+		"ALLOWED_NAMESPACES=":            "ALLOWED_NAMESPACES",
+		"ALLOWED_NAMESPACES=Bad_NS":      "ALLOWED_NAMESPACES",
+		"CHART_REPOSITORIES=stable":      "CHART_REPOSITORIES",
+		"ALLOWED_CHART_SOURCES=ftp://x/": "ALLOWED_CHART_SOURCES",
+		"HELM_DRIVER=sql":                "HELM_DRIVER",
+		"RELEASE_TIMEOUT=5":              "RELEASE_TIMEOUT",
+	} {
+		k, v, _ := strings.Cut(env, "=")
+		t.Run(env, func(t *testing.T) {
+			t.Setenv("ALLOWED_NAMESPACES", "apps")
+			t.Setenv(k, v)
+			var cfg Config
+			if err := function.Load(&cfg); err == nil || !strings.Contains(err.Error(), want) {
+				t.Errorf("Load with %s = %v, want an error naming %s", env, err, want)
+			}
+		})
+	}
+	t.Setenv("ALLOWED_NAMESPACES", "apps,tenants")
+	t.Setenv("CHART_REPOSITORIES", "berth=https://charts.example.com,oci=oci://r.example.com/charts")
+	var cfg Config
+	if err := function.Load(&cfg); err != nil || len(cfg.AllowedNamespaces) != 2 || cfg.ChartRepositories["oci"] != "oci://r.example.com/charts" {
+		t.Errorf("Load = %+v, %v", cfg, err)
+	}
+}
