@@ -37,6 +37,12 @@ lint: ## gofmt and go vet.
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+HELM_VERSION ?= v3.22.0
+
+.PHONY: helm-cli
+helm-cli: ## Build the helm CLI (the install benchmark's baseline) into $(CONTROLPLANE)/bin.
+	@[ -x $(CONTROLPLANE)/bin/helm ] || { echo "==> building helm $(HELM_VERSION) CLI"; GOBIN=$(CONTROLPLANE)/bin GOFLAGS=-mod=mod $(GO) install helm.sh/helm/v3/cmd/helm@$(HELM_VERSION); }
+
 .PHONY: bench
-bench: controlplane ## Run the benchmarks; each prints its figure beside a same-run baseline.
+bench: controlplane helm-cli ## Run the benchmarks; each prints its figure beside a same-run baseline.
 	$(GO) test $(BENCH_FLAGS) ./...

@@ -49,7 +49,7 @@ func TestMain(m *testing.M) { os.Exit(controlplane.RunTests(withCharts{m}, &cp))
 
 // serve runs install over real HTTP for a fresh allowed namespace; sink, when
 // set, is K_SINK. It returns the URL and the namespace.
-func serve(t *testing.T, sink string) (string, string) {
+func serve(t testing.TB, sink string) (string, string) {
 	t.Helper()
 	ns := cp.Namespace(t)
 	cfg := Config{
@@ -73,7 +73,7 @@ func serve(t *testing.T, sink string) (string, string) {
 	return srv.URL, ns
 }
 
-func do(t *testing.T, method, u, body string) (int, []byte, string) {
+func do(t testing.TB, method, u, body string) (int, []byte, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, u, strings.NewReader(body))
 	if body != "" {
