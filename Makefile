@@ -8,6 +8,7 @@ K8S_VERSION ?= v1.36.3
 # Binaries (etcd, kube-apiserver) and CRDs of the test control plane, built once from
 # the Go module proxy, outside the repository.
 CONTROLPLANE ?= $(HOME)/.cache/berth/controlplane-$(K8S_VERSION)
+RUN_BIN ?= $(HOME)/.cache/berth/berth-run
 export BERTH_CONTROLPLANE := $(CONTROLPLANE)
 export K8S_VERSION
 # ko reads .ko.yaml unless told otherwise; ours is ko.yaml.
@@ -27,6 +28,11 @@ build: ## Compile every package and function.
 .PHONY: controlplane
 controlplane: ## Build etcd and kube-apiserver and gather CRDs into $(CONTROLPLANE) (first time: about 6 min).
 	@bash .ci/controlplane.sh $(CONTROLPLANE)
+
+.PHONY: run
+run: controlplane ## Run berth locally: control plane, the three functions chained by events, one demo install. Ctrl-C stops.
+	@$(GO) build -o $(RUN_BIN) ./pkg/localrun/cmd/berth-run
+	@exec $(RUN_BIN)
 
 .PHONY: test
 test: controlplane ## Run every test (unit and real API-server integration).

@@ -66,6 +66,9 @@ func Start() (*ControlPlane, error) {
 			return nil, fmt.Errorf("%w (%s missing in %s)", ErrNoAssets, b, bin)
 		}
 	}
+	if n := reapOrphans(bin); n > 0 {
+		fmt.Fprintf(os.Stderr, "controlplane: killed %d orphaned etcd/kube-apiserver processes of earlier runs\n", n)
+	}
 	var crds []string
 	for _, s := range CRDSets {
 		p := filepath.Join(dir, "crds", s)

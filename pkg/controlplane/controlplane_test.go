@@ -3,8 +3,12 @@ package controlplane
 import (
 	"context"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -169,5 +173,39 @@ func TestSanitize(t *testing.T) {
 		if got := sanitize(tc.in); got != tc.want {
 			t.Errorf("sanitize(%q) = %q, want %q", tc.in, got, tc.want)
 		}
+	}
+}
+
+// TestReapOrphans: a process started from the control-plane bin folder whose
+// parent is gone is killed; one whose parent lives is not.
+func TestReapOrphans(t *testing.T) {
+	dir := t.TempDir()
+	sleep := filepath.Join(dir, "etcd")
+	src, err := os.ReadFile("/bin/sleep")
+	if err != nil {
+		t.Skip("no /bin/sleep")
+	}
+	if err := os.WriteFile(sleep, src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// A child of ours: alive parent, so kept.
+	kept := exec.Command(sleep, "30")
+	if err := kept.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer kept.Process.Kill()
+	// An orphan: started by a shell that exits at once, so init adopts it.
+	if out, err := exec.Command("sh", "-c", sleep+" 30 >/dev/null 2>&1 &").CombinedOutput(); err != nil {
+		t.Fatalf("%v: %s", err, out)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for reapOrphans(dir) == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the orphan was never reaped")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if err := kept.Process.Signal(syscall.Signal(0)); err != nil {
+		t.Errorf("a process with a live parent was killed: %v", err)
 	}
 }

@@ -179,8 +179,8 @@ func TestExposeReapplyUnexpose(t *testing.T) {
 				checkRouted(t, f, backend, end, true)
 			}
 			eps, _ := f.exp.List(ctx, reservation.Filter{Owner: f.ns + "/gw-1"})
-			if len(eps) != 2 {
-				t.Fatalf("List = %+v, want 2 bound endpoints", eps)
+			if len(eps) != 2 || eps[0].Backend != backend {
+				t.Fatalf("List = %+v, want 2 bound endpoints through %s", eps, backend)
 			}
 			for _, end := range eps {
 				k := portalloc.Key{Protocol: end.Protocol, Port: end.Port}

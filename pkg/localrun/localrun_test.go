@@ -1,0 +1,117 @@
+package localrun
+
+import (
+	"context"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/berth-dev/berth/pkg/events"
+)
+
+// TestEndToEnd runs the three function binaries as processes against the
+// harness API server. One install.requested event ends with the release
+// installed, a port bound in the ledger, the routing objects written and the
+// endpoint annotation set; the same event again changes nothing; an
+// uninstall.requested event takes it all away.
+func TestEndToEnd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds three binaries")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	defer cancel()
+	root, _ := filepath.Abs("../..")
+	env, err := Start(ctx, Options{Root: root, Dir: t.TempDir(), Out: testWriter{t}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer env.Close()
+	core := env.CP.Client.CoreV1()
+
+	end, err := env.Demo(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if end.IP != SharedIP || end.Service != AppsNamespace+"/demo-gateway" || end.Backend != "shared-ip" || end.Port < 20000 {
+		t.Fatalf("endpoint = %+v", end)
+	}
+	svc, err := core.Services(AppsNamespace).Get(ctx, "demo-gateway", metav1.GetOptions{})
+	if err != nil || !strings.Contains(svc.Annotations["berth.dev/endpoint"], SharedIP) {
+		t.Errorf("demo Service annotation = %v, %v", svc.Annotations, err)
+	}
+	route := "berth-shared-ip-tcp-" + itoa(end.Port)
+	if _, err := core.Services(AppsNamespace).Get(ctx, route, metav1.GetOptions{}); err != nil {
+		t.Errorf("routing Service %s: %v", route, err)
+	}
+	ledger, err := core.ConfigMaps(IngressNamespace).Get(ctx, "berth-ports-service-shared-ip", metav1.GetOptions{})
+	if err != nil || len(ledger.Data) != 1 || !strings.Contains(ledger.Data["tcp."+itoa(end.Port)], `"s":"bound"`) {
+		t.Errorf("ledger = %v, %v", ledger.Data, err)
+	}
+
+	before := fingerprint(t, env)
+	if err := env.Post(ctx, InstallRequest("demo-1", "demo-gateway", SharedIP)); err != nil {
+		t.Fatal(err)
+	}
+	again, err := env.Wait(ctx, "", events.EndpointExposed, events.EndpointFailed, events.PortFailed, events.InstallFailed)
+	if err != nil || again.Type() != events.EndpointExposed {
+		t.Fatalf("redelivery ended with %v, %v", again, err)
+	}
+	if after := fingerprint(t, env); after != before {
+		t.Errorf("the same event twice changed the cluster:\n%s\nwas\n%s", after, before)
+	}
+
+	un := InstallRequest("demo-un-1", "demo-gateway", "")
+	un.SetType(events.UninstallRequested)
+	_ = un.SetData("application/json", map[string]string{"releaseName": "demo-gateway", "namespace": AppsNamespace})
+	if err := env.Post(ctx, un); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(time.Minute)
+	for {
+		l, _ := core.ConfigMaps(IngressNamespace).Get(ctx, "berth-ports-service-shared-ip", metav1.GetOptions{})
+		_, routeErr := core.Services(AppsNamespace).Get(ctx, route, metav1.GetOptions{})
+		if len(l.Data) == 0 && routeErr != nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after uninstall: ledger %v, route %v", l.Data, routeErr)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// fingerprint is every object berth writes, with its resourceVersion.
+func fingerprint(t *testing.T, env *Env) string {
+	ctx := context.Background()
+	var parts []string
+	for _, ns := range []string{IngressNamespace, AppsNamespace} {
+		cms, _ := env.CP.Client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
+		for _, o := range cms.Items {
+			parts = append(parts, "cm/"+ns+"/"+o.Name+"@"+o.ResourceVersion)
+		}
+		svcs, _ := env.CP.Client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+		for _, o := range svcs.Items {
+			parts = append(parts, "svc/"+ns+"/"+o.Name+"@"+o.ResourceVersion)
+		}
+		secrets, _ := env.CP.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
+		for _, o := range secrets.Items {
+			parts = append(parts, "secret/"+ns+"/"+o.Name+"@"+o.ResourceVersion)
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "\n")
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}

@@ -1,0 +1,136 @@
+package localrun
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/binding"
+	"github.com/cloudevents/sdk-go/v2/event"
+	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
+
+	"github.com/berth-dev/berth/pkg/events"
+)
+
+// Trigger routes events of a type (and, if set, an extension value) to a
+// subscriber, as a Knative Trigger does.
+type Trigger struct {
+	Type       string
+	Extension  string
+	Value      string
+	Subscriber string // function name
+}
+
+// Triggers is the same wiring config/ gives Knative Eventing.
+var Triggers = []Trigger{
+	{Type: events.InstallRequested, Subscriber: "install"},
+	{Type: events.UninstallRequested, Subscriber: "install"},
+	{Type: events.ReleaseInstalled, Extension: events.ExtensionExpose, Value: "true", Subscriber: "getport"},
+	{Type: events.PortReserved, Subscriber: "setingress"},
+	{Type: events.ReleaseUninstalled, Subscriber: "setingress"},
+	{Type: events.ReleaseUninstalled, Subscriber: "getport"},
+	{Type: events.SweepRequested, Subscriber: "getport"},
+}
+
+// router stands where the Broker stands on a cluster: every function's K_SINK
+// points at it, and it delivers each event to the subscribers whose Trigger
+// matches, retrying what Knative retries. Replies come back through K_SINK.
+type router struct {
+	targets map[string]string // function name → URL
+	client  *http.Client
+	seen    chan event.Event
+
+	mu  sync.Mutex
+	log []event.Event
+}
+
+func newRouter(targets map[string]string) *router {
+	return &router{targets: targets, client: &http.Client{Timeout: 5 * time.Minute}, seen: make(chan event.Event, 256)}
+}
+
+func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	e, err := cehttp.NewEventFromHTTPRequest(r)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	rt.mu.Lock()
+	rt.log = append(rt.log, *e)
+	rt.mu.Unlock()
+	select {
+	case rt.seen <- *e:
+	default:
+	}
+	w.WriteHeader(http.StatusAccepted)
+	go rt.deliver(*e)
+}
+
+func (rt *router) deliver(e event.Event) {
+	for _, t := range Triggers {
+		if t.Type != e.Type() {
+			continue
+		}
+		if t.Extension != "" && fmt.Sprint(e.Extensions()[t.Extension]) != t.Value {
+			continue
+		}
+		go rt.send(t.Subscriber, e)
+	}
+}
+
+// send delivers e to a subscriber, retrying 5xx, 404, 408, 409 and 429 with
+// backoff, as Knative's default delivery does.
+func (rt *router) send(name string, e event.Event) {
+	backoff := 200 * time.Millisecond
+	for attempt := 0; attempt < 6; attempt++ {
+		req, err := http.NewRequestWithContext(context.Background(), http.MethodPost, rt.targets[name], nil)
+		if err != nil {
+			return
+		}
+		if err := cehttp.WriteRequest(context.Background(), binding.ToMessage(&e), req); err != nil {
+			return
+		}
+		resp, err := rt.client.Do(req)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body) // the reply arrives through K_SINK
+			resp.Body.Close()
+			switch s := resp.StatusCode; {
+			case s < 300:
+				return
+			case s < 500 && s != 404 && s != 408 && s != 409 && s != 429:
+				return // dead-lettered, as Knative would
+			}
+		}
+		time.Sleep(backoff)
+		backoff *= 2
+	}
+}
+
+// wait returns the first event that ok accepts, from now on.
+func (rt *router) wait(ctx context.Context, ok func(event.Event) bool) (event.Event, error) {
+	for {
+		select {
+		case e := <-rt.seen:
+			if ok(e) {
+				return e, nil
+			}
+		case <-ctx.Done():
+			return event.Event{}, ctx.Err()
+		}
+	}
+}
+
+// post sends e into the router, as a caller posting to the Broker.
+func post(ctx context.Context, url string, e event.Event) error {
+	c, err := cloudevents.NewClientHTTP(cloudevents.WithTarget(url))
+	if err != nil {
+		return err
+	}
+	if res := c.Send(ctx, e); !cloudevents.IsACK(res) {
+		return res
+	}
+	return nil
+}
