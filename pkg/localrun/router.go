@@ -30,6 +30,7 @@ var Triggers = []Trigger{
 	{Type: events.InstallRequested, Subscriber: "install"},
 	{Type: events.UninstallRequested, Subscriber: "install"},
 	{Type: events.ReleaseInstalled, Extension: events.ExtensionExpose, Value: "true", Subscriber: "getport"},
+	{Type: events.PortRequested, Subscriber: "getport"},
 	{Type: events.PortReserved, Subscriber: "setingress"},
 	{Type: events.ReleaseUninstalled, Subscriber: "setingress"},
 	{Type: events.ReleaseUninstalled, Subscriber: "getport"},
