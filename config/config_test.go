@@ -141,7 +141,9 @@ func TestTriggersMatchLocalRouting(t *testing.T) {
 		}
 		fromConfig = append(fromConfig, tr)
 	}
-	key := func(t localrun.Trigger) string { return t.Type + "|" + t.Extension + "=" + t.Value + "|" + t.Subscriber }
+	key := func(t localrun.Trigger) string {
+		return t.Type + "|" + t.Extension + "=" + t.Value + "|" + t.Subscriber
+	}
 	a := make([]string, 0, len(fromConfig))
 	for _, tr := range fromConfig {
 		a = append(a, key(tr))
