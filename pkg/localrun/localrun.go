@@ -22,6 +22,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
@@ -100,7 +101,7 @@ func (env *Env) start(ctx context.Context) error {
 		return err
 	}
 	o.say("seeding entry points in %s: shared-IP %s, ingress-nginx %s, Gateway %s", IngressNamespace, SharedIP, NginxIP, GatewayIP)
-	if err := seed(ctx, env.CP); err != nil {
+	if err := Seed(ctx, env.CP); err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
 	c, err := chartrepo.Package(filepath.Join(o.Root, "charts", "echo-gateway"), "")
@@ -304,11 +305,11 @@ Ctrl-C stops everything.
 `, env.Broker, env.URLs["install"], env.URLs["getport"], env.URLs["setingress"], AppsNamespace, SharedIP, filepath.Join(env.opts.Dir, "kubeconfig"))
 }
 
-// seed creates the demo namespaces and one entry point per backend.
-func seed(ctx context.Context, cp *controlplane.ControlPlane) error {
+// Seed creates the demo namespaces (if missing) and one entry point per backend.
+func Seed(ctx context.Context, cp *controlplane.ControlPlane) error {
 	core := cp.Client.CoreV1()
 	for _, ns := range []string{IngressNamespace, AppsNamespace} {
-		if _, err := core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		if _, err := core.Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 			return err
 		}
 	}
