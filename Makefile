@@ -35,7 +35,7 @@ run: controlplane ## Run berth locally: control plane, the three functions chain
 	@exec $(RUN_BIN)
 
 .PHONY: test
-test: controlplane ## Run every test (unit and real API-server integration).
+test: controlplane ko-cli ## Run every test (unit and real API-server integration).
 	$(GO) test $(TEST_FLAGS) ./...
 
 .PHONY: lint
@@ -44,6 +44,20 @@ lint: ## gofmt and go vet.
 	$(GO) vet ./...
 
 HELM_VERSION ?= v3.22.0
+KO_VERSION ?= v0.18.1
+KO ?= $(CONTROLPLANE)/bin/ko
+
+.PHONY: ko-cli
+ko-cli: ## Build the ko CLI into $(CONTROLPLANE)/bin.
+	@[ -x $(KO) ] || { echo "==> building ko $(KO_VERSION)"; GOBIN=$(CONTROLPLANE)/bin GOFLAGS=-mod=mod $(GO) install github.com/google/ko@$(KO_VERSION); }
+
+.PHONY: resolve
+resolve: ko-cli ## Build the images (KO_DOCKER_REPO) and print config/ with their digests.
+	$(KO) resolve -f config/
+
+.PHONY: deploy
+deploy: ko-cli ## Build the images and apply config/ to the current cluster (needs Knative Serving and Eventing).
+	$(KO) apply -f config/
 
 .PHONY: helm-cli
 helm-cli: ## Build the helm CLI (the install benchmark's baseline) into $(CONTROLPLANE)/bin.

@@ -45,21 +45,29 @@ func objects(t *testing.T) []*unstructured.Unstructured {
 		if err != nil {
 			t.Fatal(err)
 		}
-		dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
-		for {
-			var o unstructured.Unstructured
-			if err := dec.Decode(&o.Object); errors.Is(err, io.EOF) {
-				break
-			} else if err != nil {
-				t.Fatalf("%s: %v", f, err)
-			}
-			if len(o.Object) > 0 {
-				out = append(out, &o)
-			}
-		}
+		out = append(out, decode(t, f, raw)...)
 	}
 	if len(out) < 20 {
 		t.Fatalf("read %d objects from config/, want them all", len(out))
+	}
+	return out
+}
+
+// decode reads a multi-document YAML stream.
+func decode(t *testing.T, name string, raw []byte) []*unstructured.Unstructured {
+	t.Helper()
+	var out []*unstructured.Unstructured
+	dec := utilyaml.NewYAMLOrJSONDecoder(bytes.NewReader(raw), 4096)
+	for {
+		var o unstructured.Unstructured
+		if err := dec.Decode(&o.Object); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(o.Object) > 0 {
+			out = append(out, &o)
+		}
 	}
 	return out
 }
@@ -94,7 +102,10 @@ func TestKnativeServicesValidate(t *testing.T) {
 
 // TestServerSideDryRun applies every object to the API server (with the
 // Knative CRDs) as a server-side dry run: schemas, types and references.
-func TestServerSideDryRun(t *testing.T) {
+func TestServerSideDryRun(t *testing.T) { dryRunApply(t, objects(t)) }
+
+func dryRunApply(t *testing.T, objs []*unstructured.Unstructured) {
+	t.Helper()
 	ctx := context.Background()
 	for _, ns := range []string{"berth", "berth-ingress", "berth-apps"} {
 		if _, err := cp.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
@@ -104,7 +115,7 @@ func TestServerSideDryRun(t *testing.T) {
 	dc := discovery.NewDiscoveryClientForConfigOrDie(cp.Config)
 	mapper := restmapper.NewDeferredDiscoveryRESTMapper(memory.NewMemCacheClient(dc))
 	dyn := dynamic.NewForConfigOrDie(cp.Config)
-	for _, o := range objects(t) {
+	for _, o := range objs {
 		gvk := o.GroupVersionKind()
 		m, err := mapper.RESTMapping(gvk.GroupKind(), gvk.Version)
 		if err != nil {
