@@ -1,0 +1,3 @@
+{{- define "berth.labels" -}}
+app.kubernetes.io/part-of: berth
+{{- end -}}
