@@ -39,9 +39,7 @@ func (h *handler) routes() http.Handler {
 	mux.HandleFunc("GET /ports", h.list)
 	mux.HandleFunc("DELETE /ports/{entryPoint}/{protocol}/{port}", h.release)
 	mux.HandleFunc("POST /sweep", h.sweep)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		problem.Write(w, fmt.Errorf("%w: no route %s %s", problem.ErrNotFound, r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", function.NoRoute)
 	return mux
 }
 

@@ -5,28 +5,17 @@ import (
 	"context"
 	"log/slog"
 
-	"k8s.io/client-go/kubernetes"
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
-
 	"github.com/berth-dev/berth/pkg/function"
 )
 
 func main() {
 	var cfg Config
 	function.Main("getport", &cfg, func(context.Context, *slog.Logger) (function.Function, error) {
-		rc, err := cfg.RESTConfig("getport")
+		c, err := cfg.Clients("getport")
 		if err != nil {
 			return function.Function{}, err
 		}
-		core, err := kubernetes.NewForConfig(rc)
-		if err != nil {
-			return function.Function{}, err
-		}
-		gw, err := gatewayclient.NewForConfig(rc)
-		if err != nil {
-			return function.Function{}, err
-		}
-		h := newHandler(cfg, core, gw)
+		h := newHandler(cfg, c.Core, c.Gateway)
 		return function.Function{API: h.routes(), Events: h.event}, nil
 	})
 }

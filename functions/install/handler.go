@@ -69,9 +69,7 @@ func (h *handler) routes() http.Handler {
 	mux.HandleFunc("GET /releases/{namespace}/{name}/history", h.history)
 	mux.HandleFunc("POST /releases/{namespace}/{name}/rollback", h.rollback)
 	mux.HandleFunc("DELETE /releases/{namespace}/{name}", h.deleteRelease)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		problem.Write(w, fmt.Errorf("%w: no route %s %s", problem.ErrNotFound, r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", function.NoRoute)
 	return mux
 }
 

@@ -6,23 +6,17 @@ import (
 	"context"
 	"log/slog"
 
-	"k8s.io/client-go/kubernetes"
-
 	"github.com/berth-dev/berth/pkg/function"
 )
 
 func main() {
 	var cfg Config
 	function.Main("install", &cfg, func(_ context.Context, log *slog.Logger) (function.Function, error) {
-		rc, err := cfg.RESTConfig("install")
+		c, err := cfg.Clients("install")
 		if err != nil {
 			return function.Function{}, err
 		}
-		core, err := kubernetes.NewForConfig(rc)
-		if err != nil {
-			return function.Function{}, err
-		}
-		h := newHandler(cfg, rc, core, log)
+		h := newHandler(cfg, c.REST, c.Core, log)
 		return function.Function{API: h.routes(), Events: h.event}, nil
 	})
 }

@@ -53,9 +53,7 @@ func (h *handler) routes() http.Handler {
 	mux.HandleFunc("POST /exposures", h.create)
 	mux.HandleFunc("GET /exposures", h.list)
 	mux.HandleFunc("DELETE /exposures/{entryPoint}/{protocol}/{port}", h.remove)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		problem.Write(w, fmt.Errorf("%w: no route %s %s", problem.ErrNotFound, r.Method, r.URL.Path))
-	})
+	mux.HandleFunc("/", function.NoRoute)
 	return mux
 }
 

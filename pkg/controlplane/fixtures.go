@@ -13,7 +13,16 @@ import (
 // controller would. It is how tests make shared-IP entry points.
 func (cp *ControlPlane) LoadBalancer(t TB, ns, name, ip string, labels map[string]string, ports ...corev1.ServicePort) *corev1.Service {
 	t.Helper()
-	ctx := context.Background()
+	svc, err := cp.CreateLoadBalancer(context.Background(), ns, name, ip, labels, ports...)
+	if err != nil {
+		t.Fatalf("LoadBalancer Service %s: %v", name, err)
+	}
+	return svc
+}
+
+// CreateLoadBalancer is LoadBalancer for callers that are not tests (make run).
+// Without ports it gets one, http 80.
+func (cp *ControlPlane) CreateLoadBalancer(ctx context.Context, ns, name, ip string, labels map[string]string, ports ...corev1.ServicePort) (*corev1.Service, error) {
 	if len(ports) == 0 {
 		ports = []corev1.ServicePort{{Name: "http", Port: 80, Protocol: corev1.ProtocolTCP}}
 	}
@@ -29,16 +38,9 @@ func (cp *ControlPlane) LoadBalancer(t TB, ns, name, ip string, labels map[strin
 			Selector: map[string]string{"app": name},
 		},
 	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatalf("create LoadBalancer Service %s: %v", name, err)
-	}
-	if ip == "" {
-		return svc
+	if err != nil || ip == "" {
+		return svc, err
 	}
 	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip}}
-	svc, err = cp.Client.CoreV1().Services(ns).UpdateStatus(ctx, svc, metav1.UpdateOptions{})
-	if err != nil {
-		t.Fatalf("set address of %s: %v", name, err)
-	}
-	return svc
+	return cp.Client.CoreV1().Services(ns).UpdateStatus(ctx, svc, metav1.UpdateOptions{})
 }

@@ -53,12 +53,16 @@ func NewServer(cfg Config, fn Function, log *slog.Logger) *Server {
 	if fn.API != nil {
 		mux.Handle("/", fn.API)
 	} else {
-		mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-			problem.Write(w, fmt.Errorf("%w: no route %s %s", problem.ErrNotFound, r.Method, r.URL.Path))
-		})
+		mux.HandleFunc("/", NoRoute)
 	}
 	s.handler = s.middleware(mux)
 	return s
+}
+
+// NoRoute answers a request no route matches with a 404 problem. Function
+// APIs mount it at "/".
+func NoRoute(w http.ResponseWriter, r *http.Request) {
+	problem.Write(w, fmt.Errorf("%w: no route %s %s", problem.ErrNotFound, r.Method, r.URL.Path))
 }
 
 // Handler returns the server's whole HTTP handler, middleware included.

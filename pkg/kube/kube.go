@@ -9,6 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 )
 
 // ClientSettings are the Kubernetes client part of a function's configuration.
@@ -44,11 +45,26 @@ func (c ClientSettings) RESTConfig(userAgent string) (*rest.Config, error) {
 	return rc, nil
 }
 
-// Clientset returns a typed clientset for the configured cluster.
-func (c ClientSettings) Clientset(userAgent string) (kubernetes.Interface, error) {
+// Clients are the API clients a function uses.
+type Clients struct {
+	REST    *rest.Config
+	Core    kubernetes.Interface
+	Gateway gatewayclient.Interface
+}
+
+// Clients builds the clients for the configured cluster. No request is made.
+func (c ClientSettings) Clients(userAgent string) (Clients, error) {
 	rc, err := c.RESTConfig(userAgent)
 	if err != nil {
-		return nil, err
+		return Clients{}, err
 	}
-	return kubernetes.NewForConfig(rc)
+	core, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return Clients{}, err
+	}
+	gw, err := gatewayclient.NewForConfig(rc)
+	if err != nil {
+		return Clients{}, err
+	}
+	return Clients{REST: rc, Core: core, Gateway: gw}, nil
 }

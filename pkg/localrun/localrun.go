@@ -313,23 +313,10 @@ func Seed(ctx context.Context, cp *controlplane.ControlPlane) error {
 			return err
 		}
 	}
-	lb := func(name, ip string, labels map[string]string) error {
-		s, err := core.Services(IngressNamespace).Create(ctx, &corev1.Service{
-			ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
-			Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": name},
-				Ports: []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt(8080)}}},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			return err
-		}
-		s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip}}
-		_, err = core.Services(IngressNamespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
+	if _, err := cp.CreateLoadBalancer(ctx, IngressNamespace, "shared-ip", SharedIP, nil); err != nil {
 		return err
 	}
-	if err := lb("shared-ip", SharedIP, nil); err != nil {
-		return err
-	}
-	if err := lb("ingress-nginx-controller", NginxIP, map[string]string{"app.kubernetes.io/name": "ingress-nginx"}); err != nil {
+	if _, err := cp.CreateLoadBalancer(ctx, IngressNamespace, "ingress-nginx-controller", NginxIP, map[string]string{"app.kubernetes.io/name": "ingress-nginx"}); err != nil {
 		return err
 	}
 	for _, cm := range []string{"tcp-services", "udp-services"} {
