@@ -28,6 +28,9 @@ type Config struct {
 	// AllowPrivateChartSources lets chart sources resolve to loopback,
 	// link-local and metadata addresses. Leave it off outside development.
 	AllowPrivateChartSources bool `split_words:"true"`
+	// AllowCreateNamespace lets requests ask for createNamespace; it also needs
+	// RBAC to create namespaces, which config/ does not grant.
+	AllowCreateNamespace bool `split_words:"true"`
 	// OCIPlainHTTP talks to OCI registries without TLS.
 	OCIPlainHTTP bool `envconfig:"OCI_PLAIN_HTTP"`
 	// CredentialsNamespace holds the Secrets (keys username, password) that

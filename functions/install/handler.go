@@ -44,6 +44,7 @@ func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, log *slo
 	p := release.Policy{
 		Namespaces: cfg.AllowedNamespaces, Sources: cfg.AllowedChartSources,
 		AllowPrivateAddresses: cfg.AllowPrivateChartSources, MaxValuesBytes: cfg.MaxValuesBytes,
+		AllowCreateNamespace: cfg.AllowCreateNamespace,
 	}
 	return &handler{
 		in: &release.Installer{

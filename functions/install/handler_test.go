@@ -111,6 +111,7 @@ func TestBadRequests(t *testing.T) {
 		{"release name with shell", "POST", "/install", `{"chartName":"berth/echo-gateway","releaseName":"gw$(reboot)"}`, 400},
 		{"release name 54 chars", "POST", "/install", `{"chartName":"berth/echo-gateway","releaseName":"` + strings.Repeat("a", 54) + `"}`, 400},
 		{"namespace not allowed", "POST", "/install", `{` + good + `,"namespace":"kube-system"}`, 403},
+		{"createNamespace not allowed", "POST", "/install", `{` + good + `,"createNamespace":true}`, 403},
 		{"repo not allowed", "POST", "/install", `{"chartName":"x/echo-gateway","releaseName":"gw","privateChartsRepo":"https://evil.example.com/charts"}`, 403},
 		{"metadata address", "POST", "/install", `{"chartName":"x/c","releaseName":"gw","privateChartsRepo":"http://169.254.169.254/latest"}`, 403},
 		{"credentials in URL", "POST", "/install", `{"chartName":"x/c","releaseName":"gw","privateChartsRepo":"https://user:pw@charts.example.com"}`, 400},

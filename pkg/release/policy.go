@@ -21,6 +21,9 @@ type Policy struct {
 	AllowPrivateAddresses bool
 	// MaxValuesBytes bounds the JSON size of a request's values.
 	MaxValuesBytes int
+	// AllowCreateNamespace lets requests ask for their namespace to be created
+	// (which also takes RBAC on namespaces). Off by default.
+	AllowCreateNamespace bool
 }
 
 // CheckNamespace refuses a namespace outside the allowlist.

@@ -17,6 +17,7 @@ import (
 	helmrelease "helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/releaseutil"
 	"helm.sh/helm/v3/pkg/storage/driver"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/yaml"
 
 	"github.com/berth-dev/berth/pkg/events"
@@ -108,6 +109,9 @@ func (in *Installer) Check(req Request) error {
 	}
 	if err := in.Policy.CheckNamespace(req.Namespace); err != nil {
 		return err
+	}
+	if req.CreateNamespace && !in.Policy.AllowCreateNamespace {
+		return fmt.Errorf("%w: createNamespace (ALLOW_CREATE_NAMESPACE is off)", ErrNamespaceNotAllowed)
 	}
 	if req.Timeout < 0 || req.Timeout > time.Hour {
 		return fmt.Errorf("%w: timeout must be between 0 and 1h", ErrBadRequest)
@@ -306,9 +310,15 @@ func (in *Installer) Upgrade(ctx context.Context, req Request) (Release, error) 
 
 // classify maps a failed Helm action to berth's errors. Helm gives no sentinel
 // for a chart that does not render or a manifest the API server refuses; both
-// can never succeed as asked.
+// can never succeed as asked. What is not the request's fault keeps its own
+// status: a deadline, berth's own RBAC (500), an API server that is
+// unavailable or shedding load (503).
 func classify(err error, op string, req Request) error {
-	if errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled) {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
+		apierrors.IsForbidden(err), apierrors.IsUnauthorized(err),
+		apierrors.IsServiceUnavailable(err), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err),
+		apierrors.IsTooManyRequests(err), apierrors.IsInternalError(err):
 		return fmt.Errorf("%s %s/%s: %w", op, req.Namespace, req.ReleaseName, err)
 	}
 	return fmt.Errorf("%w: %s %s/%s: %v", ErrRender, op, req.Namespace, req.ReleaseName, err)

@@ -334,6 +334,7 @@ func TestBadRequestsInstallNothing(t *testing.T) {
 		{"values too large", with(func(r *Request) { r.Values = map[string]any{"big": strings.Repeat("x", 70<<10)} }), 400},
 		{"values that do not render", with(func(r *Request) { r.Values = map[string]any{"replicas": "many"} }), 422},
 		{"timeout negative", with(func(r *Request) { r.Timeout = -time.Second }), 400},
+		{"createNamespace not allowed", with(func(r *Request) { r.CreateNamespace = true }), 403},
 		{"timeout too long", with(func(r *Request) { r.Timeout = 2 * time.Hour }), 400},
 	}
 	for _, tc := range tests {
