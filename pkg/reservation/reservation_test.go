@@ -257,6 +257,15 @@ func TestChoice(t *testing.T) {
 	}
 	cp.LoadBalancer(t, ns, "busy", "192.0.2.20", nil, ports...)
 	cp.LoadBalancer(t, ns, "roomy", "192.0.2.21", nil)
+	waitCached(t, svc, func(eps []entrypoint.EntryPoint) bool {
+		n := 0
+		for _, ep := range eps {
+			if ep.Address != "" {
+				n++
+			}
+		}
+		return n == 2
+	})
 	r, err := svc.Reserve(ctx, Request{Owner: "y"})
 	if err != nil || r.EntryPoint != "service.roomy" {
 		t.Errorf("Reserve = %+v, %v; want the entry point with the most free ports, service.roomy", r, err)
