@@ -6,6 +6,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 )
 
 // LoadBalancer creates a LoadBalancer Service with the given labels and ports
@@ -43,4 +45,20 @@ func (cp *ControlPlane) CreateLoadBalancer(ctx context.Context, ns, name, ip str
 	}
 	svc.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip}}
 	return cp.Client.CoreV1().Services(ns).UpdateStatus(ctx, svc, metav1.UpdateOptions{})
+}
+
+// CreateGateway creates a Gateway API Gateway with the given listeners and,
+// when ip is set, gives it that address in status, as a Gateway controller
+// would: an entry point of the gateway-api backend.
+func (cp *ControlPlane) CreateGateway(ctx context.Context, ns, name, ip string, listeners ...gatewayv1.Listener) (*gatewayv1.Gateway, error) {
+	gws := gatewayclient.NewForConfigOrDie(cp.Config).GatewayV1().Gateways(ns)
+	g, err := gws.Create(ctx, &gatewayv1.Gateway{
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+		Spec:       gatewayv1.GatewaySpec{GatewayClassName: "berth-test", Listeners: listeners},
+	}, metav1.CreateOptions{})
+	if err != nil || ip == "" {
+		return g, err
+	}
+	g.Status.Addresses = []gatewayv1.GatewayStatusAddress{{Value: ip}}
+	return gws.UpdateStatus(ctx, g, metav1.UpdateOptions{})
 }

@@ -47,17 +47,7 @@ func newFixture(t testing.TB, backend string) *fixture {
 	f := &fixture{ns: ns, gw: gw}
 	switch backend {
 	case entrypoint.BackendGatewayAPI:
-		g, err := gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{
-			ObjectMeta: metav1.ObjectMeta{Name: "shared"},
-			Spec: gatewayv1.GatewaySpec{GatewayClassName: "any", Listeners: []gatewayv1.Listener{
-				{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType},
-			}},
-		}, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		g.Status.Addresses = []gatewayv1.GatewayStatusAddress{{Value: "192.0.2.100"}}
-		if _, err := gw.GatewayV1().Gateways(ns).UpdateStatus(ctx, g, metav1.UpdateOptions{}); err != nil {
+		if _, err := cp.CreateGateway(ctx, ns, "shared", "192.0.2.100", gatewayv1.Listener{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType}); err != nil {
 			t.Fatal(err)
 		}
 		f.ep = "gateway.shared"

@@ -26,7 +26,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/chartrepo"
 	"github.com/berth-dev/berth/pkg/controlplane"
@@ -324,17 +323,6 @@ func Seed(ctx context.Context, cp *controlplane.ControlPlane) error {
 			return err
 		}
 	}
-	gw := gatewayclient.NewForConfigOrDie(cp.Config)
-	g, err := gw.GatewayV1().Gateways(IngressNamespace).Create(ctx, &gatewayv1.Gateway{
-		ObjectMeta: metav1.ObjectMeta{Name: "shared"},
-		Spec: gatewayv1.GatewaySpec{GatewayClassName: "berth-demo", Listeners: []gatewayv1.Listener{
-			{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType},
-		}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		return err
-	}
-	g.Status.Addresses = []gatewayv1.GatewayStatusAddress{{Value: GatewayIP}}
-	_, err = gw.GatewayV1().Gateways(IngressNamespace).UpdateStatus(ctx, g, metav1.UpdateOptions{})
+	_, err := cp.CreateGateway(ctx, IngressNamespace, "shared", GatewayIP, gatewayv1.Listener{Name: "http", Port: 80, Protocol: gatewayv1.HTTPProtocolType})
 	return err
 }

@@ -296,17 +296,7 @@ func TestIngressNginxAndGatewayPortsInUse(t *testing.T) {
 	}
 
 	gw := gatewayclient.NewForConfigOrDie(cp.Config)
-	g, err := gw.GatewayV1().Gateways(ns).Create(ctx, &gatewayv1.Gateway{
-		ObjectMeta: metav1.ObjectMeta{Name: "shared"},
-		Spec: gatewayv1.GatewaySpec{GatewayClassName: "any", Listeners: []gatewayv1.Listener{
-			{Name: "udp-20000", Port: 20000, Protocol: gatewayv1.UDPProtocolType},
-		}},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	g.Status.Addresses = []gatewayv1.GatewayStatusAddress{{Value: "192.0.2.31"}}
-	if _, err := gw.GatewayV1().Gateways(ns).UpdateStatus(ctx, g, metav1.UpdateOptions{}); err != nil {
+	if _, err := cp.CreateGateway(ctx, ns, "shared", "192.0.2.31", gatewayv1.Listener{Name: "udp-20000", Port: 20000, Protocol: gatewayv1.UDPProtocolType}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = gw.GatewayV1().ListenerSets(ns).Create(ctx, &gatewayv1.ListenerSet{
