@@ -20,6 +20,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/problem"
 )
 
 // Kind is what an entry point is.
@@ -84,7 +85,7 @@ func (e EntryPoint) InUse(k portalloc.Key) bool { return e.Used[k] }
 func ParseID(id string) (Kind, string, error) {
 	kind, name, _ := strings.Cut(id, ".")
 	if (Kind(kind) != KindService && Kind(kind) != KindGateway) || len(validation.IsDNS1123Label(name)) != 0 {
-		return "", "", fmt.Errorf("%w: %q", ErrBadID, trunc(id))
+		return "", "", fmt.Errorf("%w: %q", ErrBadID, problem.Clip(id))
 	}
 	return Kind(kind), name, nil
 }
@@ -307,11 +308,4 @@ func fromGateway(g *gatewayv1.Gateway, sets []gatewayv1.ListenerSet) EntryPoint 
 		}
 	}
 	return ep
-}
-
-func trunc(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"time"
 	"unicode"
+
+	"github.com/berth-dev/berth/pkg/problem"
 )
 
 // Protocol is a transport protocol. TCP and UDP ports are separate spaces.
@@ -35,7 +37,7 @@ func ParseProtocol(s string) (Protocol, error) {
 	case "UDP":
 		return UDP, nil
 	}
-	return "", fmt.Errorf("%w: %q", ErrBadProtocol, truncate(s))
+	return "", fmt.Errorf("%w: %q", ErrBadProtocol, problem.Clip(s))
 }
 
 // ValidateOwner checks an owner key: namespace/release, or any caller's key.
@@ -94,11 +96,11 @@ func ParseKey(s string) (Key, error) {
 	proto, port, ok := strings.Cut(s, ".")
 	p, err := ParseProtocol(proto)
 	if !ok || proto == "" || err != nil {
-		return Key{}, fmt.Errorf("%w: key %q", ErrCorrupt, truncate(s))
+		return Key{}, fmt.Errorf("%w: key %q", ErrCorrupt, problem.Clip(s))
 	}
 	n, err := strconv.Atoi(port)
 	if err != nil || n < 1 || n > 65535 {
-		return Key{}, fmt.Errorf("%w: key %q", ErrCorrupt, truncate(s))
+		return Key{}, fmt.Errorf("%w: key %q", ErrCorrupt, problem.Clip(s))
 	}
 	return Key{Protocol: p, Port: n}, nil
 }
@@ -307,11 +309,4 @@ func Decode(data map[string]string) (*Ledger, error) {
 		l.Entries[k] = e
 	}
 	return l, nil
-}
-
-func truncate(s string) string {
-	if len(s) > 32 {
-		return s[:32] + "…"
-	}
-	return s
 }

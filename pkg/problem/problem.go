@@ -111,6 +111,10 @@ func WriteDetails(w http.ResponseWriter, d Details) {
 	_ = json.NewEncoder(w).Encode(d)
 }
 
+// Clip shortens input quoted into an error's detail to 64 bytes, so that
+// a problem body stays small whatever a caller sent.
+func Clip(s string) string { return truncate(s, 64) }
+
 func truncate(s string, n int) string {
 	if len(s) <= n {
 		return s

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"k8s.io/apimachinery/pkg/util/validation"
+
+	"github.com/berth-dev/berth/pkg/problem"
 )
 
 // Policy is what a request may ask for.
@@ -29,7 +31,7 @@ type Policy struct {
 // CheckNamespace refuses a namespace outside the allowlist.
 func (p Policy) CheckNamespace(ns string) error {
 	if len(validation.IsDNS1123Label(ns)) > 0 {
-		return fmt.Errorf("%w: namespace %q is not a DNS label", ErrBadRequest, trunc(ns))
+		return fmt.Errorf("%w: namespace %q is not a DNS label", ErrBadRequest, problem.Clip(ns))
 	}
 	if !slices.Contains(p.Namespaces, ns) {
 		return fmt.Errorf("%w: %q", ErrNamespaceNotAllowed, ns)
@@ -42,7 +44,7 @@ func (p Policy) CheckNamespace(ns string) error {
 func (p Policy) CheckSource(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("%w: %q is not a URL", ErrBadRequest, trunc(raw))
+		return fmt.Errorf("%w: %q is not a URL", ErrBadRequest, problem.Clip(raw))
 	}
 	switch u.Scheme {
 	case "https", "http", "oci":
@@ -84,11 +86,4 @@ func forbiddenAddress(ip net.IP) bool {
 		return true
 	}
 	return slices.ContainsFunc(metadataAddresses, ip.Equal)
-}
-
-func trunc(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }

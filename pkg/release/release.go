@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/problem"
 )
 
 // Installer runs Helm operations within a policy.
@@ -120,7 +121,7 @@ func (in *Installer) Check(req Request) error {
 		return fmt.Errorf("%w: values are %d bytes, over %d", ErrBadRequest, len(b), in.Policy.MaxValuesBytes)
 	}
 	if req.Chart.Version != "" && (len(req.Chart.Version) > 64 || strings.ContainsAny(req.Chart.Version, " /\\\n")) {
-		return fmt.Errorf("%w: version %q", ErrBadRequest, trunc(req.Chart.Version))
+		return fmt.Errorf("%w: version %q", ErrBadRequest, problem.Clip(req.Chart.Version))
 	}
 	_, err := Values(req.Values, req.ValuesObject)
 	return err

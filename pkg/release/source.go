@@ -22,6 +22,8 @@ import (
 	"helm.sh/helm/v3/pkg/repo"
 	"oras.land/oras-go/v2/errdef"
 	"sigs.k8s.io/yaml"
+
+	"github.com/berth-dev/berth/pkg/problem"
 )
 
 // ChartRef says where a chart comes from.
@@ -129,7 +131,7 @@ func (f *Fetcher) Resolve(ref ChartRef) (repoURL, chartName string, err error) {
 		}
 		return ref.Name, "", nil
 	case ref.Name == "" || strings.ContainsAny(ref.Name, " \t\n?#\\") || strings.Contains(ref.Name, ".."):
-		return "", "", fmt.Errorf("%w: chartName %q", ErrBadRequest, trunc(ref.Name))
+		return "", "", fmt.Errorf("%w: chartName %q", ErrBadRequest, problem.Clip(ref.Name))
 	case ref.Repo != "":
 		base := strings.TrimSuffix(strings.TrimSuffix(ref.Repo, "index.yaml"), "/")
 		return base, ref.Name[strings.LastIndex(ref.Name, "/")+1:], nil
@@ -137,7 +139,7 @@ func (f *Fetcher) Resolve(ref ChartRef) (repoURL, chartName string, err error) {
 	name, chartName, ok := strings.Cut(ref.Name, "/")
 	base, known := f.repos[name]
 	if !ok || !known || strings.Contains(chartName, "/") {
-		return "", "", fmt.Errorf("%w: chart %q names no configured repository; give privateChartsRepo or an oci:// reference", ErrBadRequest, trunc(ref.Name))
+		return "", "", fmt.Errorf("%w: chart %q names no configured repository; give privateChartsRepo or an oci:// reference", ErrBadRequest, problem.Clip(ref.Name))
 	}
 	base = strings.TrimSuffix(base, "/")
 	if strings.HasPrefix(base, "oci://") {

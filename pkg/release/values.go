@@ -9,6 +9,8 @@ import (
 	"unicode"
 
 	"helm.sh/helm/v3/pkg/strvals"
+
+	"github.com/berth-dev/berth/pkg/problem"
 )
 
 // Values builds a release's values: object (structured values) first, then each
@@ -34,10 +36,10 @@ func Values(dotted map[string]any, object map[string]any) (map[string]any, error
 		}
 		v, err := json.Marshal(dotted[k])
 		if err != nil {
-			return nil, fmt.Errorf("%w: values[%q]: %v", ErrBadRequest, trunc(k), err)
+			return nil, fmt.Errorf("%w: values[%q]: %v", ErrBadRequest, problem.Clip(k), err)
 		}
 		if err := strvals.ParseJSON(k+"="+string(v), out); err != nil {
-			return nil, fmt.Errorf("%w: values[%q]: %v", ErrBadRequest, trunc(k), err)
+			return nil, fmt.Errorf("%w: values[%q]: %v", ErrBadRequest, problem.Clip(k), err)
 		}
 	}
 	return out, nil
@@ -47,11 +49,11 @@ func Values(dotted map[string]any, object map[string]any) (map[string]any, error
 // characters that separate assignments.
 func checkKey(k string) error {
 	if k == "" || len(k) > 256 || strings.HasPrefix(k, ".") || strings.HasSuffix(k, ".") || strings.Contains(k, "..") {
-		return fmt.Errorf("%w: values key %q", ErrBadRequest, trunc(k))
+		return fmt.Errorf("%w: values key %q", ErrBadRequest, problem.Clip(k))
 	}
 	for _, r := range k {
 		if r == '=' || r == ',' || unicode.IsSpace(r) || !unicode.IsPrint(r) {
-			return fmt.Errorf("%w: values key %q has %q", ErrBadRequest, trunc(k), r)
+			return fmt.Errorf("%w: values key %q has %q", ErrBadRequest, problem.Clip(k), r)
 		}
 	}
 	return nil

@@ -15,6 +15,7 @@ import (
 	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/problem"
 )
 
 // EntryPoints lists entry points; consistent asks for the latest state rather
@@ -188,7 +189,7 @@ func (s *Service) candidates(ctx context.Context, req Request) ([]entrypoint.Ent
 	case req.EntryPoint != "":
 		return nil, fmt.Errorf("%w: %s", ErrUnknownEntryPoint, req.EntryPoint)
 	case req.LBIP != "":
-		return nil, fmt.Errorf("%w: %s", ErrUnknownAddress, trunc(req.LBIP))
+		return nil, fmt.Errorf("%w: %s", ErrUnknownAddress, problem.Clip(req.LBIP))
 	}
 	return nil, ErrNoEntryPoint
 }
@@ -349,13 +350,6 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 		total.Freed += r.Freed
 	}
 	return total, nil
-}
-
-func trunc(s string) string {
-	if len(s) > 64 {
-		return s[:64] + "…"
-	}
-	return s
 }
 
 // ReleaseUnbound frees owner's reservations that were never bound, on every
