@@ -50,23 +50,6 @@ func serve(t *testing.T, portMax int) (string, string) {
 	return srv.URL, ns
 }
 
-// clusterState is what a bad request must leave alone: every ConfigMap in ns.
-func clusterState(t *testing.T, ns string) string {
-	t.Helper()
-	cms, err := cp.Client.CoreV1().ConfigMaps(ns).List(context.Background(), metav1.ListOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	var b strings.Builder
-	for _, cm := range cms.Items {
-		if cm.Name == "kube-root-ca.crt" {
-			continue
-		}
-		b.WriteString(cm.Name + "@" + cm.ResourceVersion + ";")
-	}
-	return b.String()
-}
-
 func do(t *testing.T, method, url, contentType, body string) (*http.Response, []byte) {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
@@ -119,7 +102,7 @@ func TestBadRequests(t *testing.T) {
 		{"release another owner's port", "DELETE", "/ports/service.lb/TCP/20000?owner=b", "", "", 409},
 		{"no such route", "PUT", "/ports", js, `{}`, 404},
 	}
-	before := clusterState(t, ns)
+	before := cp.Fingerprint(t, ns)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, b := do(t, tc.method, url+tc.path, tc.ct, tc.body)
@@ -132,7 +115,7 @@ func TestBadRequests(t *testing.T) {
 			}
 		})
 	}
-	if after := clusterState(t, ns); after != before {
+	if after := cp.Fingerprint(t, ns); after != before {
 		t.Errorf("bad requests changed the cluster: %s, was %s", after, before)
 	}
 }
@@ -142,12 +125,12 @@ func TestFullRangeIs422(t *testing.T) {
 	if resp, _ := do(t, "GET", url+"/getport?owner=a", "", ""); resp.StatusCode != 200 {
 		t.Fatal("first reservation failed")
 	}
-	before := clusterState(t, ns)
+	before := cp.Fingerprint(t, ns)
 	resp, b := do(t, "POST", url+"/ports", "application/json", `{"owner":"b"}`)
 	if resp.StatusCode != 422 || !strings.Contains(string(b), "20000-20000") {
 		t.Errorf("reserve on a full range = %d %s, want 422 naming the range", resp.StatusCode, b)
 	}
-	if clusterState(t, ns) != before {
+	if cp.Fingerprint(t, ns) != before {
 		t.Error("a refused reservation changed the cluster")
 	}
 }

@@ -8,7 +8,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -60,23 +59,6 @@ func serve(t *testing.T) (string, string) {
 	return srv.URL, ns
 }
 
-// state fingerprints every ConfigMap and Service in ns with its resourceVersion.
-func state(t *testing.T, ns string) string {
-	t.Helper()
-	ctx := context.Background()
-	var parts []string
-	cms, _ := cp.Client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
-	for _, o := range cms.Items {
-		parts = append(parts, o.Name+"@"+o.ResourceVersion)
-	}
-	svcs, _ := cp.Client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
-	for _, o := range svcs.Items {
-		parts = append(parts, o.Name+"@"+o.ResourceVersion)
-	}
-	slices.Sort(parts)
-	return strings.Join(parts, " ")
-}
-
 func do(t *testing.T, method, url, ct, body string) (int, []byte, string) {
 	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
@@ -126,7 +108,7 @@ func TestBadRequests(t *testing.T) {
 		{"delete unknown entry point", "DELETE", "/exposures/service.nope/TCP/20000", "", "", 404},
 		{"no route", "PATCH", "/exposures", js, "{}", 404},
 	}
-	before := state(t, ns)
+	before := cp.Fingerprint(t, ns)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			status, b, ct := do(t, tc.method, url+tc.path, tc.ct, tc.body)
@@ -136,7 +118,7 @@ func TestBadRequests(t *testing.T) {
 			}
 		})
 	}
-	if after := state(t, ns); after != before {
+	if after := cp.Fingerprint(t, ns); after != before {
 		t.Errorf("bad requests changed the cluster:\n%s\nwas\n%s", after, before)
 	}
 }

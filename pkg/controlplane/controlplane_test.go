@@ -209,3 +209,23 @@ func TestReapOrphans(t *testing.T) {
 		t.Errorf("a process with a live parent was killed: %v", err)
 	}
 }
+
+func TestFingerprint(t *testing.T) {
+	ctx := context.Background()
+	ns := cp.Namespace(t)
+	cm, err := cp.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	before := cp.Fingerprint(t, ns)
+	if again := cp.Fingerprint(t, ns); again != before || !strings.Contains(before, "configmaps/"+ns+"/x@") {
+		t.Fatalf("fingerprint = %q then %q, want the ConfigMap, twice the same", before, again)
+	}
+	cm.Data = map[string]string{"k": "v"}
+	if _, err := cp.Client.CoreV1().ConfigMaps(ns).Update(ctx, cm, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if after := cp.Fingerprint(t, ns); after == before {
+		t.Error("an update left the fingerprint unchanged")
+	}
+}

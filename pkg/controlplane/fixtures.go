@@ -2,10 +2,14 @@ package controlplane
 
 import (
 	"context"
+	"slices"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 )
@@ -61,4 +65,43 @@ func (cp *ControlPlane) CreateGateway(ctx context.Context, ns, name, ip string, 
 	}
 	g.Status.Addresses = []gatewayv1.GatewayStatusAddress{{Value: ip}}
 	return gws.UpdateStatus(ctx, g, metav1.UpdateOptions{})
+}
+
+// fingerprinted are the kinds berth writes.
+var fingerprinted = []schema.GroupVersionResource{
+	{Version: "v1", Resource: "configmaps"},
+	{Version: "v1", Resource: "services"},
+	{Version: "v1", Resource: "secrets"},
+	{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "gateways"},
+	{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "listenersets"},
+	{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "tcproutes"},
+	{Group: "gateway.networking.k8s.io", Version: "v1", Resource: "udproutes"},
+}
+
+// Fingerprint names every object of the kinds berth writes in namespaces, with
+// its resourceVersion: two equal fingerprints mean nothing was written between
+// them. Tests take one before and after what must change nothing.
+func (cp *ControlPlane) Fingerprint(t TB, namespaces ...string) string {
+	t.Helper()
+	dyn, err := dynamic.NewForConfig(cp.Config)
+	if err != nil {
+		t.Fatalf("fingerprint: %v", err)
+	}
+	var parts []string
+	for _, ns := range namespaces {
+		for _, gvr := range fingerprinted {
+			l, err := dyn.Resource(gvr).Namespace(ns).List(context.Background(), metav1.ListOptions{})
+			if err != nil {
+				t.Fatalf("fingerprint %s in %s: %v", gvr.Resource, ns, err)
+			}
+			for _, o := range l.Items {
+				if o.GetName() == "kube-root-ca.crt" {
+					continue // published by a controller, not berth
+				}
+				parts = append(parts, gvr.Resource+"/"+ns+"/"+o.GetName()+"@"+o.GetResourceVersion())
+			}
+		}
+	}
+	slices.Sort(parts)
+	return strings.Join(parts, "\n")
 }

@@ -93,40 +93,6 @@ func (f *fixture) request(name string, port intstr.IntOrString, proto portalloc.
 	return Request{Target: Target{Namespace: f.ns, Name: name, Port: port, Protocol: proto}, EntryPoint: f.ep}
 }
 
-// objects is a fingerprint of every object the backends touch, with their
-// resourceVersions: equal fingerprints mean nothing was written.
-func (f *fixture) objects(t *testing.T) string {
-	t.Helper()
-	ctx := context.Background()
-	var parts []string
-	cms, _ := cp.Client.CoreV1().ConfigMaps(f.ns).List(ctx, metav1.ListOptions{})
-	for _, o := range cms.Items {
-		parts = append(parts, "cm/"+o.Name+"@"+o.ResourceVersion)
-	}
-	svcs, _ := cp.Client.CoreV1().Services(f.ns).List(ctx, metav1.ListOptions{})
-	for _, o := range svcs.Items {
-		parts = append(parts, "svc/"+o.Name+"@"+o.ResourceVersion)
-	}
-	gws, _ := f.gw.GatewayV1().Gateways(f.ns).List(ctx, metav1.ListOptions{})
-	for _, o := range gws.Items {
-		parts = append(parts, "gw/"+o.Name+"@"+o.ResourceVersion)
-	}
-	ls, _ := f.gw.GatewayV1().ListenerSets(f.ns).List(ctx, metav1.ListOptions{})
-	for _, o := range ls.Items {
-		parts = append(parts, "ls/"+o.Name+"@"+o.ResourceVersion)
-	}
-	tr, _ := f.gw.GatewayV1().TCPRoutes(f.ns).List(ctx, metav1.ListOptions{})
-	for _, o := range tr.Items {
-		parts = append(parts, "tcproute/"+o.Name+"@"+o.ResourceVersion)
-	}
-	ur, _ := f.gw.GatewayV1().UDPRoutes(f.ns).List(ctx, metav1.ListOptions{})
-	for _, o := range ur.Items {
-		parts = append(parts, "udproute/"+o.Name+"@"+o.ResourceVersion)
-	}
-	slices.Sort(parts)
-	return strings.Join(parts, " ")
-}
-
 func (f *fixture) endpointAnnotation(t *testing.T, name string) string {
 	s, err := cp.Client.CoreV1().Services(f.ns).Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
@@ -158,12 +124,12 @@ func TestExposeReapplyUnexpose(t *testing.T) {
 				if !strings.Contains(f.endpointAnnotation(t, "gw-1"), end.String()) {
 					t.Errorf("annotation %q lacks %s", f.endpointAnnotation(t, "gw-1"), end)
 				}
-				before := f.objects(t)
+				before := cp.Fingerprint(t, f.ns)
 				again, err := f.exp.Expose(ctx, req)
 				if err != nil || again != end {
 					t.Errorf("re-Expose = %+v, %v; want %+v", again, err, end)
 				}
-				if after := f.objects(t); after != before {
+				if after := cp.Fingerprint(t, f.ns); after != before {
 					t.Errorf("re-Expose wrote again:\n%s\nwas\n%s", after, before)
 				}
 				checkRouted(t, f, backend, end, true)
@@ -440,7 +406,7 @@ func TestInvalidExposuresWriteNothing(t *testing.T) {
 		{"port held by another owner", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, EntryPoint: f.ep, Port: held.Port}, 409},
 		{"port never reserved", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, EntryPoint: f.ep, Port: 29999}, 404},
 	}
-	before := f.objects(t)
+	before := cp.Fingerprint(t, f.ns)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := f.exp.Expose(ctx, tc.req)
@@ -449,7 +415,7 @@ func TestInvalidExposuresWriteNothing(t *testing.T) {
 			}
 		})
 	}
-	if after := f.objects(t); after != before {
+	if after := cp.Fingerprint(t, f.ns); after != before {
 		t.Errorf("refused exposures wrote:\n%s\nwas\n%s", after, before)
 	}
 }
@@ -464,7 +430,7 @@ func TestSharedIPNeedsSelector(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	before := f.objects(t)
+	before := cp.Fingerprint(t, f.ns)
 	if _, err := f.exp.Expose(ctx, f.request("headless", intstr.FromInt(1883), portalloc.TCP)); problem.Status(err) != 422 {
 		t.Errorf("shared-IP exposure of a Service without selector = %v, want 422", err)
 	}

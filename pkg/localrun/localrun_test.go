@@ -3,7 +3,6 @@ package localrun
 import (
 	"context"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -53,7 +52,7 @@ func TestEndToEnd(t *testing.T) {
 		t.Errorf("ledger = %v, %v", ledger.Data, err)
 	}
 
-	before := fingerprint(t, env)
+	before := env.CP.Fingerprint(t, IngressNamespace, AppsNamespace)
 	if err := env.Post(ctx, InstallRequest("demo-1", "demo-gateway", SharedIP)); err != nil {
 		t.Fatal(err)
 	}
@@ -61,7 +60,7 @@ func TestEndToEnd(t *testing.T) {
 	if err != nil || again.Type() != events.EndpointExposed {
 		t.Fatalf("redelivery ended with %v, %v", again, err)
 	}
-	if after := fingerprint(t, env); after != before {
+	if after := env.CP.Fingerprint(t, IngressNamespace, AppsNamespace); after != before {
 		t.Errorf("the same event twice changed the cluster:\n%s\nwas\n%s", after, before)
 	}
 
@@ -83,28 +82,6 @@ func TestEndToEnd(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-// fingerprint is every object berth writes, with its resourceVersion.
-func fingerprint(t *testing.T, env *Env) string {
-	ctx := context.Background()
-	var parts []string
-	for _, ns := range []string{IngressNamespace, AppsNamespace} {
-		cms, _ := env.CP.Client.CoreV1().ConfigMaps(ns).List(ctx, metav1.ListOptions{})
-		for _, o := range cms.Items {
-			parts = append(parts, "cm/"+ns+"/"+o.Name+"@"+o.ResourceVersion)
-		}
-		svcs, _ := env.CP.Client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
-		for _, o := range svcs.Items {
-			parts = append(parts, "svc/"+ns+"/"+o.Name+"@"+o.ResourceVersion)
-		}
-		secrets, _ := env.CP.Client.CoreV1().Secrets(ns).List(ctx, metav1.ListOptions{})
-		for _, o := range secrets.Items {
-			parts = append(parts, "secret/"+ns+"/"+o.Name+"@"+o.ResourceVersion)
-		}
-	}
-	slices.Sort(parts)
-	return strings.Join(parts, "\n")
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
