@@ -39,9 +39,18 @@ test: controlplane ko-cli ## Run every test (unit and real API-server integratio
 	$(GO) test $(TEST_FLAGS) ./...
 
 .PHONY: lint
-lint: ## gofmt and go vet.
+lint: ## gofmt and go vet (the e2e test included).
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+	$(GO) vet -tags e2e ./pkg/e2e/
+
+.PHONY: cluster
+cluster: ## Build the e2e cluster's parts (kubelet, kube-proxy, CoreDNS, MetalLB, Knative) into $(CONTROLPLANE) (first time: about 15 min).
+	@bash .ci/cluster.sh $(CONTROLPLANE)
+
+.PHONY: e2e
+e2e: cluster ko-cli ## Prove berth on a real single-node cluster with Knative (root; Debian's containerd, runc, CNI plugins, iptables).
+	$(GO) test -tags e2e -count=1 -timeout 60m -v ./pkg/e2e/
 
 HELM_VERSION ?= v3.22.0
 KO_VERSION ?= v0.18.1

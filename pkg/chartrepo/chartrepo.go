@@ -15,6 +15,7 @@ import (
 	"io"
 	"io/fs"
 	"log"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -126,11 +127,32 @@ type Server struct {
 	requests map[string]int
 }
 
-// Start serves charts; more can be added with Add.
-func Start(charts ...Chart) (*Server, error) {
+// Start serves charts on loopback; more can be added with Add.
+func Start(charts ...Chart) (*Server, error) { return StartOn("127.0.0.1", charts...) }
+
+// StartOn serves charts on host (an address of this machine), for clients
+// elsewhere, such as pods of a cluster running on it.
+func StartOn(host string, charts ...Chart) (*Server, error) {
 	s := &Server{requests: map[string]int{}}
-	s.repo = httptest.NewServer(http.HandlerFunc(s.serveRepo))
-	s.reg = httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+	serve := func(h http.Handler) (*httptest.Server, error) {
+		ln, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+		if err != nil {
+			return nil, err
+		}
+		srv := httptest.NewUnstartedServer(h)
+		srv.Listener.Close()
+		srv.Listener = ln
+		srv.Start()
+		return srv, nil
+	}
+	var err error
+	if s.repo, err = serve(http.HandlerFunc(s.serveRepo)); err != nil {
+		return nil, err
+	}
+	if s.reg, err = serve(registry.New(registry.Logger(log.New(io.Discard, "", 0)))); err != nil {
+		s.repo.Close()
+		return nil, err
+	}
 	s.RepoURL = s.repo.URL
 	s.Registry = strings.TrimPrefix(s.reg.URL, "http://")
 	for _, c := range charts {

@@ -1,0 +1,530 @@
+//go:build e2e
+
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	cloudevents "github.com/cloudevents/sdk-go/v2"
+	"github.com/cloudevents/sdk-go/v2/event"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/dynamic"
+
+	"github.com/berth-dev/berth/pkg/chartrepo"
+	"github.com/berth-dev/berth/pkg/cluster"
+	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/portalloc"
+)
+
+const (
+	berthNS   = "berth"
+	appsNS    = "berth-apps"
+	ingressNS = "berth-ingress"
+	gateways  = 20
+)
+
+var (
+	ksvcGVR     = schema.GroupVersionResource{Group: "serving.knative.dev", Version: "v1", Resource: "services"}
+	routeGVR    = schema.GroupVersionResource{Group: "serving.knative.dev", Version: "v1", Resource: "routes"}
+	triggerGVR  = schema.GroupVersionResource{Group: "eventing.knative.dev", Version: "v1", Resource: "triggers"}
+	brokerGVR   = schema.GroupVersionResource{Group: "eventing.knative.dev", Version: "v1", Resource: "brokers"}
+	functions   = []string{"install", "getport", "setingress"}
+	coldStartOn = map[string]string{"install": "/releases", "getport": "/ports", "setingress": "/exposures"}
+)
+
+// TestBerthOnCluster deploys berth from config/ on Knative, and drives 20 sample
+// gateways through the event chain to real TCP and UDP traffic on one shared IP.
+func TestBerthOnCluster(t *testing.T) {
+	ctx := context.Background()
+	c := env.cluster
+	cs := c.Client
+	dyn, err := dynamic.NewForConfig(c.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := deployKnative(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+
+	// The shared-IP entry point: a LoadBalancer Service MetalLB gives an address.
+	for _, ns := range []string{appsNS, ingressNS} {
+		if _, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ep := &corev1.Service{
+		ObjectMeta: metav1.ObjectMeta{Name: "shared-ip", Annotations: map[string]string{"metallb.io/allow-shared-ip": "berth"}},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer,
+			Ports: []corev1.ServicePort{{Name: "placeholder", Port: 9, Protocol: corev1.ProtocolTCP}}},
+	}
+	if _, err := cs.CoreV1().Services(ingressNS).Create(ctx, ep, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	sharedIP, err := lbAddress(ctx, cs, ingressNS, "shared-ip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	reportf("entry point: berth-ingress/shared-ip got %s from MetalLB", sharedIP)
+
+	// The sample chart, served where the install function's pod can fetch it.
+	chart, err := chartrepo.Package(filepath.Join(env.root, "charts", "echo-gateway"), "0.1.0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := chartrepo.StartOn(c.NodeIP.String(), chart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer repo.Close()
+
+	revisions := deployBerth(t, ctx, dyn, repo.RepoURL)
+	outcomes := startOutcomeSink(t, ctx, dyn, c)
+	waitTriggers(t, ctx, dyn)
+	hc := clusterHTTP(c)
+
+	// Cold start: each function from zero, through the activator.
+	waitZero(t, ctx, "after deploy")
+	for _, fn := range functions {
+		url := "http://" + revisions[fn] + "." + berthNS + ".svc.cluster.local" + coldStartOn[fn]
+		t0 := time.Now()
+		resp, err := hc.Get(url)
+		if err != nil {
+			t.Fatalf("%s cold start: %v", fn, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Fatalf("%s cold start: GET %s = %s", fn, url, resp.Status)
+		}
+		reportf("cold start: %s from zero to 200 on GET %s in %s", fn, coldStartOn[fn], time.Since(t0).Round(time.Millisecond))
+	}
+
+	// 20 gateways, each through one install.requested event.
+	broker := brokerURL(t, ctx, dyn)
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for i := 1; i <= gateways; i++ {
+		wg.Go(func() { post(t, hc, broker, installRequested(i, repo.RepoURL, env.echo)) })
+	}
+	wg.Wait()
+	tcp := map[string]events.EndpointExposedData{}
+	for len(tcp) < gateways {
+		d := outcomes.next(t, events.EndpointExposed, 8*time.Minute)
+		tcp[d.Owner] = d
+	}
+	exposedIn := time.Since(t0)
+	reportf("20 gateways: install.requested ×20 -> 20 endpoint.exposed (TCP) in %s", exposedIn.Round(time.Millisecond))
+
+	// The UDP port of each gateway, through port.requested.
+	t1 := time.Now()
+	for _, d := range tcp {
+		wg.Go(func() { post(t, hc, broker, portRequested(d)) })
+	}
+	wg.Wait()
+	udp := map[string]events.EndpointExposedData{}
+	for len(udp) < gateways {
+		d := outcomes.next(t, events.EndpointExposed, 5*time.Minute)
+		if d.Protocol == "UDP" {
+			udp[d.Owner] = d
+		}
+	}
+	reportf("20 gateways: port.requested (UDP) ×20 -> 20 endpoint.exposed in %s", time.Since(t1).Round(time.Millisecond))
+
+	// Traffic from the node to <shared ip>:<port>, TCP and UDP, for each.
+	t2 := time.Now()
+	seen := map[int]string{}
+	for owner, d := range tcp {
+		name := owner[strings.Index(owner, "/")+1:]
+		if d.IP != sharedIP {
+			t.Errorf("%s exposed on %s, want the shared %s", owner, d.IP, sharedIP)
+		}
+		if prev, dup := seen[d.Port]; dup {
+			t.Errorf("%s and %s both got TCP port %d", owner, prev, d.Port)
+		}
+		seen[d.Port] = owner
+		want := "hello from " + name
+		addr := net.JoinHostPort(d.IP, strconv.Itoa(d.Port))
+		var greeting string
+		if err := eventually(ctx, 3*time.Minute, func() (err error) { greeting, err = tcpGreeting(addr); return err }); err != nil || greeting != want {
+			t.Errorf("%s: TCP %s: greeting %q, %v", owner, addr, greeting, err)
+		}
+		u := udp[owner]
+		uaddr := net.JoinHostPort(u.IP, strconv.Itoa(u.Port))
+		var answer string
+		if err := eventually(ctx, time.Minute, func() (err error) { answer, err = udpExchange(uaddr); return err }); err != nil || answer != want+": ping" {
+			t.Errorf("%s: UDP %s: answer %q, %v", owner, uaddr, answer, err)
+		}
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	reportf("20 gateways: all answered TCP (greeting + echo) and UDP on %s, on %d distinct TCP ports, in %s after exposure; total %s from the first event",
+		sharedIP, len(seen), time.Since(t2).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+
+	// Uninstall one: its ports stop answering and go back to the pool.
+	gone := appsNS + "/gw-07"
+	t3 := time.Now()
+	post(t, hc, broker, uninstallRequested(gone))
+	outcomes.next(t, events.ReleaseUninstalled, 3*time.Minute)
+	addr := net.JoinHostPort(sharedIP, strconv.Itoa(tcp[gone].Port))
+	if err := eventually(ctx, 2*time.Minute, func() error {
+		if _, err := tcpGreeting(addr); err == nil {
+			return fmt.Errorf("%s still answers", addr)
+		}
+		if l := ledgerEntries(t, ctx, gone); len(l) > 0 {
+			return fmt.Errorf("ledger still holds %v for %s", l, gone)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := udpExchange(net.JoinHostPort(sharedIP, strconv.Itoa(udp[gone].Port))); err == nil {
+		t.Errorf("UDP %d still answers after uninstall", udp[gone].Port)
+	}
+	reportf("uninstall: %s's TCP %d and UDP %d stopped answering and left the ledger %s after uninstall.requested",
+		gone, tcp[gone].Port, udp[gone].Port, time.Since(t3).Round(time.Millisecond))
+
+	// The freed port is the lowest free one again: the next gateway gets it.
+	post(t, hc, broker, installRequested(21, repo.RepoURL, env.echo))
+	d := outcomes.next(t, events.EndpointExposed, 5*time.Minute)
+	for d.Owner != appsNS+"/gw-21" || d.Protocol != "TCP" {
+		d = outcomes.next(t, events.EndpointExposed, 5*time.Minute)
+	}
+	if d.Port != tcp[gone].Port {
+		t.Errorf("gw-21 got port %d, want the freed %d", d.Port, tcp[gone].Port)
+	}
+	if err := eventually(ctx, 3*time.Minute, func() error {
+		g, err := tcpGreeting(net.JoinHostPort(d.IP, strconv.Itoa(d.Port)))
+		if err == nil && g != "hello from gw-21" {
+			return fmt.Errorf("greeting %q", g)
+		}
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reportf("reuse: gw-21 got the freed port %d and answers on it", d.Port)
+	waitZero(t, ctx, "after the gateways")
+}
+
+// deployBerth builds berth's images with ko, applies config/ (chart source
+// allowed: the test's repository), waits for each function's revision, and
+// points the Triggers and the PingSource at the revisions (see note below).
+func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoURL string) map[string]string {
+	t.Helper()
+	t0 := time.Now()
+	manifest, err := env.images.resolve(ctx, env.root, "berth", filepath.Join(env.root, "ko.yaml"), "config/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := cluster.Decode(manifest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var first, routed []*unstructured.Unstructured
+	for _, o := range objs {
+		switch {
+		case o.GetKind() == "ConfigMap" && o.GetName() == "berth-config":
+			_ = unstructured.SetNestedField(o.Object, repoURL+"/", "data", "ALLOWED_CHART_SOURCES")
+			// The repository is on the node's own address.
+			_ = unstructured.SetNestedField(o.Object, "true", "data", "ALLOW_PRIVATE_CHART_SOURCES")
+			first = append(first, o)
+		case o.GetKind() == "Trigger" || o.GetKind() == "PingSource":
+			routed = append(routed, o)
+		default:
+			first = append(first, o)
+		}
+	}
+	if err := env.cluster.Apply(ctx, encode(first), 3*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	revisions := map[string]string{}
+	for _, fn := range functions {
+		if err := eventually(ctx, 5*time.Minute, func() error {
+			ks, err := dyn.Resource(ksvcGVR).Namespace(berthNS).Get(ctx, fn, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			rev, _, _ := unstructured.NestedString(ks.Object, "status", "latestReadyRevisionName")
+			if rev == "" || condition(ks, "ConfigurationsReady") != "True" {
+				return fmt.Errorf("ksvc %s: no ready revision yet (%v)", fn, ks.Object["status"])
+			}
+			revisions[fn] = rev
+			return nil
+		}); err != nil {
+			t.Fatalf("%v\n%s", err, podProblems(ctx, env.cluster.Client, berthNS))
+		}
+	}
+	reportf("berth: built with ko, applied from config/, revisions %v Ready in %s", revisions, time.Since(t0).Round(time.Second))
+	rt, err := dyn.Resource(routeGVR).Namespace(berthNS).Get(ctx, "install", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reportf("berth: Route install is Ready=%s (%s): no KIngress implementation runs here", condition(rt, "Ready"), conditionReason(rt, "Ready"))
+
+	// Without a KIngress, a Knative Service's address (<ksvc>.berth.svc.cluster.local,
+	// an ExternalName placeholder for the ingress) leads nowhere. The Revision's
+	// own Service does: Knative fronts it with the activator while at zero, and
+	// the activator reads the revision from the Host. So the Triggers and the
+	// PingSource address the revisions by URI instead of the ksvc by ref.
+	for _, o := range routed {
+		path := []string{"spec", "subscriber"}
+		if o.GetKind() == "PingSource" {
+			path = []string{"spec", "sink"}
+		}
+		name, _, _ := unstructured.NestedString(o.Object, append(path, "ref", "name")...)
+		rev, ok := revisions[name]
+		if !ok {
+			t.Fatalf("%s %s points at %q, not a berth function", o.GetKind(), o.GetName(), name)
+		}
+		_ = unstructured.SetNestedField(o.Object, map[string]any{"uri": "http://" + rev + "." + berthNS + ".svc.cluster.local"}, path...)
+	}
+	if err := env.cluster.Apply(ctx, encode(routed), 2*time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return revisions
+}
+
+func condition(o *unstructured.Unstructured, typ string) string {
+	s, _ := conditionOf(o, typ)
+	return s
+}
+
+func conditionReason(o *unstructured.Unstructured, typ string) string {
+	_, r := conditionOf(o, typ)
+	return r
+}
+
+func conditionOf(o *unstructured.Unstructured, typ string) (status, reason string) {
+	conds, _, _ := unstructured.NestedSlice(o.Object, "status", "conditions")
+	for _, c := range conds {
+		m, _ := c.(map[string]any)
+		if m["type"] == typ {
+			s, _ := m["status"].(string)
+			r, _ := m["reason"].(string)
+			return s, r
+		}
+	}
+	return "", ""
+}
+
+// waitTriggers waits until every Trigger in berth is Ready.
+func waitTriggers(t *testing.T, ctx context.Context, dyn dynamic.Interface) {
+	t.Helper()
+	if err := eventually(ctx, 3*time.Minute, func() error {
+		list, err := dyn.Resource(triggerGVR).Namespace(berthNS).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return err
+		}
+		for i := range list.Items {
+			if tr := &list.Items[i]; condition(tr, "Ready") != "True" {
+				return fmt.Errorf("trigger %s not ready: %v", tr.GetName(), tr.Object["status"])
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// waitZero waits until no pod of a berth function runs.
+func waitZero(t *testing.T, ctx context.Context, when string) {
+	t.Helper()
+	t0 := time.Now()
+	if err := eventually(ctx, 5*time.Minute, func() error {
+		pods, err := env.cluster.Client.CoreV1().Pods(berthNS).List(ctx, metav1.ListOptions{LabelSelector: "serving.knative.dev/service"})
+		if err != nil {
+			return err
+		}
+		if n := len(pods.Items); n > 0 {
+			return fmt.Errorf("%d function pods still running", n)
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	reportf("scale to zero %s: every function at zero pods after %s", when, time.Since(t0).Round(time.Second))
+}
+
+func brokerURL(t *testing.T, ctx context.Context, dyn dynamic.Interface) string {
+	t.Helper()
+	var url string
+	if err := eventually(ctx, 2*time.Minute, func() error {
+		b, err := dyn.Resource(brokerGVR).Namespace(berthNS).Get(ctx, "default", metav1.GetOptions{})
+		if err != nil {
+			return err
+		}
+		url, _, _ = unstructured.NestedString(b.Object, "status", "address", "url")
+		if url == "" || condition(b, "Ready") != "True" {
+			return fmt.Errorf("broker not ready: %v", b.Object["status"])
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	return url
+}
+
+func newEvent(id, typ, subject string, data any) event.Event {
+	e := cloudevents.NewEvent()
+	e.SetID(id)
+	e.SetSource("/berth/e2e")
+	e.SetType(typ)
+	e.SetSubject(subject)
+	_ = e.SetData(cloudevents.ApplicationJSON, data)
+	return e
+}
+
+func installRequested(i int, repoURL, image string) event.Event {
+	name := fmt.Sprintf("gw-%02d", i)
+	return newEvent("install-"+name, events.InstallRequested, appsNS+"/"+name, map[string]any{
+		"privateChartsRepo": repoURL, "chartName": "echo-gateway", "releaseName": name, "namespace": appsNS,
+		"values": map[string]any{"image": image, "settings.greeting": "hello from " + name},
+		"expose": events.Expose{ServicePort: intstr.FromString("tcp"), Protocol: "TCP"},
+	})
+}
+
+func portRequested(d events.EndpointExposedData) event.Event {
+	ns, name, _ := strings.Cut(d.Owner, "/")
+	return newEvent("udp-"+name, events.PortRequested, d.Owner, events.PortRequestedData{
+		Owner: d.Owner, Protocol: "UDP",
+		Expose:  &events.Expose{ServiceName: name, ServicePort: intstr.FromString("udp"), Protocol: "UDP"},
+		Release: &events.Release{Name: name, Namespace: ns},
+	})
+}
+
+func uninstallRequested(owner string) event.Event {
+	ns, name, _ := strings.Cut(owner, "/")
+	return newEvent("uninstall-"+name, events.UninstallRequested, owner, map[string]any{"releaseName": name, "namespace": ns})
+}
+
+// post sends e to the Broker's ingress, as a web app in the cluster would.
+func post(t *testing.T, hc *http.Client, url string, e event.Event) {
+	body, err := json.Marshal(e)
+	if err != nil {
+		t.Error(err)
+		return
+	}
+	resp, err := hc.Post(url, "application/cloudevents+json", strings.NewReader(string(body)))
+	if err != nil {
+		t.Errorf("posting %s: %v", e.ID(), err)
+		return
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Errorf("posting %s: broker answered %s", e.ID(), resp.Status)
+	}
+}
+
+// outcomeSink receives berth's outcome events through Triggers of its own.
+type outcomeSink struct {
+	ch chan event.Event
+}
+
+var outcomeTypes = []string{events.EndpointExposed, events.EndpointFailed, events.InstallFailed, events.PortFailed, events.ReleaseUninstalled}
+
+func startOutcomeSink(t *testing.T, ctx context.Context, dyn dynamic.Interface, c *cluster.Cluster) *outcomeSink {
+	t.Helper()
+	ln, err := net.Listen("tcp", net.JoinHostPort(c.NodeIP.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &outcomeSink{ch: make(chan event.Event, 256)}
+	p, err := cloudevents.NewHTTP(cloudevents.WithListener(ln))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ce, err := cloudevents.NewClient(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rctx, cancel := context.WithCancel(ctx)
+	t.Cleanup(cancel)
+	go func() { _ = ce.StartReceiver(rctx, func(e event.Event) { s.ch <- e }) }()
+	var manifest strings.Builder
+	for _, typ := range outcomeTypes {
+		fmt.Fprintf(&manifest, `---
+apiVersion: eventing.knative.dev/v1
+kind: Trigger
+metadata:
+  name: e2e-%s
+  namespace: %s
+spec:
+  broker: default
+  filter:
+    attributes:
+      type: %s
+  subscriber:
+    uri: http://%s/
+`, strings.ReplaceAll(strings.TrimPrefix(typ, "dev.berth."), ".", "-"), berthNS, typ, ln.Addr())
+	}
+	if err := c.Apply(ctx, []byte(manifest.String()), time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// next returns the next outcome of type typ, failing the test on a failure event.
+func (s *outcomeSink) next(t *testing.T, typ string, timeout time.Duration) events.EndpointExposedData {
+	t.Helper()
+	deadline := time.After(timeout)
+	for {
+		select {
+		case e := <-s.ch:
+			if strings.HasSuffix(e.Type(), ".failed") {
+				t.Fatalf("%s for %s: %s", e.Type(), e.Subject(), e.Data())
+			}
+			if e.Type() != typ {
+				continue
+			}
+			var d events.EndpointExposedData
+			if typ == events.EndpointExposed {
+				if err := e.DataAs(&d); err != nil {
+					t.Fatal(err)
+				}
+			}
+			return d
+		case <-deadline:
+			t.Fatalf("no %s within %s\n%s", typ, timeout, podProblems(context.Background(), env.cluster.Client, berthNS))
+		}
+	}
+}
+
+// ledgerEntries lists the port ledger's entries held by owner.
+func ledgerEntries(t *testing.T, ctx context.Context, owner string) []string {
+	t.Helper()
+	cms, err := env.cluster.Client.CoreV1().ConfigMaps(ingressNS).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, cm := range cms.Items {
+		if !strings.HasPrefix(cm.Name, "berth-ports-") {
+			continue
+		}
+		l, err := portalloc.Decode(cm.Data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for k, e := range l.Entries {
+			if e.Owner == owner {
+				out = append(out, k.String())
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
