@@ -66,9 +66,14 @@ if [ ! -f "$k/manifests.done" ]; then
     yamls "$eventing/config/core"
     yamls "$eventing/config/channels/in-memory-channel"
     yamls "$eventing/config/brokers/mt-channel-broker"
+    # ConfigMaps naming the integration images, which eventing-controller requires
+    # (only pulled if an EventTransform or IntegrationSource is created).
+    yamls "$eventing/third_party/eventing-integrations-latest"
   } >"$k/eventing.yaml"
   metallb=$(moddir "go.universe.tf/metallb@$metallb_version")
   yamls "$metallb/config/crd/bases" >"$k/metallb-crds.yaml"
   touch "$k/manifests.done"
 fi
+# ko reads that folder's .ko.yaml; the base image comes from KO_DEFAULTBASEIMAGE.
+printf 'defaultPlatforms: [linux/amd64]\n' >"$k/.ko.yaml"
 say "cluster parts ready in $out"

@@ -54,8 +54,10 @@ func (p Policy) CheckSource(raw string) error {
 	if u.User != nil {
 		return fmt.Errorf("%w: credentials belong in a Secret, not in the URL", ErrBadRequest)
 	}
+	// A repository's base URL has no trailing slash; the prefix
+	// "https://charts.example.com/" allows "https://charts.example.com" itself.
 	for _, prefix := range p.Sources {
-		if strings.HasPrefix(raw, prefix) {
+		if strings.HasPrefix(raw+"/", prefix) {
 			return nil
 		}
 	}
