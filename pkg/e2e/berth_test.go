@@ -163,6 +163,9 @@ func TestBerthOnCluster(t *testing.T) {
 			t.Errorf("%s: TCP %s: greeting %q, %v", owner, addr, greeting, err)
 		}
 		u := udp[owner]
+		if u.IP != d.IP || u.Port != d.Port {
+			t.Errorf("%s: UDP on %s:%d, want the TCP port's %s:%d", owner, u.IP, u.Port, d.IP, d.Port)
+		}
 		uaddr := net.JoinHostPort(u.IP, strconv.Itoa(u.Port))
 		var answer string
 		if err := eventually(ctx, time.Minute, func() (err error) { answer, err = udpExchange(uaddr); return err }); err != nil || answer != want+": ping" {
@@ -172,7 +175,7 @@ func TestBerthOnCluster(t *testing.T) {
 	if t.Failed() {
 		t.FailNow()
 	}
-	reportf("20 gateways: all answered TCP (greeting + echo) and UDP on %s, on %d distinct TCP ports, in %s after exposure; total %s from the first event",
+	reportf("20 gateways: all answered TCP (greeting + echo) and UDP on %s, each on one port for both, %d distinct ports, in %s after exposure; total %s from the first event",
 		sharedIP, len(seen), time.Since(t2).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
 
 	// Uninstall one: its ports stop answering and go back to the pool.

@@ -166,8 +166,10 @@ func (l *Ledger) Free(proto Protocol, r Range, inUse InUse, now time.Time) int {
 }
 
 // Reserve gives owner a port of r for proto. An owner that holds one already gets
-// it again (a reservation's expiry is renewed). Otherwise the lowest free port is
-// taken; lapsed reservations count as free and are dropped as they are met.
+// it again (a reservation's expiry is renewed). An owner that holds a port of the
+// other protocol gets the same number if it is free, so an app that speaks TCP
+// and UDP answers on one <ip>:<port>. Otherwise the lowest free port is taken;
+// lapsed reservations count as free and are dropped as they are met.
 func (l *Ledger) Reserve(owner string, proto Protocol, r Range, inUse InUse, now time.Time, ttl time.Duration) (Key, Entry, error) {
 	if k, e, ok := l.Find(owner, proto); ok && !e.Expired(now) {
 		if e.State == Reserved {
@@ -176,17 +178,35 @@ func (l *Ledger) Reserve(owner string, proto Protocol, r Range, inUse InUse, now
 		}
 		return k, e, nil
 	}
-	for p := r.Min; p <= r.Max; p++ {
-		k := Key{proto, p}
-		if e, ok := l.Entries[k]; ok && !e.Expired(now) || inUse(k) {
-			continue
-		}
+	free := func(k Key) bool {
+		e, ok := l.Entries[k]
+		return (!ok || e.Expired(now)) && !inUse(k)
+	}
+	take := func(k Key) (Key, Entry, error) {
 		e := Entry{Owner: owner, State: Reserved, Since: now.Unix(), Expires: now.Add(ttl).Unix()}
 		l.dropLapsed(owner, proto, now)
 		l.Entries[k] = e
 		return k, e, nil
 	}
+	if other, e, ok := l.Find(owner, proto.other()); ok && !e.Expired(now) && r.Contains(other.Port) {
+		if k := (Key{proto, other.Port}); free(k) {
+			return take(k)
+		}
+	}
+	for p := r.Min; p <= r.Max; p++ {
+		if k := (Key{proto, p}); free(k) {
+			return take(k)
+		}
+	}
 	return Key{}, Entry{}, fmt.Errorf("%w: no %s port free in %s", ErrFull, proto, r)
+}
+
+// other is the other transport protocol.
+func (p Protocol) other() Protocol {
+	if p == TCP {
+		return UDP
+	}
+	return TCP
 }
 
 // dropLapsed removes owner's lapsed reservation for proto, so that an owner never

@@ -60,6 +60,12 @@ func TestReserve(t *testing.T) {
 		{"skips ports in use", nil, func(k Key) bool { return k.Port < 20002 }, "a", TCP, 20002, nil},
 		{"protocols are separate", map[Key]Entry{{TCP, 20000}: {Owner: "x", State: Bound}}, none, "a", UDP, 20000, nil},
 		{"owner gets its port back", map[Key]Entry{{TCP, 20001}: {Owner: "a", State: Bound}}, none, "a", TCP, 20001, nil},
+		{"same number as the owner's other protocol", map[Key]Entry{{TCP, 20002}: {Owner: "a", State: Bound}}, none, "a", UDP, 20002, nil},
+		{"same number as the owner's UDP port", map[Key]Entry{{UDP, 20001}: {Owner: "a", State: Bound}}, none, "a", TCP, 20001, nil},
+		{"that number taken: lowest free", map[Key]Entry{{TCP, 20002}: {Owner: "a", State: Bound}, {UDP, 20002}: {Owner: "x", State: Bound}}, none, "a", UDP, 20000, nil},
+		{"that number in use: lowest free", map[Key]Entry{{TCP, 20001}: {Owner: "a", State: Bound}}, func(k Key) bool { return k == Key{UDP, 20001} }, "a", UDP, 20000, nil},
+		{"that number out of range: lowest free", map[Key]Entry{{TCP, 30000}: {Owner: "a", State: Bound}}, none, "a", UDP, 20000, nil},
+		{"a lapsed other reservation is not followed", map[Key]Entry{{TCP, 20002}: {Owner: "a", State: Reserved, Expires: t0.Unix()}}, none, "a", UDP, 20000, nil},
 		{"lapsed reservation is free", map[Key]Entry{{TCP, 20000}: {Owner: "x", State: Reserved, Expires: t0.Unix()}}, none, "a", TCP, 20000, nil},
 		{"full", map[Key]Entry{
 			{TCP, 20000}: {Owner: "x", State: Bound}, {TCP, 20001}: {Owner: "y", State: Bound},
