@@ -70,7 +70,7 @@ type Cluster struct {
 	opts       Options
 	procs      []*process
 	logs       string
-	ipForward  []byte
+	sysctls    map[string][]byte
 	NodeIP     net.IP
 	Config     *rest.Config
 	Client     kubernetes.Interface
@@ -350,8 +350,9 @@ func (c *Cluster) startKubelet(ctx context.Context) error {
 	if err := os.WriteFile(c.path("kubelet", "resolv.conf"), []byte("nameserver "+c.NodeIP.String()+"\n"), 0o644); err != nil {
 		return err
 	}
-	// Pods reach Services through the node; remember the setting to put it back.
-	c.ipForward, _ = os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	// kubelet and kube-proxy set kernel settings; remember them to put them back.
+	c.sysctls = ReadSysctls()
+	// Pods reach Services through the node.
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1"), 0o644); err != nil {
 		return err
 	}
@@ -449,10 +450,10 @@ func (c *Cluster) Down() {
 	}
 	c.procs = nil
 	cleanHost(c.opts.State, c.opts.ImageCache)
-	if c.ipForward != nil {
-		_ = os.WriteFile("/proc/sys/net/ipv4/ip_forward", c.ipForward, 0o644)
-		c.ipForward = nil
+	for k, v := range c.sysctls {
+		_ = os.WriteFile(filepath.Join("/proc/sys", k), v, 0o644)
 	}
+	c.sysctls = nil
 	// Keep the logs of a run for reading; the rest of the state goes.
 	entries, _ := os.ReadDir(c.opts.State)
 	for _, e := range entries {
@@ -460,4 +461,29 @@ func (c *Cluster) Down() {
 			_ = os.RemoveAll(filepath.Join(c.opts.State, e.Name()))
 		}
 	}
+}
+
+// Sysctls are the kernel settings the cluster changes: ip_forward (for pods to
+// reach Services), kubelet's defaults (protectKernelDefaults off) and
+// kube-proxy's route_localnet. Down puts back what Up found.
+var Sysctls = []string{
+	"net/ipv4/ip_forward",
+	"net/ipv4/conf/all/route_localnet",
+	"kernel/panic",
+	"kernel/panic_on_oops",
+	"vm/overcommit_memory",
+	"vm/panic_on_oom",
+	"kernel/keys/root_maxkeys",
+	"kernel/keys/root_maxbytes",
+}
+
+// ReadSysctls reads the current values of Sysctls.
+func ReadSysctls() map[string][]byte {
+	out := map[string][]byte{}
+	for _, k := range Sysctls {
+		if v, err := os.ReadFile(filepath.Join("/proc/sys", k)); err == nil {
+			out[k] = v
+		}
+	}
+	return out
 }

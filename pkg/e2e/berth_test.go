@@ -272,11 +272,24 @@ func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoU
 		}
 	}
 	reportf("berth: built with ko, applied from config/, revisions %v Ready in %s", revisions, time.Since(t0).Round(time.Second))
-	rt, err := dyn.Resource(routeGVR).Namespace(berthNS).Get(ctx, "install", metav1.GetOptions{})
-	if err != nil {
-		t.Fatal(err)
+	// The Routes settle on IngressNotConfigured: nothing reconciles their KIngress.
+	for _, fn := range functions {
+		var status, reason string
+		if err := eventually(ctx, 2*time.Minute, func() error {
+			rt, err := dyn.Resource(routeGVR).Namespace(berthNS).Get(ctx, fn, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			status, reason = conditionOf(rt, "Ready")
+			if reason != "IngressNotConfigured" {
+				return fmt.Errorf("route %s: Ready=%s (%s)", fn, status, reason)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		reportf("berth: Route %s is Ready=%s (%s): no KIngress implementation runs here", fn, status, reason)
 	}
-	reportf("berth: Route install is Ready=%s (%s): no KIngress implementation runs here", condition(rt, "Ready"), conditionReason(rt, "Ready"))
 
 	// Without a KIngress, a Knative Service's address (<ksvc>.berth.svc.cluster.local,
 	// an ExternalName placeholder for the ingress) leads nowhere. The Revision's
@@ -304,11 +317,6 @@ func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoU
 func condition(o *unstructured.Unstructured, typ string) string {
 	s, _ := conditionOf(o, typ)
 	return s
-}
-
-func conditionReason(o *unstructured.Unstructured, typ string) string {
-	_, r := conditionOf(o, typ)
-	return r
 }
 
 func conditionOf(o *unstructured.Unstructured, typ string) (status, reason string) {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,6 +65,7 @@ func run(m *testing.M) int {
 	}
 	reportf("images: pause and echo-gateway built with ko in %s", time.Since(t0).Round(time.Second))
 
+	sysctls := cluster.ReadSysctls()
 	state := filepath.Join(os.TempDir(), "berth-e2e")
 	imageCache := filepath.Join(filepath.Dir(assets), "e2e-images")
 	c, err := cluster.Up(ctx, cluster.Options{
@@ -84,6 +86,11 @@ func run(m *testing.M) int {
 	t1 := time.Now()
 	c.Down()
 	left := cluster.Leftovers(state, imageCache)
+	for k, v := range cluster.ReadSysctls() {
+		if string(v) != string(sysctls[k]) {
+			left = append(left, fmt.Sprintf("sysctl %s = %s, was %s", k, strings.TrimSpace(string(v)), strings.TrimSpace(string(sysctls[k]))))
+		}
+	}
 	reportf("cluster: down in %s; leftovers: %d", time.Since(t1).Round(time.Second), len(left))
 	for _, l := range left {
 		fmt.Fprintln(os.Stderr, "e2e: LEFT BEHIND: "+l)
