@@ -220,6 +220,43 @@ func TestBerthOnCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	reportf("reuse: gw-21 got the freed port %d and answers on it", d.Port)
+
+	// Bad requests through the chain: each comes back as install.failed with a
+	// 4xx problem, and nothing is installed.
+	bad := []struct {
+		name   string
+		data   map[string]any
+		status int
+	}{
+		{"namespace not allowed", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "echo-gateway", "releaseName": "bad-1", "namespace": "kube-system"}, 403},
+		{"chart source not allowed", map[string]any{"privateChartsRepo": "http://169.254.169.254/latest", "chartName": "echo-gateway", "releaseName": "bad-2", "namespace": appsNS}, 403},
+		{"shell in the release name", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "echo-gateway", "releaseName": "gw;rm -rf /", "namespace": appsNS}, 400},
+		{"no such chart", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "no-such-chart", "releaseName": "bad-4", "namespace": appsNS}, 422},
+	}
+	before := releaseCount(t, ctx)
+	for i, b := range bad {
+		post(t, hc, broker, newEvent(fmt.Sprintf("bad-%d", i+1), events.InstallRequested, "", b.data))
+		e := outcomes.nextEvent(t, 3*time.Minute, events.InstallFailed)
+		var f struct {
+			Problem struct {
+				Status int `json:"status"`
+			} `json:"problem"`
+			CauseID string `json:"causeId"`
+		}
+		if err := e.DataAs(&f); err != nil {
+			t.Fatal(err)
+		}
+		if f.Problem.Status != b.status || f.CauseID != fmt.Sprintf("bad-%d", i+1) {
+			t.Errorf("%s: install.failed %s, want status %d for bad-%d", b.name, e.Data(), b.status, i+1)
+		}
+	}
+	if after := releaseCount(t, ctx); after != before {
+		t.Errorf("bad requests changed the release records: %d, then %d", before, after)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	reportf("bad input: %d bad install.requested events each came back as install.failed with its 4xx, and no release was written", len(bad))
 	waitZero(t, ctx, "after the gateways")
 }
 
@@ -491,27 +528,44 @@ spec:
 // next returns the next outcome of type typ, failing the test on a failure event.
 func (s *outcomeSink) next(t *testing.T, typ string, timeout time.Duration) events.EndpointExposedData {
 	t.Helper()
+	e := s.nextEvent(t, timeout, typ)
+	var d events.EndpointExposedData
+	if typ == events.EndpointExposed {
+		if err := e.DataAs(&d); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return d
+}
+
+// nextEvent returns the next outcome of type typ, skipping other outcomes but
+// failing the test on a failure event that is not typ.
+func (s *outcomeSink) nextEvent(t *testing.T, timeout time.Duration, typ string) event.Event {
+	t.Helper()
 	deadline := time.After(timeout)
 	for {
 		select {
 		case e := <-s.ch:
+			if e.Type() == typ {
+				return e
+			}
 			if strings.HasSuffix(e.Type(), ".failed") {
 				t.Fatalf("%s for %s: %s", e.Type(), e.Subject(), e.Data())
 			}
-			if e.Type() != typ {
-				continue
-			}
-			var d events.EndpointExposedData
-			if typ == events.EndpointExposed {
-				if err := e.DataAs(&d); err != nil {
-					t.Fatal(err)
-				}
-			}
-			return d
 		case <-deadline:
 			t.Fatalf("no %s within %s\n%s", typ, timeout, podProblems(context.Background(), env.cluster.Client, berthNS))
 		}
 	}
+}
+
+// releaseCount counts Helm's release records in the apps namespace.
+func releaseCount(t *testing.T, ctx context.Context) int {
+	t.Helper()
+	list, err := env.cluster.Client.CoreV1().Secrets(appsNS).List(ctx, metav1.ListOptions{LabelSelector: "owner=helm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(list.Items)
 }
 
 // ledgerEntries lists the port ledger's entries held by owner.
