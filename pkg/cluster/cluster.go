@@ -404,13 +404,19 @@ func (c *Cluster) startCoreDNS(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r := c.Resolver()
 	return poll(ctx, time.Minute, func(ctx context.Context) (bool, error) {
-		r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-			return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(c.NodeIP.String(), "53"))
-		}}
 		addrs, err := r.LookupHost(ctx, "kubernetes.default.svc.cluster.local")
 		return err == nil && len(addrs) == 1 && addrs[0] == apiServiceIP.String(), err
 	}, p)
+}
+
+// Resolver asks the cluster's DNS, as pods do: Services by their cluster.local
+// names. kube-proxy carries the node's connections to their addresses.
+func (c *Cluster) Resolver() *net.Resolver {
+	return &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(c.NodeIP.String(), "53"))
+	}}
 }
 
 // Down stops every part and removes every trace of the cluster from the host.

@@ -71,7 +71,7 @@ func (im *images) koRun(ctx context.Context, dir, repo, koConfig string, args ..
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
 	if err != nil {
-		return nil, fmt.Errorf("ko %s: %w\n%s", strings.Join(args, " "), err, lastLines(stderr.String(), 20))
+		return nil, fmt.Errorf("ko %s: %w\n%s", strings.Join(args, " "), err, stderr.String())
 	}
 	return out, nil
 }
@@ -93,12 +93,4 @@ func (im *images) build(ctx context.Context, dir, repo, koConfig, importPath str
 // the manifest with digests, as `ko resolve -f` does.
 func (im *images) resolve(ctx context.Context, dir, repo, koConfig, file string) ([]byte, error) {
 	return im.koRun(ctx, dir, repo, koConfig, "resolve", "-f", file)
-}
-
-func lastLines(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }

@@ -72,9 +72,6 @@ func encode(objs []*unstructured.Unstructured) []byte {
 // clusterHTTP is an HTTP client on the node that resolves cluster.local names
 // with the cluster's DNS; kube-proxy carries the connections to Services.
 func clusterHTTP(c *cluster.Cluster) *http.Client {
-	r := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, network, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, network, net.JoinHostPort(c.NodeIP.String(), "53"))
-	}}
-	d := &net.Dialer{Resolver: r, Timeout: 5 * time.Second}
+	d := &net.Dialer{Resolver: c.Resolver(), Timeout: 5 * time.Second}
 	return &http.Client{Timeout: 2 * time.Minute, Transport: &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true}}
 }
