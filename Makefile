@@ -45,7 +45,7 @@ lint: ## gofmt and go vet (the e2e test included).
 	$(GO) vet -tags e2e ./pkg/e2e/
 
 .PHONY: cluster
-cluster: ## Build the e2e cluster's parts (kubelet, kube-proxy, CoreDNS, MetalLB, Knative) into $(CONTROLPLANE) (first time: about 15 min).
+cluster: ## Build the e2e cluster's parts (kubelet, kube-proxy, CoreDNS, MetalLB, Knative) into $(CONTROLPLANE) (first time: about 13 min).
 	@bash .ci/cluster.sh $(CONTROLPLANE)
 
 .PHONY: e2e
