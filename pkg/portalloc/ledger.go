@@ -157,12 +157,17 @@ type InUse func(Key) bool
 func (l *Ledger) Free(proto Protocol, r Range, inUse InUse, now time.Time) int {
 	n := 0
 	for p := r.Min; p <= r.Max; p++ {
-		k := Key{proto, p}
-		if e, ok := l.Entries[k]; (!ok || e.Expired(now)) && !inUse(k) {
+		if l.free(Key{proto, p}, inUse, now) {
 			n++
 		}
 	}
 	return n
+}
+
+// free reports whether k is neither held in the ledger nor in use at now.
+func (l *Ledger) free(k Key, inUse InUse, now time.Time) bool {
+	e, ok := l.Entries[k]
+	return (!ok || e.Expired(now)) && !inUse(k)
 }
 
 // Reserve gives owner a port of r for proto. An owner that holds one already gets
@@ -178,10 +183,6 @@ func (l *Ledger) Reserve(owner string, proto Protocol, r Range, inUse InUse, now
 		}
 		return k, e, nil
 	}
-	free := func(k Key) bool {
-		e, ok := l.Entries[k]
-		return (!ok || e.Expired(now)) && !inUse(k)
-	}
 	take := func(k Key) (Key, Entry, error) {
 		e := Entry{Owner: owner, State: Reserved, Since: now.Unix(), Expires: now.Add(ttl).Unix()}
 		l.dropLapsed(owner, proto, now)
@@ -189,12 +190,12 @@ func (l *Ledger) Reserve(owner string, proto Protocol, r Range, inUse InUse, now
 		return k, e, nil
 	}
 	if other, e, ok := l.Find(owner, proto.other()); ok && !e.Expired(now) && r.Contains(other.Port) {
-		if k := (Key{proto, other.Port}); free(k) {
+		if k := (Key{proto, other.Port}); l.free(k, inUse, now) {
 			return take(k)
 		}
 	}
 	for p := r.Min; p <= r.Max; p++ {
-		if k := (Key{proto, p}); free(k) {
+		if k := (Key{proto, p}); l.free(k, inUse, now) {
 			return take(k)
 		}
 	}
