@@ -11,12 +11,10 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 
+	"github.com/berth-dev/berth/pkg/chartrepo"
 	"github.com/berth-dev/berth/pkg/controlplane"
 )
 
@@ -39,20 +37,15 @@ func TestKoResolve(t *testing.T) {
 	defer reg.Close()
 	host := strings.TrimPrefix(reg.URL, "http://")
 
-	// A base like distroless/static:nonroot: no files, user 65532.
-	base, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{OS: "linux", Architecture: "amd64", Config: v1.Config{User: "65532"}})
+	baseRef, err := chartrepo.PushStaticBase(host)
 	if err != nil {
-		t.Fatal(err)
-	}
-	baseRef, _ := name.ParseReference(host+"/base/static:nonroot", name.Insecure)
-	if err := remote.Write(baseRef, base); err != nil {
 		t.Fatal(err)
 	}
 
 	root, _ := filepath.Abs("..")
 	cmd := exec.Command(ko, "resolve", "-f", "config/", "--platform=linux/amd64", "--insecure-registry")
 	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "KO_DOCKER_REPO="+host+"/berth", "KO_DEFAULTBASEIMAGE="+baseRef.String(),
+	cmd.Env = append(os.Environ(), "KO_DOCKER_REPO="+host+"/berth", "KO_DEFAULTBASEIMAGE="+baseRef,
 		"KO_CONFIG_PATH="+filepath.Join(root, "ko.yaml"), "CGO_ENABLED=0")
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr

@@ -17,12 +17,9 @@ import (
 	"os/exec"
 	"strings"
 
-	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/empty"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/berth-dev/berth/pkg/chartrepo"
 )
 
 // registryAddr is where the e2e run's image registry listens. Images are
@@ -44,19 +41,12 @@ func startImages(ko string) (*images, error) {
 	}
 	srv := &http.Server{Handler: registry.New(registry.Logger(log.New(io.Discard, "", 0)))}
 	go func() { _ = srv.Serve(ln) }()
-	// A base like distroless/static:nonroot, made offline: no files, user 65532.
-	base, err := mutate.ConfigFile(empty.Image, &v1.ConfigFile{OS: "linux", Architecture: "amd64", Config: v1.Config{User: "65532"}})
+	base, err := chartrepo.PushStaticBase(registryAddr)
 	if err != nil {
+		srv.Close()
 		return nil, err
 	}
-	ref, err := name.ParseReference(registryAddr+"/base/static:nonroot", name.Insecure)
-	if err != nil {
-		return nil, err
-	}
-	if err := remote.Write(ref, base); err != nil {
-		return nil, err
-	}
-	return &images{srv: srv, base: ref.String(), ko: ko}, nil
+	return &images{srv: srv, base: base, ko: ko}, nil
 }
 
 func (im *images) Close() { _ = im.srv.Close() }
