@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
 	"github.com/berth-dev/berth/pkg/portalloc"
@@ -24,12 +25,51 @@ import (
 // errUnexpectedEvent is an event type getport does not consume.
 var errUnexpectedEvent = problem.New(problem.ErrInvalid, "getport does not consume this event type")
 
-type handler struct {
-	svc *reservation.Service
+// errNoNamespace is a request that names no namespace from a caller that has
+// no namespace of its own.
+var errNoNamespace = problem.New(problem.ErrInvalid, "name the namespace the port is for (owner <namespace>/<name>, or namespace)")
+
+// access authorizes the caller of a request: auth.Guard.
+type access interface {
+	Check(ctx context.Context, a auth.Attributes) error
+	Allowed(ctx context.Context, a auth.Attributes) (bool, error)
 }
 
-func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface) *handler {
-	return &handler{svc: cfg.Settings.New(core, gw)}
+type handler struct {
+	svc    *reservation.Service
+	access access
+}
+
+func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac access) *handler {
+	return &handler{svc: cfg.Settings.New(core, gw), access: ac}
+}
+
+// ownerNamespace reads the namespace of an owner named in a request.
+func ownerNamespace(owner string) (string, error) {
+	if err := portalloc.ValidateOwner(owner); err != nil {
+		return "", err
+	}
+	return portalloc.OwnerNamespace(owner)
+}
+
+// reserve reserves a port for req.Owner, if the caller may create ports in the
+// owner's namespace.
+func (h *handler) reserveFor(ctx context.Context, req reservation.Request) (reservation.Reservation, error) {
+	ns, err := ownerNamespace(req.Owner)
+	if err != nil {
+		return reservation.Reservation{}, err
+	}
+	if err := h.access.Check(ctx, auth.Attributes{Verb: "create", Resource: auth.Ports, Namespace: ns, Name: req.Owner}); err != nil {
+		return reservation.Reservation{}, err
+	}
+	return h.svc.Reserve(ctx, req)
+}
+
+// ownerNamespaceOf is the namespace of a reservation's owner ("" for an owner
+// without one).
+func ownerNamespaceOf(r reservation.Reservation) string {
+	ns, _ := portalloc.OwnerNamespace(r.Owner)
+	return ns
 }
 
 func (h *handler) routes() http.Handler {
@@ -50,15 +90,24 @@ type seedAnswer struct {
 	reservation.Reservation
 }
 
-// getport is the seed-compatible GET /getport?lbip=&protocol=&owner=. Without an
-// owner the caller gets a fresh reservation that lapses unless it is bound.
+// getport is the seed-compatible GET /getport?lbip=&protocol=&owner=&namespace=.
+// Without an owner the caller gets a fresh reservation, owned in namespace (by
+// default the caller's own), that lapses unless it is bound.
 func (h *handler) getport(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	owner := q.Get("owner")
 	if !q.Has("owner") {
-		owner = "anonymous/" + uuid.NewString()
+		ns := q.Get("namespace")
+		if ns == "" {
+			ns = auth.HomeNamespace(r.Context())
+		}
+		if ns == "" {
+			problem.Write(w, errNoNamespace)
+			return
+		}
+		owner = ns + "/getport-" + uuid.NewString()
 	}
-	res, err := h.svc.Reserve(r.Context(), reservation.Request{
+	res, err := h.reserveFor(r.Context(), reservation.Request{
 		Owner: owner, Protocol: portalloc.Protocol(q.Get("protocol")), LBIP: q.Get("lbip"), EntryPoint: q.Get("entryPoint"),
 	})
 	if err != nil {
@@ -82,7 +131,7 @@ func (h *handler) reserve(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, err)
 		return
 	}
-	res, err := h.svc.Reserve(r.Context(), reservation.Request{
+	res, err := h.reserveFor(r.Context(), reservation.Request{
 		Owner: req.Owner, Protocol: portalloc.Protocol(req.Protocol), LBIP: req.LBIP, EntryPoint: req.EntryPoint,
 	})
 	if err != nil {
@@ -95,6 +144,9 @@ func (h *handler) reserve(w http.ResponseWriter, r *http.Request) {
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	items, err := h.svc.List(r.Context(), reservation.Filter{EntryPoint: q.Get("entryPoint"), Owner: q.Get("owner")})
+	if err == nil {
+		items, err = auth.Visible(r.Context(), h.access, auth.Ports, items, ownerNamespaceOf)
+	}
 	if err != nil {
 		problem.Write(w, err)
 		return
@@ -103,7 +155,8 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 }
 
 // release is DELETE /ports/{entryPoint}/{protocol}/{port}[?owner=]: idempotent,
-// 204 whether or not the port was held.
+// 204 when the port is free. A held port is released only for a caller who may
+// delete ports in its owner's namespace.
 func (h *handler) release(w http.ResponseWriter, r *http.Request) {
 	proto, err := portalloc.ParseProtocol(r.PathValue("protocol"))
 	if err != nil {
@@ -111,18 +164,43 @@ func (h *handler) release(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	port, err := strconv.Atoi(r.PathValue("port"))
-	if err != nil {
-		problem.Write(w, fmt.Errorf("%w: port %q", portalloc.ErrNotInRange, r.PathValue("port")))
+	if err != nil || port < 1 || port > 65535 {
+		problem.Write(w, fmt.Errorf("%w: port %q", portalloc.ErrNotInRange, problem.Clip(r.PathValue("port"))))
 		return
 	}
-	if _, err := h.svc.Release(r.Context(), r.PathValue("entryPoint"), portalloc.Key{Protocol: proto, Port: port}, r.URL.Query().Get("owner")); err != nil {
+	k, id := portalloc.Key{Protocol: proto, Port: port}, r.PathValue("entryPoint")
+	held, err := h.svc.Holder(r.Context(), id, k)
+	if err != nil {
 		problem.Write(w, err)
 		return
+	}
+	if held != "" {
+		if owner := r.URL.Query().Get("owner"); owner != "" && owner != held {
+			problem.Write(w, fmt.Errorf("%w: %s on %s", portalloc.ErrHeld, k, id))
+			return
+		}
+		ns, _ := portalloc.OwnerNamespace(held)
+		if err := h.access.Check(r.Context(), auth.Attributes{Verb: "delete", Resource: auth.Ports, Namespace: ns}); err != nil {
+			problem.Write(w, err)
+			return
+		}
+		// Released only if the same owner still holds it.
+		if _, err := h.svc.Release(r.Context(), id, k, held); err != nil {
+			problem.Write(w, err)
+			return
+		}
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
 
+// sweepAttributes are what running the repair sweep needs: a cluster-wide right.
+var sweepAttributes = auth.Attributes{Verb: "create", Resource: auth.Ports, Subresource: "sweep"}
+
 func (h *handler) sweep(w http.ResponseWriter, r *http.Request) {
+	if err := h.access.Check(r.Context(), sweepAttributes); err != nil {
+		problem.Write(w, err)
+		return
+	}
 	res, err := h.svc.Sweep(r.Context())
 	if err != nil {
 		problem.Write(w, err)
@@ -139,6 +217,9 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 	var data events.PortRequestedData
 	switch e.Type() {
 	case events.SweepRequested, events.PingSourcePing:
+		if err := h.access.Check(ctx, sweepAttributes); err != nil {
+			return nil, err
+		}
 		res, err := h.svc.Sweep(ctx)
 		if err == nil {
 			function.Logger(ctx).Info("swept", "expired", res.Expired, "marked", res.Marked, "freed", res.Freed)
@@ -147,6 +228,9 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 	case events.ReleaseUninstalled:
 		var in events.ReleaseUninstalledData
 		if err := function.DecodeData(e.Data(), &in); err != nil {
+			return function.Reply(e, events.PortFailed, err)
+		}
+		if err := h.access.Check(ctx, auth.Attributes{Verb: "delete", Resource: auth.Ports, Namespace: in.Release.Namespace}); err != nil {
 			return function.Reply(e, events.PortFailed, err)
 		}
 		n, err := h.svc.ReleaseUnbound(ctx, in.Release.Owner())
@@ -160,7 +244,11 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 			return function.Reply(e, events.PortFailed, err)
 		}
 		if data.Owner == "" {
-			data.Owner = "event/" + digest(e.Source()+"\x00"+e.ID())
+			ns := auth.Tenant(e)
+			if ns == "" {
+				return function.Reply(e, events.PortFailed, errNoNamespace)
+			}
+			data.Owner = ns + "/event-" + digest(e.Source()+"\x00"+e.ID())
 		}
 	case events.ReleaseInstalled:
 		var in events.ReleaseInstalledData
@@ -175,7 +263,7 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 	default:
 		return nil, fmt.Errorf("%w: %q", errUnexpectedEvent, e.Type())
 	}
-	res, err := h.svc.Reserve(ctx, reservation.Request{
+	res, err := h.reserveFor(ctx, reservation.Request{
 		Owner: data.Owner, Protocol: portalloc.Protocol(data.Protocol), LBIP: data.LBIP, EntryPoint: data.EntryPoint,
 	})
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
@@ -29,6 +30,13 @@ import (
 )
 
 var cp *controlplane.ControlPlane
+
+// allowAll lets every caller do everything: these tests are about what each
+// operation does; the tenancy test (pkg/localrun) is about who may do it.
+type allowAll struct{}
+
+func (allowAll) Check(context.Context, auth.Attributes) error           { return nil }
+func (allowAll) Allowed(context.Context, auth.Attributes) (bool, error) { return true, nil }
 
 func TestMain(m *testing.M) { os.Exit(controlplane.RunTests(m, &cp)) }
 
@@ -43,7 +51,7 @@ func serve(t *testing.T, portMax int) (string, string) {
 		Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: portMax, ReservationTTL: time.Minute,
 			TCPServicesConfigMap: "tcp-services", UDPServicesConfigMap: "udp-services"},
 	}
-	h := newHandler(cfg, cp.Client, gatewayclient.NewForConfigOrDie(cp.Config))
+	h := newHandler(cfg, cp.Client, gatewayclient.NewForConfigOrDie(cp.Config), allowAll{})
 	s := function.NewServer(cfg.Config, function.Function{Name: "getport", API: h.routes(), Events: h.event}, slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
@@ -71,7 +79,7 @@ func do(t *testing.T, method, url, contentType, body string) (*http.Response, []
 func TestBadRequests(t *testing.T) {
 	url, ns := serve(t, 30000)
 	// One port held by "a", so that a release by someone else is refused.
-	if resp, b := do(t, "GET", url+"/getport?owner=a", "", ""); resp.StatusCode != 200 {
+	if resp, b := do(t, "GET", url+"/getport?owner=ns/a", "", ""); resp.StatusCode != 200 {
 		t.Fatalf("setup: %d %s", resp.StatusCode, b)
 	}
 	const js = "application/json"
@@ -79,27 +87,30 @@ func TestBadRequests(t *testing.T) {
 		name, method, path, ct, body string
 		status                       int
 	}{
-		{"protocol", "GET", "/getport?owner=x&protocol=SCTP", "", "", 400},
+		{"protocol", "GET", "/getport?owner=ns/x&protocol=SCTP", "", "", 400},
 		{"empty owner", "GET", "/getport?owner=", "", "", 400},
-		{"owner with space", "GET", "/getport?owner=a%20b", "", "", 400},
-		{"owner with newline", "GET", "/getport?owner=a%0Ab", "", "", 400},
-		{"unknown lbip", "GET", "/getport?owner=x&lbip=203.0.113.9", "", "", 404},
-		{"bad entry point id", "GET", "/getport?owner=x&entryPoint=lb", "", "", 400},
-		{"unknown entry point", "GET", "/getport?owner=x&entryPoint=gateway.lb", "", "", 404},
-		{"not JSON", "POST", "/ports", js, "owner=x", 400},
-		{"unknown field", "POST", "/ports", js, `{"owner":"x","port":20001}`, 400},
+		{"owner without namespace", "GET", "/getport?owner=gw", "", "", 400},
+		{"no owner, no namespace", "GET", "/getport", "", "", 400},
+		{"owner with a bad namespace", "POST", "/ports", js, `{"owner":"../etc/gw"}`, 400},
+		{"owner with space", "GET", "/getport?owner=ns/a%20b", "", "", 400},
+		{"owner with newline", "GET", "/getport?owner=ns/a%0Ab", "", "", 400},
+		{"unknown lbip", "GET", "/getport?owner=ns/x&lbip=203.0.113.9", "", "", 404},
+		{"bad entry point id", "GET", "/getport?owner=ns/x&entryPoint=lb", "", "", 400},
+		{"unknown entry point", "GET", "/getport?owner=ns/x&entryPoint=gateway.lb", "", "", 404},
+		{"not JSON", "POST", "/ports", js, "owner=ns/x", 400},
+		{"unknown field", "POST", "/ports", js, `{"owner":"ns/x","port":20001}`, 400},
 		{"wrong type", "POST", "/ports", js, `{"owner":42}`, 400},
-		{"two objects", "POST", "/ports", js, `{"owner":"x"}{"owner":"y"}`, 400},
-		{"wrong content type", "POST", "/ports", "text/plain", `{"owner":"x"}`, 400},
+		{"two objects", "POST", "/ports", js, `{"owner":"ns/x"}{"owner":"ns/y"}`, 400},
+		{"wrong content type", "POST", "/ports", "text/plain", `{"owner":"ns/x"}`, 400},
 		{"no owner", "POST", "/ports", js, `{"protocol":"TCP"}`, 400},
 		{"long owner", "POST", "/ports", js, `{"owner":"` + strings.Repeat("o", 254) + `"}`, 400},
-		{"shell in protocol", "POST", "/ports", js, `{"owner":"x","protocol":"tcp;$(reboot)"}`, 400},
+		{"shell in protocol", "POST", "/ports", js, `{"owner":"ns/x","protocol":"tcp;$(reboot)"}`, 400},
 		{"too large", "POST", "/ports", js, `{"owner":"` + strings.Repeat("o", 3000) + `"}`, 413},
 		{"release bad protocol", "DELETE", "/ports/service.lb/SCTP/20000", "", "", 400},
 		{"release port not a number", "DELETE", "/ports/service.lb/TCP/abc", "", "", 400},
 		{"release port out of range", "DELETE", "/ports/service.lb/TCP/70000", "", "", 400},
 		{"release bad entry point", "DELETE", "/ports/lb/TCP/20000", "", "", 400},
-		{"release another owner's port", "DELETE", "/ports/service.lb/TCP/20000?owner=b", "", "", 409},
+		{"release another owner's port", "DELETE", "/ports/service.lb/TCP/20000?owner=ns/b", "", "", 409},
 		{"no such route", "PUT", "/ports", js, `{}`, 404},
 	}
 	before := cp.Fingerprint(t, ns)
@@ -122,11 +133,11 @@ func TestBadRequests(t *testing.T) {
 
 func TestFullRangeIs422(t *testing.T) {
 	url, ns := serve(t, 20000)
-	if resp, _ := do(t, "GET", url+"/getport?owner=a", "", ""); resp.StatusCode != 200 {
+	if resp, _ := do(t, "GET", url+"/getport?owner=ns/a", "", ""); resp.StatusCode != 200 {
 		t.Fatal("first reservation failed")
 	}
 	before := cp.Fingerprint(t, ns)
-	resp, b := do(t, "POST", url+"/ports", "application/json", `{"owner":"b"}`)
+	resp, b := do(t, "POST", url+"/ports", "application/json", `{"owner":"ns/b"}`)
 	if resp.StatusCode != 422 || !strings.Contains(string(b), "20000-20000") {
 		t.Errorf("reserve on a full range = %d %s, want 422 naming the range", resp.StatusCode, b)
 	}
@@ -156,7 +167,7 @@ func TestSeedAndResourceRoutes(t *testing.T) {
 	if resp.StatusCode != 200 || again["port"] != seed["port"] {
 		t.Errorf("POST /ports for the same owner = %d %s, want port %v", resp.StatusCode, b2, seed["port"])
 	}
-	if resp, _ := do(t, "GET", url+"/getport", "", ""); resp.StatusCode != 200 {
+	if resp, _ := do(t, "GET", url+"/getport?namespace=tenant", "", ""); resp.StatusCode != 200 {
 		t.Errorf("GET /getport without owner = %d, want 200 (the seed had no owner)", resp.StatusCode)
 	}
 	_, b = do(t, "GET", url+"/ports?owner=tenant/gw", "", "")
@@ -230,7 +241,9 @@ func TestEvents(t *testing.T) {
 	// redelivery gets the same port.
 	var ports []int
 	for range 2 {
-		reply, res := c.Request(ctx, newEvent("ev-3", events.PortRequested, events.PortRequestedData{Protocol: "UDP"}))
+		e := newEvent("ev-3", events.PortRequested, events.PortRequestedData{Protocol: "UDP"})
+		e.SetExtension(auth.ExtensionTenant, "tenant-1")
+		reply, res := c.Request(ctx, e)
 		var got events.PortReservedData
 		if !cloudevents.IsACK(res) || reply == nil || reply.DataAs(&got) != nil {
 			t.Fatalf("port.requested = %v, %v", reply, res)
@@ -250,9 +263,10 @@ func TestEvents(t *testing.T) {
 		name string
 		e    event.Event
 	}{
-		{"bad protocol", newEvent("ev-4", events.PortRequested, map[string]string{"owner": "x", "protocol": "SCTP"})},
-		{"unknown lbip", newEvent("ev-5", events.PortRequested, map[string]string{"owner": "x", "lbip": "203.0.113.1"})},
+		{"bad protocol", newEvent("ev-4", events.PortRequested, map[string]string{"owner": "ns/x", "protocol": "SCTP"})},
+		{"unknown lbip", newEvent("ev-5", events.PortRequested, map[string]string{"owner": "ns/x", "lbip": "203.0.113.1"})},
 		{"data not JSON", newEvent("ev-6", events.PortRequested, "secret-value")},
+		{"no owner, no tenant", newEvent("ev-10", events.PortRequested, map[string]string{"protocol": "UDP"})},
 		{"no data", newEvent("ev-7", events.ReleaseInstalled, nil)},
 	}
 	for _, tc := range failing {
@@ -282,8 +296,8 @@ func TestNoEntryPointIsRetried(t *testing.T) {
 	ns := cp.Namespace(t)
 	cfg := Config{Config: function.Config{MaxRequestBytes: 2048},
 		Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute}}
-	h := newHandler(cfg, cp.Client, nil)
-	_, err := h.event(context.Background(), newEvent("ev", events.PortRequested, map[string]string{"owner": "x"}))
+	h := newHandler(cfg, cp.Client, nil, allowAll{})
+	_, err := h.event(context.Background(), newEvent("ev", events.PortRequested, map[string]string{"owner": "ns/x"}))
 	if problem.Status(err) != 503 {
 		t.Errorf("port.requested with no entry point = %v, want a 503 error so that Knative retries", err)
 	}
@@ -327,7 +341,7 @@ func TestUninstallReleasesOnlyUnboundPorts(t *testing.T) {
 	c.Request(ctx, newEvent("inst-other", events.ReleaseInstalled, other))
 	// setingress binds the UDP port.
 	h := newHandler(Config{Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute}},
-		cp.Client, nil)
+		cp.Client, nil, allowAll{})
 	list, _ := h.svc.List(ctx, reservation.Filter{Owner: "tenant/gw"})
 	for _, r := range list {
 		if r.Protocol == "UDP" {

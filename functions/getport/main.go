@@ -15,7 +15,8 @@ func main() {
 		if err != nil {
 			return function.Function{}, err
 		}
-		h := newHandler(cfg, c.Core, c.Gateway)
-		return function.Function{API: h.routes(), Events: h.event}, nil
+		guard := cfg.GuardSettings.New(c.Core)
+		h := newHandler(cfg, c.Core, c.Gateway, guard)
+		return function.Function{API: h.routes(), Events: h.event, Gate: guard}, nil
 	})
 }

@@ -8,6 +8,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/function"
 	"github.com/berth-dev/berth/pkg/kube"
 )
@@ -16,6 +17,7 @@ import (
 type Config struct {
 	function.Config
 	kube.ClientSettings
+	auth.GuardSettings
 	// AllowedNamespaces are the namespaces releases may be installed in, comma
 	// separated. The first is the default for requests that name none.
 	AllowedNamespaces []string `split_words:"true" required:"true"`
@@ -74,7 +76,7 @@ func (r *Repositories) Decode(v string) error {
 
 // Validate reports values that parse but cannot work.
 func (c Config) Validate() error {
-	errs := []error{c.Config.Validate(), c.ClientSettings.Validate()}
+	errs := []error{c.Config.Validate(), c.ClientSettings.Validate(), c.GuardSettings.Validate()}
 	for _, ns := range c.AllowedNamespaces {
 		if len(validation.IsDNS1123Label(ns)) > 0 {
 			errs = append(errs, fmt.Errorf("ALLOWED_NAMESPACES: %q is not a namespace name", ns))

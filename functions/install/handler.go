@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
 	"github.com/berth-dev/berth/pkg/problem"
@@ -31,7 +33,15 @@ var (
 	errNoCredentials   = problem.New(problem.ErrUnprocessable, "the credentials Secret is missing or lacks username and password")
 )
 
+// access authorizes the caller of a request: auth.Guard.
+type access interface {
+	Check(ctx context.Context, a auth.Attributes) error
+	Allowed(ctx context.Context, a auth.Attributes) (bool, error)
+}
+
 type handler struct {
+	access    access
+	allowed   []string
 	in        *release.Installer
 	core      kubernetes.Interface
 	emit      *function.Emitter
@@ -40,7 +50,7 @@ type handler struct {
 	log       *slog.Logger
 }
 
-func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, log *slog.Logger) *handler {
+func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, ac access, log *slog.Logger) *handler {
 	p := release.Policy{
 		Namespaces: cfg.AllowedNamespaces, Sources: cfg.AllowedChartSources,
 		AllowPrivateAddresses: cfg.AllowPrivateChartSources, MaxValuesBytes: cfg.MaxValuesBytes,
@@ -55,7 +65,8 @@ func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, log *slo
 			}),
 			Policy: p, DefaultTimeout: cfg.ReleaseTimeout, Log: log,
 		},
-		core: core, emit: function.NewEmitter(cfg.Config, "install"),
+		access: ac, allowed: cfg.AllowedNamespaces,
+		core:   core, emit: function.NewEmitter(cfg.Config, "install"),
 		credsNS: cfg.CredentialsNamespace, defaultNS: cfg.AllowedNamespaces[0], log: log,
 	}
 }
@@ -95,11 +106,32 @@ type installRequest struct {
 	Expose            *events.Expose `json:"expose"`
 }
 
-// toRequest builds the Helm request, reading credentials from their Secret.
-func (h *handler) toRequest(ctx context.Context, b installRequest) (release.Request, error) {
-	if b.Namespace == "" {
-		b.Namespace = h.defaultNS
+// namespace is where a request that names none acts: the caller's own
+// namespace if releases may live there, else the first allowed namespace.
+func (h *handler) namespace(ctx context.Context, ns string) string {
+	if ns != "" {
+		return ns
 	}
+	if home := auth.HomeNamespace(ctx); slices.Contains(h.allowed, home) {
+		return home
+	}
+	return h.defaultNS
+}
+
+// authorize checks that the caller may do each of verbs on releases in ns.
+func (h *handler) authorize(ctx context.Context, ns, name string, verbs ...string) error {
+	for _, v := range verbs {
+		if err := h.access.Check(ctx, auth.Attributes{Verb: v, Resource: auth.Releases, Namespace: ns, Name: name}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// toRequest builds the Helm request, after checking that the caller may do
+// verbs on the release, reading credentials from their Secret.
+func (h *handler) toRequest(ctx context.Context, b installRequest, verbs ...string) (release.Request, error) {
+	b.Namespace = h.namespace(ctx, b.Namespace)
 	var timeout time.Duration
 	if b.Timeout != "" {
 		d, err := time.ParseDuration(b.Timeout)
@@ -115,6 +147,9 @@ func (h *handler) toRequest(ctx context.Context, b installRequest) (release.Requ
 		Timeout: timeout, Upgrade: b.Upgrade,
 	}
 	if err := h.in.Check(req); err != nil {
+		return release.Request{}, err
+	}
+	if err := h.authorize(ctx, req.Namespace, req.ReleaseName, verbs...); err != nil {
 		return release.Request{}, err
 	}
 	if b.CredentialsSecret != "" {
@@ -194,7 +229,7 @@ func (h *handler) install(w http.ResponseWriter, r *http.Request) {
 	if b.ReleaseName == "" && b.ChartName != "" {
 		b.ReleaseName = derivedName(b.ChartName, uuid.NewString())
 	}
-	req, err := h.toRequest(r.Context(), b)
+	req, err := h.toRequest(r.Context(), b, installVerbs(b)...)
 	if err != nil {
 		problem.Write(w, err)
 		return
@@ -210,6 +245,15 @@ func (h *handler) install(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 	}
 	function.WriteJSON(w, status, installAnswer{Release: rel, Expose: b.Expose})
+}
+
+// installVerbs are what an install request needs: create, and update when it
+// may upgrade a release that is there.
+func installVerbs(b installRequest) []string {
+	if b.Upgrade {
+		return []string{"create", "update"}
+	}
+	return []string{"create"}
 }
 
 func boolParam(r *http.Request, name string) (bool, error) {
@@ -230,7 +274,7 @@ func (h *handler) upgrade(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, err)
 		return
 	}
-	req, err := h.toRequest(r.Context(), b)
+	req, err := h.toRequest(r.Context(), b, "update")
 	if err != nil {
 		problem.Write(w, err)
 		return
@@ -266,8 +310,10 @@ func (h *handler) deleteRelease(w http.ResponseWriter, r *http.Request) {
 // uninstall removes the release (idempotently) and emits release.uninstalled to
 // K_SINK, so that the release's ports are freed whichever way it was asked.
 func (h *handler) uninstall(w http.ResponseWriter, r *http.Request, b deleteRequest) {
-	if b.Namespace == "" {
-		b.Namespace = h.defaultNS
+	b.Namespace = h.namespace(r.Context(), b.Namespace)
+	if err := h.authorize(r.Context(), b.Namespace, b.ReleaseName, "delete"); err != nil {
+		problem.Write(w, err)
+		return
 	}
 	rel, _, err := h.in.Uninstall(r.Context(), b.Namespace, b.ReleaseName, 0)
 	if err != nil {
@@ -286,6 +332,7 @@ func uninstalledEvent(rel release.Release, cause string) event.Event {
 	e := event.New()
 	e.SetType(events.ReleaseUninstalled)
 	e.SetSubject(rel.Namespace + "/" + rel.Name)
+	e.SetExtension(auth.ExtensionTenant, rel.Namespace)
 	if cause != "" {
 		e.SetExtension("berthcause", cause)
 	}
@@ -299,7 +346,17 @@ func eventRelease(r release.Release) events.Release {
 }
 
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
-	items, err := h.in.List(r.Context(), r.URL.Query().Get("namespace"))
+	ns := r.URL.Query().Get("namespace")
+	if ns != "" {
+		if err := h.authorize(r.Context(), ns, "", "list"); err != nil {
+			problem.Write(w, err)
+			return
+		}
+	}
+	items, err := h.in.List(r.Context(), ns)
+	if err == nil {
+		items, err = auth.Visible(r.Context(), h.access, auth.Releases, items, func(r release.Release) string { return r.Namespace })
+	}
 	if err != nil {
 		problem.Write(w, err)
 		return
@@ -308,6 +365,10 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) status(w http.ResponseWriter, r *http.Request) {
+	if err := h.authorize(r.Context(), r.PathValue("namespace"), r.PathValue("name"), "get"); err != nil {
+		problem.Write(w, err)
+		return
+	}
 	d, err := h.in.Status(r.Context(), r.PathValue("namespace"), r.PathValue("name"))
 	if err != nil {
 		problem.Write(w, err)
@@ -317,6 +378,10 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) history(w http.ResponseWriter, r *http.Request) {
+	if err := h.authorize(r.Context(), r.PathValue("namespace"), r.PathValue("name"), "get"); err != nil {
+		problem.Write(w, err)
+		return
+	}
 	items, err := h.in.History(r.Context(), r.PathValue("namespace"), r.PathValue("name"))
 	if err != nil {
 		problem.Write(w, err)
@@ -333,6 +398,10 @@ type rollbackRequest struct {
 }
 
 func (h *handler) rollback(w http.ResponseWriter, r *http.Request) {
+	if err := h.authorize(r.Context(), r.PathValue("namespace"), r.PathValue("name"), "update"); err != nil {
+		problem.Write(w, err)
+		return
+	}
 	var b rollbackRequest
 	if r.ContentLength != 0 {
 		if err := function.DecodeJSON(r, &b); err != nil {
@@ -370,7 +439,7 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 			// A redelivery of the same event names the same release.
 			b.ReleaseName = derivedName(b.ChartName, e.Source()+"\x00"+e.ID())
 		}
-		req, err := h.toRequest(ctx, b)
+		req, err := h.toRequest(ctx, b, installVerbs(b)...)
 		if err != nil {
 			return function.Reply(e, events.InstallFailed, err)
 		}
@@ -392,8 +461,9 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 		if err := function.DecodeData(e.Data(), &b); err != nil {
 			return function.Reply(e, events.InstallFailed, err)
 		}
-		if b.Namespace == "" {
-			b.Namespace = h.defaultNS
+		b.Namespace = h.namespace(ctx, b.Namespace)
+		if err := h.authorize(ctx, b.Namespace, b.ReleaseName, "delete"); err != nil {
+			return function.Reply(e, events.InstallFailed, err)
 		}
 		rel, _, err := h.in.Uninstall(ctx, b.Namespace, b.ReleaseName, 0)
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/berth-dev/berth/pkg/chartrepo"
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
@@ -45,6 +46,13 @@ func (w withCharts) Run() int {
 	return w.m.Run()
 }
 
+// allowAll lets every caller do everything: these tests are about what each
+// operation does; the tenancy test (pkg/localrun) is about who may do it.
+type allowAll struct{}
+
+func (allowAll) Check(context.Context, auth.Attributes) error           { return nil }
+func (allowAll) Allowed(context.Context, auth.Attributes) (bool, error) { return true, nil }
+
 func TestMain(m *testing.M) { os.Exit(controlplane.RunTests(withCharts{m}, &cp)) }
 
 // serve runs install over real HTTP for a fresh allowed namespace; sink, when
@@ -66,7 +74,7 @@ func serve(t testing.TB, sink string) (string, string) {
 		cfg.Sink = function.URL{URL: u}
 	}
 	log := slog.New(slog.DiscardHandler)
-	h := newHandler(cfg, cp.Config, cp.Client, log)
+	h := newHandler(cfg, cp.Config, cp.Client, allowAll{}, log)
 	s := function.NewServer(cfg.Config, function.Function{Name: "install", API: h.routes(), Events: h.event}, log)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)

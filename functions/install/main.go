@@ -16,7 +16,8 @@ func main() {
 		if err != nil {
 			return function.Function{}, err
 		}
-		h := newHandler(cfg, c.REST, c.Core, log)
-		return function.Function{API: h.routes(), Events: h.event}, nil
+		guard := cfg.GuardSettings.New(c.Core)
+		h := newHandler(cfg, c.REST, c.Core, guard, log)
+		return function.Function{API: h.routes(), Events: h.event, Gate: guard}, nil
 	})
 }

@@ -6,6 +6,7 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/function"
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/reservation"
@@ -15,25 +16,38 @@ import (
 type Config struct {
 	function.Config
 	kube.ClientSettings
+	auth.GuardSettings
 	reservation.Settings
 	// SharedIPAnnotations are set on every shared-IP LoadBalancer Service, as
 	// key:value pairs separated by commas; "{ip}" in a value becomes the entry
 	// point's address. The default suits MetalLB.
 	SharedIPAnnotations map[string]string `envconfig:"SHARED_IP_ANNOTATIONS" default:"metallb.io/allow-shared-ip:berth,metallb.io/loadBalancerIPs:{ip}"`
+	// AllowedNamespaces are the namespaces whose Services may be exposed, comma
+	// separated: install's ALLOWED_NAMESPACES, read from the same setting.
+	AllowedNamespaces []string `split_words:"true" required:"true"`
 	// DefaultServiceNamespace is the target namespace of seed-style requests
-	// that name none.
-	DefaultServiceNamespace string `split_words:"true" default:"default"`
+	// that name none. Empty: the caller's own namespace, else the first of
+	// AllowedNamespaces (where install puts releases that name none).
+	DefaultServiceNamespace string `split_words:"true"`
 }
 
 // Validate reports values that parse but cannot work.
 func (c Config) Validate() error {
-	errs := []error{c.Config.Validate(), c.ClientSettings.Validate(), c.Settings.Validate()}
+	errs := []error{c.Config.Validate(), c.ClientSettings.Validate(), c.GuardSettings.Validate(), c.Settings.Validate()}
 	for k := range c.SharedIPAnnotations {
 		if msgs := validation.IsQualifiedName(k); len(msgs) > 0 {
 			errs = append(errs, fmt.Errorf("SHARED_IP_ANNOTATIONS: %q is not an annotation key", k))
 		}
 	}
-	if len(validation.IsDNS1123Label(c.DefaultServiceNamespace)) > 0 {
+	for _, ns := range c.AllowedNamespaces {
+		if len(validation.IsDNS1123Label(ns)) > 0 {
+			errs = append(errs, fmt.Errorf("ALLOWED_NAMESPACES: %q is not a namespace name", ns))
+		}
+	}
+	if len(c.AllowedNamespaces) == 0 {
+		errs = append(errs, errors.New("ALLOWED_NAMESPACES must name at least one namespace"))
+	}
+	if c.DefaultServiceNamespace != "" && len(validation.IsDNS1123Label(c.DefaultServiceNamespace)) > 0 {
 		errs = append(errs, fmt.Errorf("DEFAULT_SERVICE_NAMESPACE=%q: not a namespace name", c.DefaultServiceNamespace))
 	}
 	return errors.Join(errs...)

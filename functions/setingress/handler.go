@@ -4,14 +4,18 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
+	"strings"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/expose"
@@ -24,14 +28,25 @@ import (
 var (
 	errUnexpectedEvent = problem.New(problem.ErrInvalid, "setingress does not consume this event type")
 	errNoIntent        = problem.New(problem.ErrInvalid, "port.reserved carries no expose intent and release")
+	errNamespace       = problem.New(problem.ErrForbidden, "the target Service's namespace is not in ALLOWED_NAMESPACES")
+	errForeignOwner    = problem.New(problem.ErrForbidden, "an exposure's owner must be in its target Service's namespace")
 )
+
+// access authorizes the caller of a request: auth.Guard.
+type access interface {
+	Check(ctx context.Context, a auth.Attributes) error
+	Allowed(ctx context.Context, a auth.Attributes) (bool, error)
+}
 
 type handler struct {
 	exp       *expose.Exposer
+	ports     *reservation.Service
+	access    access
+	allowed   []string
 	defaultNS string
 }
 
-func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface) *handler {
+func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac access) *handler {
 	backends := map[string]expose.Backend{
 		entrypoint.BackendIngressNginx: &expose.IngressNginxBackend{Core: core, Backoff: expose.DefaultBackoff},
 		entrypoint.BackendSharedIP:     &expose.SharedIPBackend{Core: core, Annotations: cfg.SharedIPAnnotations, Backoff: expose.DefaultBackoff},
@@ -39,10 +54,45 @@ func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interfac
 	if gw != nil {
 		backends[entrypoint.BackendGatewayAPI] = &expose.GatewayBackend{Client: gw, Backoff: expose.DefaultBackoff}
 	}
+	ports := cfg.Settings.New(core, gw)
 	return &handler{
-		exp:       &expose.Exposer{Core: core, Ports: cfg.Settings.New(core, gw), Backends: backends, Backoff: expose.DefaultBackoff},
-		defaultNS: cfg.DefaultServiceNamespace,
+		exp:    &expose.Exposer{Core: core, Ports: ports, Backends: backends, Backoff: expose.DefaultBackoff},
+		ports:  ports, access: ac, allowed: cfg.AllowedNamespaces, defaultNS: cfg.DefaultServiceNamespace,
 	}
+}
+
+// authorize checks an exposure request before anything is read or written: the
+// target's namespace is allowed, the caller may create exposures there, and
+// the owner, if named, lives there.
+func (h *handler) authorize(ctx context.Context, req expose.Request) error {
+	ns := req.Target.Namespace
+	if len(validation.IsDNS1123Label(ns)) > 0 {
+		return fmt.Errorf("%w: serviceNamespace %q is not a namespace name", expose.ErrBadRequest, problem.Clip(ns))
+	}
+	if !slices.Contains(h.allowed, ns) {
+		return fmt.Errorf("%w: %q", errNamespace, problem.Clip(ns))
+	}
+	if req.Owner != "" {
+		if err := portalloc.ValidateOwner(req.Owner); err != nil {
+			return err
+		}
+		ons, err := portalloc.OwnerNamespace(req.Owner)
+		if err != nil {
+			return err
+		}
+		if ons != ns {
+			return fmt.Errorf("%w: owner in %s, Service in %s", errForeignOwner, ons, ns)
+		}
+	}
+	return h.access.Check(ctx, auth.Attributes{Verb: "create", Resource: auth.Exposures, Namespace: ns, Name: req.Target.Name})
+}
+
+// expose authorizes and makes one exposure.
+func (h *handler) expose(ctx context.Context, req expose.Request) (expose.Endpoint, error) {
+	if err := h.authorize(ctx, req); err != nil {
+		return expose.Endpoint{}, err
+	}
+	return h.exp.Expose(ctx, req)
 }
 
 func (h *handler) routes() http.Handler {
@@ -70,9 +120,18 @@ type exposeRequest struct {
 	Proxy            expose.Proxy       `json:"proxy"`
 }
 
-func (h *handler) toRequest(b exposeRequest) expose.Request {
+// toRequest builds the exposure request. A request that names no namespace
+// is for DEFAULT_SERVICE_NAMESPACE, else the caller's own namespace, else the
+// first of ALLOWED_NAMESPACES.
+func (h *handler) toRequest(ctx context.Context, b exposeRequest) expose.Request {
 	if b.ServiceNamespace == "" {
 		b.ServiceNamespace = h.defaultNS
+	}
+	if b.ServiceNamespace == "" {
+		b.ServiceNamespace = auth.HomeNamespace(ctx)
+	}
+	if b.ServiceNamespace == "" && len(h.allowed) > 0 {
+		b.ServiceNamespace = h.allowed[0]
 	}
 	return expose.Request{
 		Target: expose.Target{Namespace: b.ServiceNamespace, Name: b.ServiceName, Port: b.ServicePort, Protocol: portalloc.Protocol(b.Protocol)},
@@ -105,7 +164,7 @@ func (h *handler) seedPost(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *handler) seed(w http.ResponseWriter, r *http.Request, b exposeRequest) {
-	end, err := h.exp.Expose(r.Context(), h.toRequest(b))
+	end, err := h.expose(r.Context(), h.toRequest(r.Context(), b))
 	if err != nil {
 		problem.Write(w, err)
 		return
@@ -119,7 +178,7 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, err)
 		return
 	}
-	end, err := h.exp.Expose(r.Context(), h.toRequest(b))
+	end, err := h.expose(r.Context(), h.toRequest(r.Context(), b))
 	if err != nil {
 		problem.Write(w, err)
 		return
@@ -130,6 +189,9 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	items, err := h.exp.List(r.Context(), reservation.Filter{EntryPoint: q.Get("entryPoint"), Owner: q.Get("owner")})
+	if err == nil {
+		items, err = auth.Visible(r.Context(), h.access, auth.Exposures, items, serviceNamespace)
+	}
 	if err != nil {
 		problem.Write(w, err)
 		return
@@ -137,8 +199,16 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	function.WriteJSON(w, http.StatusOK, map[string]any{"items": items})
 }
 
+// serviceNamespace is the namespace an exposure routes to.
+func serviceNamespace(e expose.Endpoint) string {
+	ns, _, _ := strings.Cut(e.Service, "/")
+	return ns
+}
+
 // remove is DELETE /exposures/{entryPoint}/{protocol}/{port}[?owner=]: it
-// unexposes and releases the port; 204 also when nothing was exposed there.
+// unexposes and releases the port; 204 also when nothing was exposed there. A
+// held port is removed only for a caller who may delete exposures in its
+// owner's namespace.
 func (h *handler) remove(w http.ResponseWriter, r *http.Request) {
 	proto, err := portalloc.ParseProtocol(r.PathValue("protocol"))
 	if err != nil {
@@ -157,7 +227,27 @@ func (h *handler) remove(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if err := h.exp.Unexpose(r.Context(), r.PathValue("entryPoint"), portalloc.Key{Protocol: proto, Port: port}, owner); err != nil {
+	id, k := r.PathValue("entryPoint"), portalloc.Key{Protocol: proto, Port: port}
+	held, err := h.ports.Holder(r.Context(), id, k)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	if held == "" {
+		w.WriteHeader(http.StatusNoContent)
+		return
+	}
+	if owner != "" && owner != held {
+		problem.Write(w, fmt.Errorf("%w: %s on %s", portalloc.ErrHeld, k, id))
+		return
+	}
+	ns, _ := portalloc.OwnerNamespace(held)
+	if err := h.access.Check(r.Context(), auth.Attributes{Verb: "delete", Resource: auth.Exposures, Namespace: ns}); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	// Unexposed only if the same owner still holds it.
+	if err := h.exp.Unexpose(r.Context(), id, k, held); err != nil {
 		problem.Write(w, err)
 		return
 	}
@@ -171,6 +261,9 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 	case events.ReleaseUninstalled:
 		var in events.ReleaseUninstalledData
 		if err := function.DecodeData(e.Data(), &in); err != nil {
+			return function.Reply(e, events.EndpointFailed, err)
+		}
+		if err := h.access.Check(ctx, auth.Attributes{Verb: "delete", Resource: auth.Exposures, Namespace: in.Release.Namespace}); err != nil {
 			return function.Reply(e, events.EndpointFailed, err)
 		}
 		n, err := h.exp.UnexposeOwner(ctx, in.Release.Owner())
@@ -194,7 +287,7 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 	if err != nil {
 		return function.Reply(e, events.EndpointFailed, err)
 	}
-	end, err := h.exp.Expose(ctx, expose.Request{Target: t, Owner: in.Owner, EntryPoint: in.EntryPoint, Port: in.Port})
+	end, err := h.expose(ctx, expose.Request{Target: t, Owner: in.Owner, EntryPoint: in.EntryPoint, Port: in.Port})
 	if err != nil {
 		return function.Reply(e, events.EndpointFailed, err)
 	}

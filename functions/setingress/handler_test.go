@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
@@ -26,6 +27,13 @@ import (
 )
 
 var cp *controlplane.ControlPlane
+
+// allowAll lets every caller do everything: these tests are about what each
+// operation does; the tenancy test (pkg/localrun) is about who may do it.
+type allowAll struct{}
+
+func (allowAll) Check(context.Context, auth.Attributes) error           { return nil }
+func (allowAll) Allowed(context.Context, auth.Attributes) (bool, error) { return true, nil }
 
 func TestMain(m *testing.M) { os.Exit(controlplane.RunTests(m, &cp)) }
 
@@ -50,9 +58,9 @@ func serve(t *testing.T) (string, string) {
 		Config: function.Config{MaxRequestBytes: 2048},
 		Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute,
 			TCPServicesConfigMap: "tcp-services", UDPServicesConfigMap: "udp-services"},
-		DefaultServiceNamespace: ns,
+		DefaultServiceNamespace: ns, AllowedNamespaces: []string{ns},
 	}
-	h := newHandler(cfg, cp.Client, nil)
+	h := newHandler(cfg, cp.Client, nil, allowAll{})
 	s := function.NewServer(cfg.Config, function.Function{Name: "setingress", API: h.routes(), Events: h.event}, slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
@@ -236,6 +244,7 @@ func TestEventChain(t *testing.T) {
 
 func TestConfig(t *testing.T) {
 	t.Setenv("LOAD_BALANCER_NAMESPACE", "ingress")
+	t.Setenv("ALLOWED_NAMESPACES", "apps")
 	t.Setenv("SHARED_IP_ANNOTATIONS", "bad key!:x")
 	var cfg Config
 	if err := function.Load(&cfg); err == nil || !strings.Contains(err.Error(), "SHARED_IP_ANNOTATIONS") {

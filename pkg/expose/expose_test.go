@@ -118,7 +118,7 @@ func TestExposeReapplyUnexpose(t *testing.T) {
 				if err != nil {
 					t.Fatalf("Expose %s: %v", tc.proto, err)
 				}
-				if end.Backend != backend || end.Owner != f.ns+"/gw-1" || end.Protocol != tc.proto {
+				if end.Backend != backend || !strings.HasPrefix(end.Owner, f.ns+"/gw-1:") || end.Protocol != tc.proto {
 					t.Errorf("Expose = %+v", end)
 				}
 				if !strings.Contains(f.endpointAnnotation(t, "gw-1"), end.String()) {
@@ -134,7 +134,7 @@ func TestExposeReapplyUnexpose(t *testing.T) {
 				}
 				checkRouted(t, f, backend, end, true)
 			}
-			eps, _ := f.exp.List(ctx, reservation.Filter{Owner: f.ns + "/gw-1"})
+			eps, _ := f.exp.List(ctx, reservation.Filter{EntryPoint: f.ep})
 			if len(eps) != 2 || eps[0].Backend != backend {
 				t.Fatalf("List = %+v, want 2 bound endpoints through %s", eps, backend)
 			}

@@ -43,7 +43,8 @@ type Exposer struct {
 // Request asks for a Service port to be exposed.
 type Request struct {
 	Target Target
-	// Owner holds the port; by default namespace/name of the target Service.
+	// Owner holds the port; by default <namespace>/<service>:<port>, one owner per
+	// Service port, so that each port of a Service gets its own public port.
 	Owner string
 	// EntryPoint and Port name a reservation already made (by getport); without
 	// them a port is reserved here, on the entry point with address LBIP if set.
@@ -80,11 +81,10 @@ func (r *Request) validate() error {
 	if err := r.Target.Validate(); err != nil {
 		return err
 	}
-	if r.Owner == "" {
-		r.Owner = r.Target.NamespacedName()
-	}
-	if err := portalloc.ValidateOwner(r.Owner); err != nil {
-		return err
+	if r.Owner != "" {
+		if err := portalloc.ValidateOwner(r.Owner); err != nil {
+			return err
+		}
 	}
 	if r.Port != 0 && (r.Port < 1 || r.Port > 65535 || r.EntryPoint == "") {
 		return fmt.Errorf("%w: a reserved port needs its entryPoint and must be 1-65535", ErrBadRequest)
@@ -110,6 +110,9 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 	t, err := resolve(ctx, e.Core, req.Target)
 	if err != nil {
 		return Endpoint{}, err
+	}
+	if req.Owner == "" {
+		req.Owner = DefaultOwner(t.Namespace, t.Name, t.ServicePort.Port)
 	}
 	id, key := req.EntryPoint, portalloc.Key{Protocol: req.Target.Protocol, Port: req.Port}
 	var ep entrypoint.EntryPoint
@@ -145,6 +148,11 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 		return Endpoint{}, err
 	}
 	return end, nil
+}
+
+// DefaultOwner is the owner of an exposure that names none: one per Service port.
+func DefaultOwner(namespace, service string, port int32) string {
+	return namespace + "/" + service + ":" + strconv.Itoa(int(port))
 }
 
 // annotate adds or removes one endpoint in the target's berth.dev/endpoint

@@ -15,6 +15,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/problem"
 )
 
@@ -36,6 +37,7 @@ type receiver struct {
 	cfg    Config
 	name   string
 	handle EventHandler
+	gate   Gate
 	sink   *Emitter
 }
 
@@ -90,6 +92,13 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	log := Logger(ctx).With("ce.id", e.ID(), "ce.type", e.Type(), "ce.source", e.Source())
 	ctx = WithLogger(ctx, log)
+	if rc.gate != nil {
+		if ctx, err = rc.gate.AuthorizeDelivery(ctx, *e); err != nil {
+			status := problem.Write(w, err)
+			log.Warn("event delivery refused", "status", status, "error", err.Error())
+			return
+		}
+	}
 
 	reply, err := rc.handle(ctx, *e)
 	if err != nil {
@@ -100,6 +109,12 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if reply == nil {
 		w.WriteHeader(http.StatusAccepted)
 		return
+	}
+	if t, ok := e.Extensions()[auth.ExtensionTenant]; ok {
+		if _, set := reply.Extensions()[auth.ExtensionTenant]; !set {
+			// A reply acts in its cause's tenant, so the chain stays in it.
+			reply.SetExtension(auth.ExtensionTenant, t)
+		}
 	}
 	complete(reply, rc.name, rc.cfg.CEOverrides)
 	if err := reply.Validate(); err != nil {

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"github.com/cloudevents/sdk-go/v2/event"
 	"io"
 	"log/slog"
 	"net/http"
@@ -35,11 +36,32 @@ func TestMain(m *testing.M) {
 				time.Sleep(time.Second)
 				io.WriteString(w, spec.Greeting)
 			})
-			return Function{API: mux}, nil
+			if os.Getenv("CHILD_NO_GATE") == "1" {
+				return Function{API: mux}, nil
+			}
+			return Function{API: mux, Gate: openGate{}}, nil
 		})
 		return
 	}
 	os.Exit(m.Run())
+}
+
+// openGate lets every request in: these tests are about the runtime, and
+// pkg/auth's Guard is tested against a real API server.
+type openGate struct{}
+
+func (openGate) Authenticate(r *http.Request) (context.Context, error) { return r.Context(), nil }
+func (openGate) AuthorizeDelivery(ctx context.Context, _ event.Event) (context.Context, error) {
+	return ctx, nil
+}
+
+func TestMainRefusesAFunctionWithoutGate(t *testing.T) {
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), childEnv+"=1", "CHILD_NO_GATE=1", "PORT=0")
+	out, err := cmd.CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "must authenticate") {
+		t.Errorf("a function without a Gate: %v, %s; want it to refuse to start", err, out)
+	}
 }
 
 func child(t *testing.T, env ...string) *exec.Cmd {

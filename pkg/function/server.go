@@ -18,6 +18,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
+
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/problem"
 )
 
@@ -29,6 +32,19 @@ type Function struct {
 	API http.Handler
 	// Events handles CloudEvents posted to "/". May be nil.
 	Events EventHandler
+	// Gate authenticates every request but /healthz and /readyz, and
+	// authorizes event deliveries. Every function's Main sets it.
+	Gate Gate
+}
+
+// Gate is who may call a function: auth.Guard.
+type Gate interface {
+	// Authenticate verifies the request's credentials and returns its context
+	// with the caller in it.
+	Authenticate(r *http.Request) (context.Context, error)
+	// AuthorizeDelivery checks that the caller may deliver e, and returns the
+	// context the handler runs with.
+	AuthorizeDelivery(ctx context.Context, e event.Event) (context.Context, error)
 }
 
 // Server serves one Function.
@@ -48,7 +64,7 @@ func NewServer(cfg Config, fn Function, log *slog.Logger) *Server {
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusOK) })
 	mux.HandleFunc("GET /readyz", s.ready)
 	if fn.Events != nil {
-		mux.Handle("POST /{$}", &receiver{cfg: cfg, name: fn.Name, handle: fn.Events, sink: NewEmitter(cfg, fn.Name)})
+		mux.Handle("POST /{$}", &receiver{cfg: cfg, name: fn.Name, handle: fn.Events, gate: fn.Gate, sink: NewEmitter(cfg, fn.Name)})
 	}
 	if fn.API != nil {
 		mux.Handle("/", fn.API)
@@ -117,6 +133,20 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		r = r.WithContext(WithLogger(r.Context(), log))
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes)
 		sw := &statusWriter{ResponseWriter: w}
+		if s.fn.Gate != nil {
+			ctx, err := s.fn.Gate.Authenticate(r)
+			if err != nil {
+				status := problem.Write(sw, err)
+				log.Info("request", "method", r.Method, "path", r.URL.Path, "status", status, "error", err.Error(),
+					"duration_ms", float64(time.Since(start).Microseconds())/1000)
+				return
+			}
+			r = r.WithContext(ctx)
+			if c, ok := auth.CallerFrom(ctx); ok {
+				log = log.With("user", c.User.GetName())
+				r = r.WithContext(WithLogger(ctx, log))
+			}
+		}
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -190,6 +220,9 @@ func run(name string, spec Spec, build func(context.Context, *slog.Logger) (Func
 		return err
 	}
 	fn.Name = name
+	if fn.Gate == nil {
+		return errors.New("a function must authenticate its callers: build returned no Gate")
+	}
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen on %s=%d: %w", EnvPort, cfg.Port, err)

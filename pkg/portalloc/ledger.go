@@ -17,6 +17,8 @@ import (
 	"time"
 	"unicode"
 
+	"k8s.io/apimachinery/pkg/util/validation"
+
 	"github.com/berth-dev/berth/pkg/problem"
 )
 
@@ -40,9 +42,13 @@ func ParseProtocol(s string) (Protocol, error) {
 	return "", fmt.Errorf("%w: %q", ErrBadProtocol, problem.Clip(s))
 }
 
-// ValidateOwner checks an owner key: namespace/release, or any caller's key.
+// MaxOwnerBytes bounds an owner key, so that a full range of owners still fits
+// in one ledger ConfigMap.
+const MaxOwnerBytes = 136
+
+// ValidateOwner checks an owner key: namespace/name, or (inside berth) any key.
 func ValidateOwner(owner string) error {
-	if owner == "" || len(owner) > 253 {
+	if owner == "" || len(owner) > MaxOwnerBytes {
 		return ErrBadOwner
 	}
 	for _, r := range owner {
@@ -51,6 +57,33 @@ func ValidateOwner(owner string) error {
 		}
 	}
 	return nil
+}
+
+// OwnerNamespace returns the namespace an owner key lives in: the owner is
+// <namespace>/<name>, with a namespace name and a name of 1-72 letters, digits
+// and '-', '.', '_' or ':' (a Service name, ':' and a port number fit).
+func OwnerNamespace(owner string) (string, error) {
+	ns, name, ok := strings.Cut(owner, "/")
+	if !ok || len(validation.IsDNS1123Label(ns)) > 0 || name == "" || len(name) > 72 {
+		return "", fmt.Errorf("%w: %q", ErrOwnerNamespace, problem.Clip(owner))
+	}
+	for _, r := range name {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || strings.ContainsRune("-._:", r)) {
+			return "", fmt.Errorf("%w: %q", ErrOwnerNamespace, problem.Clip(owner))
+		}
+	}
+	return ns, nil
+}
+
+// Held counts the live entries of owners in namespace ns.
+func (l *Ledger) Held(ns string, now time.Time) int {
+	n := 0
+	for _, e := range l.Entries {
+		if !e.Expired(now) && strings.HasPrefix(e.Owner, ns+"/") {
+			n++
+		}
+	}
+	return n
 }
 
 // Range is an inclusive range of ports.
@@ -245,6 +278,8 @@ func (l *Ledger) Bind(k Key, owner, service string, now time.Time) (Entry, error
 		return Entry{}, fmt.Errorf("%w: %s", ErrHeld, k)
 	case e.State == Bound && e.Service == service:
 		return e, nil
+	case e.State == Bound:
+		return Entry{}, fmt.Errorf("%w: %s routes to %s", ErrRebind, k, e.Service)
 	}
 	e = Entry{Owner: owner, State: Bound, Since: now.Unix(), Service: service}
 	l.Entries[k] = e

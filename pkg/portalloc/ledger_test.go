@@ -33,7 +33,7 @@ func TestParseProtocol(t *testing.T) {
 }
 
 func TestValidateOwner(t *testing.T) {
-	for _, bad := range []string{"", strings.Repeat("a", 254), "a b", "a\nb", "a\x00"} {
+	for _, bad := range []string{"", strings.Repeat("a", 137), "a b", "a\nb", "a\x00"} {
 		if err := ValidateOwner(bad); !errors.Is(err, ErrBadOwner) {
 			t.Errorf("ValidateOwner(%q) = %v, want ErrBadOwner", bad, err)
 		}
@@ -42,6 +42,30 @@ func TestValidateOwner(t *testing.T) {
 		if err := ValidateOwner(good); err != nil {
 			t.Errorf("ValidateOwner(%q) = %v, want nil", good, err)
 		}
+	}
+}
+
+func TestOwnerNamespace(t *testing.T) {
+	for _, bad := range []string{"", "gw", "/gw", "ns/", "NS/gw", "ns/g w", "ns/a/b", "-ns/gw", "ns/" + strings.Repeat("a", 73), strings.Repeat("n", 64) + "/gw", "ns/gw;rm"} {
+		if _, err := OwnerNamespace(bad); !errors.Is(err, ErrOwnerNamespace) {
+			t.Errorf("OwnerNamespace(%q) = %v, want ErrOwnerNamespace", bad, err)
+		}
+	}
+	for owner, want := range map[string]string{"tenant-a/gw": "tenant-a", "ns/svc:8080": "ns", "ns/getport-0f1e.x_y": "ns"} {
+		if got, err := OwnerNamespace(owner); got != want || err != nil {
+			t.Errorf("OwnerNamespace(%q) = %q, %v; want %q", owner, got, err, want)
+		}
+	}
+}
+
+func TestHeld(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := &Ledger{Entries: map[Key]Entry{
+		{TCP, 1}: {Owner: "a/x", State: Bound}, {UDP, 1}: {Owner: "a/x", State: Bound},
+		{TCP, 2}: {Owner: "a/y", State: Reserved, Expires: 999}, {TCP, 3}: {Owner: "ab/x", State: Bound},
+	}}
+	if got := l.Held("a", now); got != 2 {
+		t.Errorf("Held(a) = %d, want 2 (a lapsed reservation and another namespace's prefix do not count)", got)
 	}
 }
 
@@ -136,6 +160,12 @@ func TestReleaseAndBind(t *testing.T) {
 	e, err := l.Bind(k, "a", "ns/svc", t0)
 	if err != nil || e.State != Bound || e.Expires != 0 || e.Service != "ns/svc" {
 		t.Fatalf("Bind = %+v, %v; want bound to ns/svc without expiry", e, err)
+	}
+	if again, err := l.Bind(k, "a", "ns/svc", t0); err != nil || again != e {
+		t.Errorf("Bind again = %+v, %v; want the same entry", again, err)
+	}
+	if _, err := l.Bind(k, "a", "ns/other", t0); !errors.Is(err, ErrRebind) {
+		t.Errorf("Bind to another Service = %v, want ErrRebind", err)
 	}
 	if got := l.Expire(t0.Add(time.Hour)); len(got) != 0 {
 		t.Errorf("Expire removed bound entries %v", got)

@@ -15,8 +15,11 @@ import "errors"
 var (
 	// ErrInvalid is bad input: the request can never succeed as written (400).
 	ErrInvalid = errors.New("invalid request")
-	// ErrForbidden is a request that policy refuses: a namespace or chart source
-	// outside the allowlists (403).
+	// ErrUnauthenticated is a request without a valid bearer token for berth's
+	// audience (401).
+	ErrUnauthenticated = errors.New("unauthenticated")
+	// ErrForbidden is a request that policy or RBAC refuses: a namespace or chart
+	// source outside the allowlists, an operation the caller may not do, a quota (403).
 	ErrForbidden = errors.New("forbidden by policy")
 	// ErrNotFound is a named thing that does not exist (404).
 	ErrNotFound = errors.New("not found")
@@ -28,6 +31,9 @@ var (
 	ErrUnprocessable = errors.New("cannot be processed")
 	// ErrTooLarge is a request body over the configured bound (413).
 	ErrTooLarge = errors.New("request too large")
+	// ErrTooManyRequests is a caller over its request rate (429). An error that
+	// also has a RetryAfter() time.Duration method sets Retry-After.
+	ErrTooManyRequests = errors.New("too many requests")
 	// ErrUnavailable is a dependency that is missing or not answering (503).
 	ErrUnavailable = errors.New("dependency unavailable")
 )

@@ -4,7 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
+	"time"
 	"unicode/utf8"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -40,10 +43,12 @@ type row struct {
 var table = []row{
 	{ErrInvalid, http.StatusBadRequest, "invalid-request"},
 	{ErrTooLarge, http.StatusRequestEntityTooLarge, "request-too-large"},
+	{ErrUnauthenticated, http.StatusUnauthorized, "unauthenticated"},
 	{ErrForbidden, http.StatusForbidden, "forbidden"},
 	{ErrNotFound, http.StatusNotFound, "not-found"},
 	{ErrConflict, http.StatusConflict, "conflict"},
 	{ErrUnprocessable, http.StatusUnprocessableEntity, "unprocessable"},
+	{ErrTooManyRequests, http.StatusTooManyRequests, "too-many-requests"},
 	{ErrUnavailable, http.StatusServiceUnavailable, "unavailable"},
 }
 
@@ -96,9 +101,20 @@ func For(err error) Details {
 	return d
 }
 
-// Write answers err as a problem body and returns the status it wrote.
+// Write answers err as a problem body and returns the status it wrote. A 401
+// carries WWW-Authenticate: Bearer, and an error with a RetryAfter() method
+// sets Retry-After (whole seconds, at least 1).
 func Write(w http.ResponseWriter, err error) int {
 	d := For(err)
+	switch d.Status {
+	case http.StatusUnauthorized:
+		w.Header().Set("WWW-Authenticate", `Bearer realm="berth"`)
+	case http.StatusTooManyRequests:
+		var ra interface{ RetryAfter() time.Duration }
+		if errors.As(err, &ra) {
+			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(ra.RetryAfter().Seconds())))))
+		}
+	}
 	WriteDetails(w, d)
 	return d.Status
 }

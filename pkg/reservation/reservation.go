@@ -43,6 +43,9 @@ type Service struct {
 	Range       portalloc.Range
 	// TTL is how long a reservation that is never bound lives.
 	TTL time.Duration
+	// MaxPerNamespace bounds the ports the owners of one namespace hold, over
+	// all entry points; 0 is no bound. Owners without a namespace are not counted.
+	MaxPerNamespace int
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
 }
@@ -122,14 +125,14 @@ func (s *Service) Reserve(ctx context.Context, req Request) (Reservation, error)
 	now := s.now()
 	// Read each candidate's ledger: to find the owner's port, else to choose the
 	// entry point with the most free ports.
-	best, bestFree, bestTie := -1, -1, uint64(0)
+	best, bestFree, bestTie, holds := -1, -1, uint64(0), false
 	for i, ep := range cands {
 		l, err := s.Ledgers.Get(ctx, ref(ep))
 		if err != nil {
 			return Reservation{}, err
 		}
 		if _, e, ok := l.Find(req.Owner, proto); ok && !e.Expired(now) {
-			best = i
+			best, holds = i, true
 			break
 		}
 		free := l.Free(proto, s.Range, ep.InUse, now)
@@ -139,9 +142,24 @@ func (s *Service) Reserve(ctx context.Context, req Request) (Reservation, error)
 		}
 	}
 	ep := cands[best]
+	ns, others := "", 0
+	if s.MaxPerNamespace > 0 && !holds {
+		if ns, err = portalloc.OwnerNamespace(req.Owner); err != nil {
+			ns = ""
+		} else if others, err = s.heldElsewhere(ctx, ns, ep.ID(), now); err != nil {
+			return Reservation{}, err
+		}
+	}
 	var k portalloc.Key
 	var e portalloc.Entry
 	err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+		if ns != "" {
+			if _, e, ok := l.Find(req.Owner, proto); !ok || e.Expired(now) {
+				if n := others + l.Held(ns, now); n >= s.MaxPerNamespace {
+					return fmt.Errorf("%w: namespace %s holds %d ports, its bound is %d", portalloc.ErrQuota, ns, n, s.MaxPerNamespace)
+				}
+			}
+		}
 		var err error
 		k, e, err = l.Reserve(req.Owner, proto, s.Range, ep.InUse, now, s.TTL)
 		return err
@@ -150,6 +168,28 @@ func (s *Service) Reserve(ctx context.Context, req Request) (Reservation, error)
 		return Reservation{}, fmt.Errorf("reserve %s port on %s: %w", proto, ep.ID(), err)
 	}
 	return reservationOf(ep, k, e), nil
+}
+
+// heldElsewhere counts the ports namespace ns holds on entry points other than
+// the one with id skip. The count is read, not locked: owners of one namespace
+// reserving at once on different entry points may pass the bound by as many.
+func (s *Service) heldElsewhere(ctx context.Context, ns, skip string, now time.Time) (int, error) {
+	all, err := s.EntryPoints.List(ctx, false)
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, ep := range all {
+		if ep.ID() == skip {
+			continue
+		}
+		l, err := s.Ledgers.Get(ctx, ref(ep))
+		if err != nil {
+			return 0, err
+		}
+		n += l.Held(ns, now)
+	}
+	return n, nil
 }
 
 // tieBreak orders entry points with equally many free ports pseudo-randomly per
@@ -238,6 +278,24 @@ func (s *Service) Release(ctx context.Context, id string, k portalloc.Key, owner
 		return false, fmt.Errorf("release %s on %s: %w", k, id, err)
 	}
 	return released, nil
+}
+
+// Holder returns the owner holding port k on entry point id, or "" when the
+// port is free. The answer may be a moment old: act on it with Release(owner),
+// which refuses a port someone else holds by then.
+func (s *Service) Holder(ctx context.Context, id string, k portalloc.Key) (string, error) {
+	ep, err := s.EntryPoint(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	l, err := s.Ledgers.Get(ctx, ref(ep))
+	if err != nil {
+		return "", err
+	}
+	if e, ok := l.Entries[k]; ok && !e.Expired(s.now()) {
+		return e.Owner, nil
+	}
+	return "", nil
 }
 
 // Bind records that owner's port k on entry point id now routes to service

@@ -33,6 +33,9 @@ type Settings struct {
 	// they are read from the controller pods' --tcp/udp-services-configmap flags.
 	TCPServicesConfigMap string `envconfig:"TCP_SERVICES_CONFIGMAP"`
 	UDPServicesConfigMap string `envconfig:"UDP_SERVICES_CONFIGMAP"`
+	// MaxPortsPerNamespace bounds the ports one namespace's owners hold, over
+	// every entry point and both protocols (403 past it); 0 is no bound.
+	MaxPortsPerNamespace int `split_words:"true" default:"100"`
 }
 
 // Default reads the seed's variable names where the new ones are not set.
@@ -53,6 +56,9 @@ func (s Settings) Validate() error {
 	}
 	if err := s.Range().Validate(); err != nil {
 		errs = append(errs, fmt.Errorf("PORT_MIN, PORT_MAX: %w", err))
+	}
+	if s.MaxPortsPerNamespace < 0 {
+		errs = append(errs, fmt.Errorf("MAX_PORTS_PER_NAMESPACE=%d: must not be negative", s.MaxPortsPerNamespace))
 	}
 	if s.ReservationTTL <= 0 {
 		errs = append(errs, fmt.Errorf("RESERVATION_TTL=%s: must be positive", s.ReservationTTL))
@@ -79,5 +85,7 @@ func (s Settings) New(core kubernetes.Interface, gw gatewayclient.Interface) *Se
 		Services:    KubeServices{Client: core},
 		Range:       s.Range(),
 		TTL:         s.ReservationTTL,
+
+		MaxPerNamespace: s.MaxPortsPerNamespace,
 	}
 }

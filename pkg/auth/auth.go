@@ -1,0 +1,395 @@
+// Package auth decides who is calling berth and what they may do, the Kubernetes
+// way: a caller's bearer token is verified by TokenReview for berth's audience,
+// and each operation is authorized by SubjectAccessReview on resources of the API
+// group berth.dev in the namespace it touches. Both go through k8s.io/apiserver's
+// delegating authenticator and authorizer (what kube-rbac-proxy and
+// metrics-server use), which cache answers, denials included, for a short while.
+//
+// Event deliveries are authenticated the same way (Knative Eventing sends an OIDC
+// token, a ServiceAccount token for the subscriber's audience), authorized as
+// "create events.berth.dev" in berth's own namespace, and then confined to the
+// tenant namespace their berthtenant extension names: the Broker's EventPolicies
+// decide who may send an event for which tenant.
+package auth
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cloudevents/sdk-go/v2/event"
+	lru "github.com/hashicorp/golang-lru/v2"
+	"golang.org/x/time/rate"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	utilerrors "k8s.io/apimachinery/pkg/util/errors"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/authentication/authenticator"
+	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
+	"k8s.io/apiserver/pkg/authentication/serviceaccount"
+	"k8s.io/apiserver/pkg/authentication/user"
+	"k8s.io/apiserver/pkg/authorization/authorizer"
+	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/berth-dev/berth/pkg/problem"
+)
+
+// Group is the API group of berth's resources in RBAC rules. No API server
+// serves it: the rules exist to be asked about.
+const Group = "berth.dev"
+
+// The resources RBAC grants on, in the namespace an operation touches.
+const (
+	// Releases are Helm releases (create, update, delete, get, list).
+	Releases = "releases"
+	// Ports are reservations on entry points (create, delete, get, list).
+	Ports = "ports"
+	// Exposures are ports routed to Services (create, delete, get, list).
+	Exposures = "exposures"
+	// Events are event deliveries to berth's functions (create, in berth's own
+	// namespace): what Knative's Trigger identities are granted.
+	Events = "events"
+)
+
+// ExtensionTenant names the namespace an event acts in. The Broker's
+// EventPolicies let a tenant's ServiceAccounts send events only with their own
+// namespace here; the functions refuse an event whose data names another.
+const ExtensionTenant = "berthtenant"
+
+var (
+	// ErrNoToken is a request without a bearer token.
+	ErrNoToken = problem.New(problem.ErrUnauthenticated, "a bearer token for berth's audience is required")
+	// ErrBadToken is a token the API server did not accept for berth's audience.
+	ErrBadToken = problem.New(problem.ErrUnauthenticated, "the bearer token is not valid for berth's audience")
+	// ErrDenied is an operation RBAC does not grant the caller.
+	ErrDenied = problem.New(problem.ErrForbidden, "not allowed by RBAC")
+	// ErrWrongTenant is an event that acts in a namespace other than its tenant's.
+	ErrWrongTenant = problem.New(problem.ErrForbidden, "the event acts outside the namespace its berthtenant names")
+	// ErrReview is a TokenReview or SubjectAccessReview that could not be made.
+	ErrReview = problem.New(problem.ErrUnavailable, "the API server did not answer an access review")
+)
+
+// RateLimitedError is a caller over its request rate.
+type RateLimitedError struct{ After time.Duration }
+
+func (e *RateLimitedError) Error() string {
+	return fmt.Sprintf("request rate over the caller's limit; retry in %s", e.After.Round(time.Millisecond))
+}
+
+// Unwrap makes it a 429.
+func (e *RateLimitedError) Unwrap() error { return problem.ErrTooManyRequests }
+
+// RetryAfter is when the caller may try again.
+func (e *RateLimitedError) RetryAfter() time.Duration { return e.After }
+
+// GuardSettings are the authentication part of a function's configuration.
+type GuardSettings struct {
+	// AuthAudience is the audience a caller's token must be issued for
+	// (kubectl create token SA --audience berth, or a projected token).
+	AuthAudience string `split_words:"true" default:"berth"`
+	// AuthCacheTTL is how long a token review or an access review, allowed or
+	// denied, is reused before the API server is asked again.
+	AuthCacheTTL time.Duration `split_words:"true" default:"10s"`
+	// RateLimitQPS and RateLimitBurst are each caller's token bucket. berth's
+	// own ServiceAccounts (Knative's Trigger identities among them) are not limited.
+	RateLimitQPS   float64 `envconfig:"RATE_LIMIT_QPS" default:"20"`
+	RateLimitBurst int     `split_words:"true" default:"40"`
+	// SystemNamespace is where berth runs: event deliveries are authorized there.
+	SystemNamespace string `split_words:"true" default:"berth"`
+}
+
+// Validate reports values that parse but cannot work.
+func (s GuardSettings) Validate() error {
+	var errs []error
+	if s.AuthAudience == "" {
+		errs = append(errs, errors.New("AUTH_AUDIENCE must not be empty"))
+	}
+	if s.AuthCacheTTL <= 0 || s.AuthCacheTTL > 5*time.Minute {
+		errs = append(errs, fmt.Errorf("AUTH_CACHE_TTL=%s: want more than 0 and at most 5m", s.AuthCacheTTL))
+	}
+	if s.RateLimitQPS <= 0 || s.RateLimitBurst <= 0 {
+		errs = append(errs, errors.New("RATE_LIMIT_QPS and RATE_LIMIT_BURST must be positive"))
+	}
+	if len(validation.IsDNS1123Label(s.SystemNamespace)) > 0 {
+		errs = append(errs, fmt.Errorf("SYSTEM_NAMESPACE=%q is not a namespace name", s.SystemNamespace))
+	}
+	return errors.Join(errs...)
+}
+
+// maxCallers bounds the rate limiters kept, least recently used first out.
+const maxCallers = 10000
+
+// Guard authenticates requests and authorizes operations. It makes no request
+// and builds nothing until the first request needs it.
+type Guard struct {
+	s      GuardSettings
+	client kubernetes.Interface
+
+	once  sync.Once
+	authn authenticator.Request
+	authz authorizer.Authorizer
+	err   error
+
+	limiters *lru.Cache[string, *rate.Limiter]
+	mu       sync.Mutex
+}
+
+// New returns a Guard that asks the API server behind client.
+func (s GuardSettings) New(client kubernetes.Interface) *Guard {
+	l, _ := lru.New[string, *rate.Limiter](maxCallers)
+	return &Guard{s: s, client: client, limiters: l}
+}
+
+func (g *Guard) init() error {
+	g.once.Do(func() {
+		// One quick retry: a caller's request waits on these.
+		backoff := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 2}
+		g.authn, _, g.err = authenticatorfactory.DelegatingAuthenticatorConfig{
+			TokenAccessReviewClient:  g.client.AuthenticationV1(),
+			TokenAccessReviewTimeout: 10 * time.Second,
+			WebhookRetryBackoff:      &backoff,
+			CacheTTL:                 g.s.AuthCacheTTL,
+			APIAudiences:             authenticator.Audiences{g.s.AuthAudience},
+		}.New()
+		if g.err != nil {
+			return
+		}
+		g.authz, g.err = authorizerfactory.DelegatingAuthorizerConfig{
+			SubjectAccessReviewClient: g.client.AuthorizationV1(),
+			AllowCacheTTL:             g.s.AuthCacheTTL,
+			DenyCacheTTL:              g.s.AuthCacheTTL,
+			WebhookRetryBackoff:       &backoff,
+		}.New()
+	})
+	return g.err
+}
+
+// Caller is who a request acts for.
+type Caller struct {
+	User user.Info
+	// Delivery is set for an event delivery: the caller is the sender's
+	// (Knative's) identity, and the event may act only in Tenant.
+	Delivery bool
+	Tenant   string
+}
+
+type callerKey struct{}
+
+// WithCaller returns ctx carrying c.
+func WithCaller(ctx context.Context, c Caller) context.Context {
+	return context.WithValue(ctx, callerKey{}, c)
+}
+
+// CallerFrom returns the caller ctx carries.
+func CallerFrom(ctx context.Context) (Caller, bool) {
+	c, ok := ctx.Value(callerKey{}).(Caller)
+	return c, ok
+}
+
+// Authenticate verifies r's bearer token for berth's audience and applies the
+// caller's rate limit. It returns r's context with the caller in it.
+func (g *Guard) Authenticate(r *http.Request) (context.Context, error) {
+	h := r.Header.Get("Authorization")
+	if scheme, token, ok := strings.Cut(h, " "); !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(token) == "" {
+		return nil, ErrNoToken
+	}
+	if err := g.init(); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrReview, err)
+	}
+	ctx := authenticator.WithAudiences(r.Context(), authenticator.Audiences{g.s.AuthAudience})
+	resp, ok, err := g.authn.AuthenticateRequest(r.WithContext(ctx))
+	switch {
+	case err != nil && isReviewFailure(err):
+		return nil, fmt.Errorf("%w: token review: %v", ErrReview, err)
+	case err != nil || !ok:
+		return nil, ErrBadToken
+	}
+	u := resp.User
+	if !g.ownServiceAccount(u) {
+		if err := g.limit(u.GetName()); err != nil {
+			return nil, err
+		}
+	}
+	return WithCaller(r.Context(), Caller{User: u}), nil
+}
+
+// isReviewFailure tells an API server that could not be asked from a token it
+// refused: the webhook authenticator returns the review's own error text for
+// the latter, and a client error for the former.
+func isReviewFailure(err error) bool {
+	var agg utilerrors.Aggregate
+	if errors.As(err, &agg) {
+		for _, e := range agg.Errors() {
+			if isReviewFailure(e) {
+				return true
+			}
+		}
+		return false
+	}
+	var api apierrors.APIStatus
+	var ue *url.Error
+	return errors.As(err, &api) || errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
+}
+
+func (g *Guard) ownServiceAccount(u user.Info) bool {
+	ns, _, err := serviceaccount.SplitUsername(u.GetName())
+	return err == nil && ns == g.s.SystemNamespace
+}
+
+func (g *Guard) limit(name string) error {
+	g.mu.Lock()
+	l, ok := g.limiters.Get(name)
+	if !ok {
+		l = rate.NewLimiter(rate.Limit(g.s.RateLimitQPS), g.s.RateLimitBurst)
+		g.limiters.Add(name, l)
+	}
+	g.mu.Unlock()
+	res := l.Reserve()
+	if d := res.Delay(); d > 0 {
+		res.Cancel()
+		return &RateLimitedError{After: d}
+	}
+	return nil
+}
+
+// AuthorizeDelivery checks that the caller of ctx may deliver events to berth,
+// and returns ctx with the caller confined to the tenant e names.
+func (g *Guard) AuthorizeDelivery(ctx context.Context, e event.Event) (context.Context, error) {
+	c, ok := CallerFrom(ctx)
+	if !ok {
+		return nil, ErrNoToken
+	}
+	if err := g.check(ctx, c.User, Attributes{Verb: "create", Resource: Events, Namespace: g.s.SystemNamespace}); err != nil {
+		return nil, err
+	}
+	tenant := Tenant(e)
+	if tenant != "" && len(validation.IsDNS1123Label(tenant)) > 0 {
+		return nil, fmt.Errorf("%w: %s is not a namespace name", ErrWrongTenant, ExtensionTenant)
+	}
+	c.Delivery, c.Tenant = true, tenant
+	return WithCaller(ctx, c), nil
+}
+
+// Tenant is the namespace event e acts in, by its berthtenant extension ("" if
+// it names none).
+func Tenant(e event.Event) string {
+	t, _ := e.Extensions()[ExtensionTenant].(string)
+	return t
+}
+
+// Attributes name one operation on one of berth's resources.
+type Attributes struct {
+	Verb        string
+	Resource    string
+	Subresource string
+	// Namespace is where the operation acts; "" for a cluster-wide one.
+	Namespace string
+	Name      string
+}
+
+func (a Attributes) String() string {
+	s := a.Verb + " " + a.Resource
+	if a.Subresource != "" {
+		s += "/" + a.Subresource
+	}
+	s += "." + Group
+	if a.Namespace != "" {
+		s += " in namespace " + a.Namespace
+	}
+	return s
+}
+
+// Check authorizes the operation a for the caller of ctx: by RBAC for a caller,
+// and by the tenant for an event delivery (its berthtenant must name the
+// namespace the operation acts in).
+func (g *Guard) Check(ctx context.Context, a Attributes) error {
+	c, ok := CallerFrom(ctx)
+	if !ok {
+		return ErrNoToken
+	}
+	if c.Delivery {
+		if a.Namespace != c.Tenant {
+			return fmt.Errorf("%w: it names %q and acts in %q", ErrWrongTenant, c.Tenant, a.Namespace)
+		}
+		return nil
+	}
+	return g.check(ctx, c.User, a)
+}
+
+// Allowed reports whether the caller of ctx may do a; a denial is not an error.
+func (g *Guard) Allowed(ctx context.Context, a Attributes) (bool, error) {
+	err := g.Check(ctx, a)
+	if errors.Is(err, problem.ErrForbidden) {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+func (g *Guard) check(ctx context.Context, u user.Info, a Attributes) error {
+	if err := g.init(); err != nil {
+		return fmt.Errorf("%w: %v", ErrReview, err)
+	}
+	d, _, err := g.authz.Authorize(ctx, authorizer.AttributesRecord{
+		User: u, Verb: a.Verb, Namespace: a.Namespace, APIGroup: Group, APIVersion: "*",
+		Resource: a.Resource, Subresource: a.Subresource, Name: a.Name, ResourceRequest: true,
+	})
+	if d == authorizer.DecisionAllow {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("%w: subject access review: %v", ErrReview, err)
+	}
+	return fmt.Errorf("%w: %s may not %s", ErrDenied, problem.Clip(u.GetName()), a)
+}
+
+// HomeNamespace is the namespace a caller acts in when a request names none:
+// an event delivery's tenant, or a ServiceAccount's own namespace. It is ""
+// for other callers.
+func HomeNamespace(ctx context.Context) string {
+	c, ok := CallerFrom(ctx)
+	switch {
+	case !ok:
+		return ""
+	case c.Delivery:
+		return c.Tenant
+	}
+	ns, _, err := serviceaccount.SplitUsername(c.User.GetName())
+	if err != nil {
+		return ""
+	}
+	return ns
+}
+
+// Allower answers whether the caller of ctx may do a: Guard.Allowed.
+type Allower interface {
+	Allowed(ctx context.Context, a Attributes) (bool, error)
+}
+
+// Visible keeps the items in namespaces where the caller of ctx may list
+// resource, asking once per namespace. An item whose namespace is "" is kept
+// only for a caller who may list resource cluster-wide.
+func Visible[T any](ctx context.Context, ac Allower, resource string, items []T, namespace func(T) string) ([]T, error) {
+	allowed := map[string]bool{}
+	out := []T{}
+	for _, it := range items {
+		ns := namespace(it)
+		ok, seen := allowed[ns]
+		if !seen {
+			var err error
+			if ok, err = ac.Allowed(ctx, Attributes{Verb: "list", Resource: resource, Namespace: ns}); err != nil {
+				return nil, err
+			}
+			allowed[ns] = ok
+		}
+		if ok {
+			out = append(out, it)
+		}
+	}
+	return out, nil
+}
