@@ -66,7 +66,7 @@ func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, ac acces
 			Policy: p, DefaultTimeout: cfg.ReleaseTimeout, Log: log,
 		},
 		access: ac, allowed: cfg.AllowedNamespaces,
-		core:   core, emit: function.NewEmitter(cfg.Config, "install"),
+		core: core, emit: function.NewEmitter(cfg.Config, "install"),
 		credsNS: cfg.CredentialsNamespace, defaultNS: cfg.AllowedNamespaces[0], log: log,
 	}
 }

@@ -19,8 +19,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
-	"github.com/berth-dev/berth/pkg/chartrepo"
 	"github.com/berth-dev/berth/pkg/auth"
+	"github.com/berth-dev/berth/pkg/chartrepo"
 	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"

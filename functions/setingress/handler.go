@@ -56,8 +56,8 @@ func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interfac
 	}
 	ports := cfg.Settings.New(core, gw)
 	return &handler{
-		exp:    &expose.Exposer{Core: core, Ports: ports, Backends: backends, Backoff: expose.DefaultBackoff},
-		ports:  ports, access: ac, allowed: cfg.AllowedNamespaces, defaultNS: cfg.DefaultServiceNamespace,
+		exp:   &expose.Exposer{Core: core, Ports: ports, Backends: backends, Backoff: expose.DefaultBackoff},
+		ports: ports, access: ac, allowed: cfg.AllowedNamespaces, defaultNS: cfg.DefaultServiceNamespace,
 	}
 }
 
