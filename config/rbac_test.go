@@ -8,6 +8,8 @@ import (
 	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
+	authnv1 "k8s.io/api/authentication/v1"
+	authzv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -280,4 +282,92 @@ func TestRBACInstall(t *testing.T) {
 			return err
 		},
 	})
+}
+
+// TestRBACAccessReviews: each function may ask TokenReviews and
+// SubjectAccessReviews, and gains nothing else by it.
+func TestRBACAccessReviews(t *testing.T) {
+	applyRBAC(t)
+	ctx := context.Background()
+	for _, fn := range []string{"install", "getport", "setingress"} {
+		core := kubernetes.NewForConfigOrDie(as(fn))
+		if _, err := core.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{Spec: authnv1.TokenReviewSpec{Token: "x", Audiences: []string{"berth"}}}, metav1.CreateOptions{}); err != nil {
+			t.Errorf("as %s, create a TokenReview: %v", fn, err)
+		}
+		sar := &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{User: "someone",
+			ResourceAttributes: &authzv1.ResourceAttributes{Group: "berth.dev", Resource: "releases", Verb: "create", Namespace: localrun.AppsNamespace}}}
+		if _, err := core.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{}); err != nil {
+			t.Errorf("as %s, create a SubjectAccessReview: %v", fn, err)
+		}
+		mustBeForbidden(t, fn, map[string]func() error{
+			"mint a token for a ServiceAccount": func() error {
+				_, err := core.CoreV1().ServiceAccounts("berth").CreateToken(ctx, fn, &authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{Audiences: []string{"berth"}}}, metav1.CreateOptions{})
+				return err
+			},
+			"list ServiceAccounts": func() error {
+				_, err := core.CoreV1().ServiceAccounts("berth").List(ctx, metav1.ListOptions{})
+				return err
+			},
+		})
+	}
+}
+
+// TestRBACTenantRoles asks the API server what the shipped ClusterRoles grant:
+// a tenant bound in its namespace, a viewer, the platform team, and Knative's
+// delivery identities in berth.
+func TestRBACTenantRoles(t *testing.T) {
+	applyRBAC(t)
+	ctx := context.Background()
+	ns := cp.Namespace(t)
+	for _, b := range []struct{ user, role string }{{"alice", "berth-tenant"}, {"vera", "berth-viewer"}} {
+		_, err := cp.Client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: b.user},
+			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: b.role},
+			Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: b.user}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := cp.Client.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "test-operator-" + ns},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "berth-operator"},
+		Subjects: []rbacv1.Subject{{Kind: "User", APIGroup: "rbac.authorization.k8s.io", Name: "olga"}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cp.Client.RbacV1().ClusterRoleBindings().Delete(ctx, "test-operator-"+ns, metav1.DeleteOptions{})
+	})
+	tests := []struct {
+		user                      string
+		groups                    []string
+		verb, resource, sub, inNS string
+		want                      bool
+	}{
+		{"alice", nil, "create", "releases", "", ns, true},
+		{"alice", nil, "update", "releases", "", ns, true},
+		{"alice", nil, "delete", "exposures", "", ns, true},
+		{"alice", nil, "list", "ports", "", ns, true},
+		{"alice", nil, "create", "releases", "", localrun.AppsNamespace, false},
+		{"alice", nil, "create", "ports", "sweep", "", false},
+		{"alice", nil, "create", "events", "", "berth", false},
+		{"vera", nil, "list", "releases", "", ns, true},
+		{"vera", nil, "get", "exposures", "", ns, true},
+		{"vera", nil, "create", "releases", "", ns, false},
+		{"vera", nil, "delete", "ports", "", ns, false},
+		{"olga", nil, "create", "ports", "sweep", "", true},
+		{"olga", nil, "delete", "releases", "", localrun.AppsNamespace, true},
+		{"system:serviceaccount:berth:oidc-trigger", []string{"system:serviceaccounts", "system:serviceaccounts:berth"}, "create", "events", "", "berth", true},
+		{"system:serviceaccount:berth:oidc-trigger", []string{"system:serviceaccounts", "system:serviceaccounts:berth"}, "create", "releases", "", ns, false},
+		{"system:serviceaccount:" + ns + ":app", []string{"system:serviceaccounts", "system:serviceaccounts:" + ns}, "create", "events", "", "berth", false},
+	}
+	for _, tc := range tests {
+		sar, err := cp.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: authzv1.SubjectAccessReviewSpec{
+			User: tc.user, Groups: tc.groups, ResourceAttributes: &authzv1.ResourceAttributes{
+				Group: "berth.dev", Resource: tc.resource, Subresource: tc.sub, Verb: tc.verb, Namespace: tc.inNS}}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if sar.Status.Allowed != tc.want {
+			t.Errorf("may %s %s %s/%s in %q = %v, want %v", tc.user, tc.verb, tc.resource, tc.sub, tc.inNS, sar.Status.Allowed, tc.want)
+		}
+	}
 }

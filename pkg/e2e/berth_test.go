@@ -27,6 +27,7 @@ import (
 
 	"github.com/berth-dev/berth/pkg/chartrepo"
 	"github.com/berth-dev/berth/pkg/cluster"
+	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/portalloc"
 )
@@ -270,7 +271,7 @@ func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoU
 	if err != nil {
 		t.Fatal(err)
 	}
-	objs, err := cluster.Decode(manifest)
+	objs, err := controlplane.Decode(manifest)
 	if err != nil {
 		t.Fatal(err)
 	}

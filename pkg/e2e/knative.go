@@ -15,6 +15,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/berth-dev/berth/pkg/cluster"
+	"github.com/berth-dev/berth/pkg/controlplane"
 )
 
 // Autoscaler settings for the test: Knative's defaults keep an idle revision
@@ -37,7 +38,7 @@ func deployKnative(ctx context.Context, c *cluster.Cluster) error {
 		if err != nil {
 			return err
 		}
-		objs, err := cluster.Decode(manifest)
+		objs, err := controlplane.Decode(manifest)
 		if err != nil {
 			return err
 		}

@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/chartrepo"
 	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
@@ -61,9 +62,14 @@ type Env struct {
 	URLs   map[string]string
 	Broker string
 	Charts *chartrepo.Server
+	// Token is the demo tenant's (AppsNamespace/DemoTenant) bearer token for
+	// berth's audience; TokenFile holds it too.
+	Token     string
+	TokenFile string
 
-	opts   Options
-	router *router
+	opts        Options
+	brokerToken string
+	router      *router
 	srv    *http.Server
 	procs  []*exec.Cmd
 	wg     sync.WaitGroup
@@ -103,6 +109,9 @@ func (env *Env) start(ctx context.Context) error {
 	if err := Seed(ctx, env.CP); err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
+	if err := env.tenants(ctx); err != nil {
+		return fmt.Errorf("tenants: %w", err)
+	}
 	c, err := chartrepo.Package(filepath.Join(o.Root, "charts", "echo-gateway"), "")
 	if err != nil {
 		return err
@@ -117,12 +126,13 @@ func (env *Env) start(ctx context.Context) error {
 		return err
 	}
 	env.Broker = "http://" + ln.Addr().String()
-	env.router = newRouter(env.URLs)
+	env.router = newRouter(env.URLs, env.brokerToken)
 	env.srv = &http.Server{Handler: env.router, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = env.srv.Serve(ln) }()
 
 	common := []string{"KUBECONFIG=" + kubeconfig, "PORT=0", "K_SINK=" + env.Broker, "LOG_LEVEL=INFO", "DRAIN_TIMEOUT=5s"}
-	entry := []string{"LOAD_BALANCER_NAMESPACE=" + IngressNamespace, "TCP_SERVICES_CONFIGMAP=tcp-services", "UDP_SERVICES_CONFIGMAP=udp-services"}
+	entry := []string{"LOAD_BALANCER_NAMESPACE=" + IngressNamespace, "TCP_SERVICES_CONFIGMAP=tcp-services", "UDP_SERVICES_CONFIGMAP=udp-services",
+		"ALLOWED_NAMESPACES=" + AppsNamespace}
 	envs := map[string][]string{
 		"install": {"ALLOWED_NAMESPACES=" + AppsNamespace, "CHART_REPOSITORIES=demo=" + env.Charts.RepoURL,
 			"ALLOWED_CHART_SOURCES=" + env.Charts.RepoURL + "/,oci://" + env.Charts.Registry + "/charts/",
@@ -139,6 +149,31 @@ func (env *Env) start(ctx context.Context) error {
 		o.say("%-10s serving at %s (log: %s)", fn, u, filepath.Join(o.Dir, fn+".log"))
 	}
 	return nil
+}
+
+// tenants applies config/'s access RBAC, makes the demo tenant and mints its
+// token, and mints the local broker's delivery token.
+func (env *Env) tenants(ctx context.Context) error {
+	o := env.opts
+	if err := ApplyAccess(ctx, env.CP, o.Root); err != nil {
+		return err
+	}
+	if err := ServiceAccount(ctx, env.CP, AppsNamespace, DemoTenant, "berth-tenant"); err != nil {
+		return err
+	}
+	if err := ServiceAccount(ctx, env.CP, SystemNamespace, BrokerIdentity, ""); err != nil {
+		return err
+	}
+	var err error
+	if env.Token, err = Token(ctx, env.CP, AppsNamespace, DemoTenant, Audience, 12*time.Hour); err != nil {
+		return err
+	}
+	if env.brokerToken, err = Token(ctx, env.CP, SystemNamespace, BrokerIdentity, Audience, 12*time.Hour); err != nil {
+		return err
+	}
+	env.TokenFile = filepath.Join(o.Dir, "token")
+	o.say("tenant %s/%s (ClusterRole berth-tenant in %s); its token is in %s", AppsNamespace, DemoTenant, AppsNamespace, env.TokenFile)
+	return os.WriteFile(env.TokenFile, []byte(env.Token), 0o600)
 }
 
 // build compiles the three functions into Dir/bin.
@@ -251,6 +286,7 @@ func InstallRequest(id, release, lbip string) event.Event {
 	e.SetID(id)
 	e.SetSource("/berth/localrun")
 	e.SetType(events.InstallRequested)
+	e.SetExtension(auth.ExtensionTenant, AppsNamespace)
 	_ = e.SetData(cloudevents.ApplicationJSON, map[string]any{
 		"chartName": "demo/echo-gateway", "releaseName": release, "namespace": AppsNamespace,
 		"values": map[string]any{"settings.greeting": "hello from " + release},
@@ -282,26 +318,35 @@ func (env *Env) Demo(ctx context.Context) (events.EndpointExposedData, error) {
 // Usage prints ready-to-paste examples for the running functions.
 func (env *Env) Usage(w io.Writer) {
 	fmt.Fprintf(w, `
-berth is running. Try:
+berth is running. Every call carries the demo tenant's token (ServiceAccount
+%[5]s/%[9]s, audience %[10]s); without it berth answers 401.
 
-  # install another gateway and expose it, with one event (the broker routes it)
+  TOKEN=$(cat %[8]s)
+
+  # install another gateway and expose it, with one event (the broker routes it;
+  # berthtenant names the namespace the event acts in)
   curl -s %[1]s -H 'Ce-Specversion: 1.0' -H 'Ce-Id: demo-2' -H 'Ce-Source: /me' \
-    -H 'Ce-Type: dev.berth.install.requested' -H 'Content-Type: application/json' \
+    -H 'Ce-Type: dev.berth.install.requested' -H 'Ce-Berthtenant: %[5]s' -H 'Content-Type: application/json' \
     -d '{"chartName":"demo/echo-gateway","releaseName":"gw-2","namespace":"%[5]s","expose":{"servicePort":"tcp","lbip":"%[6]s"}}'
 
   # or step by step over HTTP
-  curl -s %[2]s/install -H 'Content-Type: application/json' -d '{"chartName":"demo/echo-gateway","releaseName":"gw-3","namespace":"%[5]s"}'
-  curl -s '%[3]s/getport?owner=%[5]s/gw-3&lbip=%[6]s'
-  curl -s '%[4]s/setingress?serviceNamespace=%[5]s&serviceName=gw-3&servicePort=tcp&owner=%[5]s/gw-3&lbip=%[6]s'
+  curl -s %[2]s/install -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"chartName":"demo/echo-gateway","releaseName":"gw-3","namespace":"%[5]s"}'
+  curl -s -H "Authorization: Bearer $TOKEN" '%[3]s/getport?owner=%[5]s/gw-3&lbip=%[6]s'
+  curl -s -H "Authorization: Bearer $TOKEN" '%[4]s/setingress?serviceNamespace=%[5]s&serviceName=gw-3&servicePort=tcp&owner=%[5]s/gw-3&lbip=%[6]s'
 
-  # look around
-  curl -s %[2]s/releases
-  curl -s %[3]s/ports
-  curl -s %[4]s/exposures
+  # look around (each answers what the token may list)
+  curl -s -H "Authorization: Bearer $TOKEN" %[2]s/releases
+  curl -s -H "Authorization: Bearer $TOKEN" %[3]s/ports
+  curl -s -H "Authorization: Bearer $TOKEN" %[4]s/exposures
+  curl -s %[2]s/releases    # 401: no token
   KUBECONFIG=%[7]s kubectl get svc,cm -A
 
+  # another tenant: a ServiceAccount bound to berth-tenant in its namespace
+  KUBECONFIG=%[7]s kubectl create token %[9]s -n %[5]s --audience %[10]s
+
 Ctrl-C stops everything.
-`, env.Broker, env.URLs["install"], env.URLs["getport"], env.URLs["setingress"], AppsNamespace, SharedIP, filepath.Join(env.opts.Dir, "kubeconfig"))
+`, env.Broker, env.URLs["install"], env.URLs["getport"], env.URLs["setingress"], AppsNamespace, SharedIP, filepath.Join(env.opts.Dir, "kubeconfig"),
+		env.TokenFile, DemoTenant, Audience)
 }
 
 // Seed creates the demo namespaces (if missing) and one entry point per backend.

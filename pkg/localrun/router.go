@@ -42,6 +42,7 @@ var Triggers = []Trigger{
 // matches, retrying what Knative retries. Replies come back through K_SINK.
 type router struct {
 	targets map[string]string // function name → URL
+	token   string            // the delivery identity's bearer token
 	client  *http.Client
 	seen    chan event.Event
 
@@ -49,8 +50,8 @@ type router struct {
 	log []event.Event
 }
 
-func newRouter(targets map[string]string) *router {
-	return &router{targets: targets, client: &http.Client{Timeout: 5 * time.Minute}, seen: make(chan event.Event, 256)}
+func newRouter(targets map[string]string, token string) *router {
+	return &router{targets: targets, token: token, client: &http.Client{Timeout: 5 * time.Minute}, seen: make(chan event.Event, 256)}
 }
 
 func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -94,6 +95,8 @@ func (rt *router) send(name string, e event.Event) {
 		if err := cehttp.WriteRequest(context.Background(), binding.ToMessage(&e), req); err != nil {
 			return
 		}
+		// As Knative Eventing does with authentication-oidc on.
+		req.Header.Set("Authorization", "Bearer "+rt.token)
 		resp, err := rt.client.Do(req)
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body) // the reply arrives through K_SINK
