@@ -15,6 +15,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -53,6 +55,10 @@ type Options struct {
 	Dir string
 	// Out receives progress.
 	Out io.Writer
+	// Namespaces are further namespaces apps may live in, beside AppsNamespace.
+	Namespaces []string
+	// Env is more environment for every function (KEY=value).
+	Env []string
 }
 
 // Env is a running berth.
@@ -70,9 +76,9 @@ type Env struct {
 	opts        Options
 	brokerToken string
 	router      *router
-	srv    *http.Server
-	procs  []*exec.Cmd
-	wg     sync.WaitGroup
+	srv         *http.Server
+	procs       []*exec.Cmd
+	wg          sync.WaitGroup
 }
 
 func (o Options) say(format string, a ...any) { fmt.Fprintf(o.Out, "==> "+format+"\n", a...) }
@@ -130,18 +136,18 @@ func (env *Env) start(ctx context.Context) error {
 	env.srv = &http.Server{Handler: env.router, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = env.srv.Serve(ln) }()
 
-	common := []string{"KUBECONFIG=" + kubeconfig, "PORT=0", "K_SINK=" + env.Broker, "LOG_LEVEL=INFO", "DRAIN_TIMEOUT=5s"}
-	entry := []string{"LOAD_BALANCER_NAMESPACE=" + IngressNamespace, "TCP_SERVICES_CONFIGMAP=tcp-services", "UDP_SERVICES_CONFIGMAP=udp-services",
-		"ALLOWED_NAMESPACES=" + AppsNamespace}
+	common := append([]string{"KUBECONFIG=" + kubeconfig, "PORT=0", "K_SINK=" + env.Broker, "LOG_LEVEL=INFO", "DRAIN_TIMEOUT=5s",
+		"ALLOWED_NAMESPACES=" + strings.Join(append([]string{AppsNamespace}, o.Namespaces...), ",")}, o.Env...)
+	entry := []string{"LOAD_BALANCER_NAMESPACE=" + IngressNamespace, "TCP_SERVICES_CONFIGMAP=tcp-services", "UDP_SERVICES_CONFIGMAP=udp-services"}
 	envs := map[string][]string{
-		"install": {"ALLOWED_NAMESPACES=" + AppsNamespace, "CHART_REPOSITORIES=demo=" + env.Charts.RepoURL,
+		"install": {"CHART_REPOSITORIES=demo=" + env.Charts.RepoURL,
 			"ALLOWED_CHART_SOURCES=" + env.Charts.RepoURL + "/,oci://" + env.Charts.Registry + "/charts/",
 			"ALLOW_PRIVATE_CHART_SOURCES=true", "OCI_PLAIN_HTTP=true", "CREDENTIALS_NAMESPACE=" + AppsNamespace},
 		"getport":    entry,
 		"setingress": entry,
 	}
 	for _, fn := range Functions {
-		u, err := env.run(fn, append(common, envs[fn]...))
+		u, err := env.run(fn, slices.Concat(common, envs[fn]))
 		if err != nil {
 			return fmt.Errorf("start %s: %w", fn, err)
 		}
