@@ -67,7 +67,6 @@ func (cp *ControlPlane) SignToken(c TokenClaims) (string, error) {
 	return signing + "." + enc.EncodeToString(sig), nil
 }
 
-
 func pad32(n *big.Int) []byte {
 	b := n.Bytes()
 	return append(make([]byte, 32-len(b)), b...)
