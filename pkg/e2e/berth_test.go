@@ -18,13 +18,16 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
+	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 
+	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/chartrepo"
 	"github.com/berth-dev/berth/pkg/cluster"
 	"github.com/berth-dev/berth/pkg/controlplane"
@@ -97,13 +100,19 @@ func TestBerthOnCluster(t *testing.T) {
 	outcomes := startOutcomeSink(t, ctx, dyn, c)
 	waitTriggers(t, ctx, dyn)
 	hc := clusterHTTP(c)
+	broker, audience := brokerAddress(t, ctx, dyn)
+	// The tenant: a ServiceAccount of the apps namespace, bound to berth-tenant
+	// there; its tokens for berth's functions and for the Broker.
+	tenant := tenantTokens(t, ctx, appsNS, "e2e-client", "berth-tenant", audience)
 
 	// Cold start: each function from zero, through the activator.
 	waitZero(t, ctx, "after deploy")
 	for _, fn := range functions {
 		url := "http://" + revisions[fn] + "." + berthNS + ".svc.cluster.local" + coldStartOn[fn]
 		t0 := time.Now()
-		resp, err := hc.Get(url)
+		req, _ := http.NewRequest(http.MethodGet, url, nil)
+		req.Header.Set("Authorization", "Bearer "+tenant.berth)
+		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatalf("%s cold start: %v", fn, err)
 		}
@@ -114,8 +123,13 @@ func TestBerthOnCluster(t *testing.T) {
 		reportf("cold start: %s from zero to 200 on GET %s in %s", fn, coldStartOn[fn], time.Since(t0).Round(time.Millisecond))
 	}
 
+	// Who may call: without a token a function's Revision answers 401; the
+	// Broker refuses a ServiceAccount no EventPolicy lists, a tenant's event for
+	// another namespace, and a tenant's event of a type only berth sends.
+	refusals(t, ctx, hc, revisions, broker, audience)
+
 	// 20 gateways, each through one install.requested event.
-	broker := brokerURL(t, ctx, dyn)
+	post := func(t *testing.T, hc *http.Client, url string, e event.Event) { postAs(t, hc, url, tenant.broker, e) }
 	t0 := time.Now()
 	var wg sync.WaitGroup
 	for i := 1; i <= gateways; i++ {
@@ -236,7 +250,7 @@ func TestBerthOnCluster(t *testing.T) {
 	}
 	before := releaseCount(t, ctx)
 	for i, b := range bad {
-		post(t, hc, broker, newEvent(fmt.Sprintf("bad-%d", i+1), events.InstallRequested, "", b.data))
+		post(t, hc, broker, tenantEvent(fmt.Sprintf("bad-%d", i+1), events.InstallRequested, "", b.data))
 		e := outcomes.nextEvent(t, 3*time.Minute, events.InstallFailed)
 		var f struct {
 			Problem struct {
@@ -344,7 +358,11 @@ func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoU
 		if !ok {
 			t.Fatalf("%s %s points at %q, not a berth function", o.GetKind(), o.GetName(), name)
 		}
-		_ = unstructured.SetNestedField(o.Object, map[string]any{"uri": "http://" + rev + "." + berthNS + ".svc.cluster.local"}, path...)
+		dest := map[string]any{"uri": "http://" + rev + "." + berthNS + ".svc.cluster.local"}
+		if aud, ok, _ := unstructured.NestedString(o.Object, append(path, "audience")...); ok {
+			dest["audience"] = aud
+		}
+		_ = unstructured.SetNestedField(o.Object, dest, path...)
 	}
 	if err := env.cluster.Apply(ctx, encode(routed), 2*time.Minute); err != nil {
 		t.Fatal(err)
@@ -408,23 +426,110 @@ func waitZero(t *testing.T, ctx context.Context, when string) {
 	reportf("scale to zero %s: every function at zero pods after %s", when, time.Since(t0).Round(time.Second))
 }
 
-func brokerURL(t *testing.T, ctx context.Context, dyn dynamic.Interface) string {
+// brokerAddress waits for the Broker to be Ready with an OIDC audience and
+// config/'s EventPolicies applied, and returns its URL and audience.
+func brokerAddress(t *testing.T, ctx context.Context, dyn dynamic.Interface) (string, string) {
 	t.Helper()
-	var url string
-	if err := eventually(ctx, 2*time.Minute, func() error {
+	var url, aud string
+	if err := eventually(ctx, 3*time.Minute, func() error {
 		b, err := dyn.Resource(brokerGVR).Namespace(berthNS).Get(ctx, "default", metav1.GetOptions{})
 		if err != nil {
 			return err
 		}
 		url, _, _ = unstructured.NestedString(b.Object, "status", "address", "url")
-		if url == "" || condition(b, "Ready") != "True" {
-			return fmt.Errorf("broker not ready: %v", b.Object["status"])
+		aud, _, _ = unstructured.NestedString(b.Object, "status", "address", "audience")
+		policies, _, _ := unstructured.NestedSlice(b.Object, "status", "policies")
+		if url == "" || aud == "" || len(policies) < 2 || condition(b, "Ready") != "True" {
+			return fmt.Errorf("broker not ready with an audience and its EventPolicies: %v", b.Object["status"])
 		}
 		return nil
 	}); err != nil {
 		t.Fatal(err)
 	}
-	return url
+	reportf("broker: Ready, audience %s, EventPolicies applied", aud)
+	return url, aud
+}
+
+// tokens are one ServiceAccount's bearer tokens: for berth's functions (the
+// audience berth) and for the Broker.
+type tokens struct{ berth, broker string }
+
+// tenantTokens makes ServiceAccount ns/name (bound to role in ns, if set) and
+// mints its tokens.
+func tenantTokens(t *testing.T, ctx context.Context, ns, name, role, brokerAudience string) tokens {
+	t.Helper()
+	cs := env.cluster.Client
+	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if role != "" {
+		if _, err := cs.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
+			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
+			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mint := func(aud string) string {
+		secs := int64(3600)
+		tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{
+			Spec: authnv1.TokenRequestSpec{Audiences: []string{aud}, ExpirationSeconds: &secs}}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr.Status.Token
+	}
+	return tokens{berth: mint("berth"), broker: mint(brokerAudience)}
+}
+
+// refusals checks who may not call: a function's Revision without a token,
+// and posts to the Broker that no EventPolicy admits. Nothing is installed.
+func refusals(t *testing.T, ctx context.Context, hc *http.Client, revisions map[string]string, broker, audience string) {
+	t.Helper()
+	before := releaseCount(t, ctx)
+	for _, fn := range functions {
+		url := "http://" + revisions[fn] + "." + berthNS + ".svc.cluster.local/"
+		body, _ := json.Marshal(newEvent("direct-"+fn, events.InstallRequested, "", map[string]any{"chartName": "echo-gateway", "namespace": appsNS}))
+		resp, err := hc.Post(url, "application/cloudevents+json", strings.NewReader(string(body)))
+		if err != nil {
+			t.Fatalf("direct POST to %s: %v", fn, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Errorf("an unauthenticated POST to %s's Revision = %s, want 401", fn, resp.Status)
+		}
+	}
+	intruder := tenantTokens(t, ctx, "default", "e2e-intruder", "", audience)
+	other := tenantTokens(t, ctx, appsNS, "e2e-other", "", audience)
+	bad := []struct {
+		name  string
+		token string
+		e     event.Event
+		want  int
+	}{
+		{"no token", "", installRequested(90, "http://x", env.echo), http.StatusUnauthorized},
+		{"a token for berth, not for the Broker", other.berth, installRequested(91, "http://x", env.echo), http.StatusUnauthorized},
+		{"a ServiceAccount no EventPolicy lists", intruder.broker, installRequested(92, "http://x", env.echo), http.StatusForbidden},
+		{"a tenant's event for another namespace", other.broker, withTenant(installRequested(93, "http://x", env.echo), "kube-system"), http.StatusForbidden},
+		{"a tenant's release.uninstalled (only berth sends it)", other.broker,
+			withTenant(newEvent("forged-uninstalled", events.ReleaseUninstalled, "", events.ReleaseUninstalledData{Release: events.Release{Name: "gw-01", Namespace: appsNS}}), appsNS), http.StatusForbidden},
+	}
+	for _, b := range bad {
+		if got := postStatus(t, hc, broker, b.token, b.e); got != b.want {
+			t.Errorf("%s: the Broker answered %d, want %d", b.name, got, b.want)
+		}
+	}
+	if after := releaseCount(t, ctx); after != before {
+		t.Errorf("refused calls changed the release records: %d, then %d", before, after)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+	reportf("refusals: an unauthenticated POST to each function's Revision got 401; the Broker refused %d posts no EventPolicy admits (401/403)", len(bad))
+}
+
+func withTenant(e event.Event, tenant string) event.Event {
+	e.SetExtension(auth.ExtensionTenant, tenant)
+	return e
 }
 
 func newEvent(id, typ, subject string, data any) event.Event {
@@ -437,9 +542,14 @@ func newEvent(id, typ, subject string, data any) event.Event {
 	return e
 }
 
+// tenantEvent is an event of the apps namespace's tenant.
+func tenantEvent(id, typ, subject string, data any) event.Event {
+	return withTenant(newEvent(id, typ, subject, data), appsNS)
+}
+
 func installRequested(i int, repoURL, image string) event.Event {
 	name := fmt.Sprintf("gw-%02d", i)
-	return newEvent("install-"+name, events.InstallRequested, appsNS+"/"+name, map[string]any{
+	return tenantEvent("install-"+name, events.InstallRequested, appsNS+"/"+name, map[string]any{
 		"privateChartsRepo": repoURL, "chartName": "echo-gateway", "releaseName": name, "namespace": appsNS,
 		"values": map[string]any{"image": image, "settings.greeting": "hello from " + name},
 		"expose": events.Expose{ServicePort: intstr.FromString("tcp"), Protocol: "TCP"},
@@ -448,7 +558,7 @@ func installRequested(i int, repoURL, image string) event.Event {
 
 func portRequested(d events.EndpointExposedData) event.Event {
 	ns, name, _ := strings.Cut(d.Owner, "/")
-	return newEvent("udp-"+name, events.PortRequested, d.Owner, events.PortRequestedData{
+	return tenantEvent("udp-"+name, events.PortRequested, d.Owner, events.PortRequestedData{
 		Owner: d.Owner, Protocol: "UDP",
 		Expose:  &events.Expose{ServiceName: name, ServicePort: intstr.FromString("udp"), Protocol: "UDP"},
 		Release: &events.Release{Name: name, Namespace: ns},
@@ -457,25 +567,37 @@ func portRequested(d events.EndpointExposedData) event.Event {
 
 func uninstallRequested(owner string) event.Event {
 	ns, name, _ := strings.Cut(owner, "/")
-	return newEvent("uninstall-"+name, events.UninstallRequested, owner, map[string]any{"releaseName": name, "namespace": ns})
+	return tenantEvent("uninstall-"+name, events.UninstallRequested, owner, map[string]any{"releaseName": name, "namespace": ns})
 }
 
-// post sends e to the Broker's ingress, as a web app in the cluster would.
-func post(t *testing.T, hc *http.Client, url string, e event.Event) {
+// postAs sends e to the Broker's ingress with token, as a web app in the
+// cluster would, and fails the test unless the Broker takes it.
+func postAs(t *testing.T, hc *http.Client, url, token string, e event.Event) {
+	if s := postStatus(t, hc, url, token, e); s/100 != 2 {
+		t.Errorf("posting %s: broker answered %d", e.ID(), s)
+	}
+}
+
+// postStatus sends e to the Broker's ingress with token ("" for none) and
+// returns the status it answered.
+func postStatus(t *testing.T, hc *http.Client, url, token string, e event.Event) int {
 	body, err := json.Marshal(e)
 	if err != nil {
 		t.Error(err)
-		return
+		return 0
 	}
-	resp, err := hc.Post(url, "application/cloudevents+json", strings.NewReader(string(body)))
+	req, _ := http.NewRequest(http.MethodPost, url, strings.NewReader(string(body)))
+	req.Header.Set("Content-Type", "application/cloudevents+json")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := hc.Do(req)
 	if err != nil {
 		t.Errorf("posting %s: %v", e.ID(), err)
-		return
+		return 0
 	}
 	resp.Body.Close()
-	if resp.StatusCode/100 != 2 {
-		t.Errorf("posting %s: broker answered %s", e.ID(), resp.Status)
-	}
+	return resp.StatusCode
 }
 
 // outcomeSink receives berth's outcome events through Triggers of its own.

@@ -48,6 +48,10 @@ func deployKnative(ctx context.Context, c *cluster.Cluster) error {
 					_ = unstructured.SetNestedField(o.Object, v, "data", k)
 				}
 			}
+			if o.GetKind() == "ConfigMap" && o.GetName() == "config-features" && o.GetNamespace() == "knative-eventing" {
+				// Senders carry OIDC tokens; the Broker's ingress enforces EventPolicies.
+				_ = unstructured.SetNestedField(o.Object, "enabled", "data", "authentication-oidc")
+			}
 		}
 		if err := c.Apply(ctx, encode(objs), 5*time.Minute); err != nil {
 			return fmt.Errorf("%s: %w", part.file, err)
