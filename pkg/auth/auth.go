@@ -2,8 +2,9 @@
 // way: a caller's bearer token is verified by TokenReview for berth's audience,
 // and each operation is authorized by SubjectAccessReview on resources of the API
 // group berth.dev in the namespace it touches. Both go through k8s.io/apiserver's
-// delegating authenticator and authorizer (what kube-rbac-proxy and
-// metrics-server use), which cache answers, denials included, for a short while.
+// delegating authorizer and the parts of its delegating authenticator (what
+// kube-rbac-proxy and metrics-server use), which cache answers, denials and
+// rejected tokens included, for a short while.
 //
 // Event deliveries are authenticated the same way (Knative Eventing sends an OIDC
 // token, a ServiceAccount token for the subscriber's audience), authorized as
@@ -31,10 +32,14 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/apiserver/pkg/authentication/authenticator"
 	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
+	"k8s.io/apiserver/pkg/authentication/group"
+	"k8s.io/apiserver/pkg/authentication/request/bearertoken"
 	"k8s.io/apiserver/pkg/authentication/serviceaccount"
+	"k8s.io/apiserver/pkg/authentication/token/cache"
 	"k8s.io/apiserver/pkg/authentication/user"
 	"k8s.io/apiserver/pkg/authorization/authorizer"
 	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
+	webhooktoken "k8s.io/apiserver/plugin/pkg/authenticator/token/webhook"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/berth-dev/berth/pkg/problem"
@@ -150,16 +155,23 @@ func (g *Guard) init() error {
 	g.once.Do(func() {
 		// One quick retry: a caller's request waits on these.
 		backoff := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 2}
-		g.authn, _, g.err = authenticatorfactory.DelegatingAuthenticatorConfig{
-			TokenAccessReviewClient:  g.client.AuthenticationV1(),
-			TokenAccessReviewTimeout: 10 * time.Second,
-			WebhookRetryBackoff:      &backoff,
-			CacheTTL:                 g.s.AuthCacheTTL,
-			APIAudiences:             authenticator.Audiences{g.s.AuthAudience},
-		}.New()
+		// DelegatingAuthenticatorConfig's bearer-token path, with one change:
+		// a token the API server rejects is cached as a plain "no" (its review
+		// carries an error text, and the delegating cache keeps no errors, so
+		// every bad token would cost a TokenReview). Outages stay errors and
+		// are not cached.
+		authenticatorfactory.RegisterMetrics()
+		var review authenticator.Token
+		review, g.err = webhooktoken.NewFromInterface(g.client.AuthenticationV1(), authenticator.Audiences{g.s.AuthAudience},
+			backoff, 10*time.Second, webhooktoken.AuthenticatorMetrics{
+				RecordRequestTotal:   authenticatorfactory.RecordRequestTotal,
+				RecordRequestLatency: authenticatorfactory.RecordRequestLatency,
+			})
 		if g.err != nil {
 			return
 		}
+		cached := cache.New(rejections{review}, false, g.s.AuthCacheTTL, g.s.AuthCacheTTL)
+		g.authn = group.NewAuthenticatedGroupAdder(bearertoken.New(cached))
 		g.authz, g.err = authorizerfactory.DelegatingAuthorizerConfig{
 			SubjectAccessReviewClient: g.client.AuthorizationV1(),
 			AllowCacheTTL:             g.s.AuthCacheTTL,
@@ -217,6 +229,18 @@ func (g *Guard) Authenticate(r *http.Request) (context.Context, error) {
 		}
 	}
 	return WithCaller(r.Context(), Caller{User: u}), nil
+}
+
+// rejections answers a token the API server rejected as not authenticated,
+// without an error, so that the cache keeps the answer.
+type rejections struct{ authenticator.Token }
+
+func (r rejections) AuthenticateToken(ctx context.Context, token string) (*authenticator.Response, bool, error) {
+	resp, ok, err := r.Token.AuthenticateToken(ctx, token)
+	if err != nil && !isReviewFailure(err) {
+		return nil, false, nil
+	}
+	return resp, ok, err
 }
 
 // isReviewFailure tells an API server that could not be asked from a token it
