@@ -79,7 +79,9 @@ func TestChartValues(t *testing.T) {
 		}
 	}
 	for _, want := range []string{"RoleBinding tenant-a/berth-install", "RoleBinding tenant-b/berth-install",
-		"RoleBinding tenant-b/berth-setingress", "Role ingress-nginx/berth-getport", "ServiceAccount platform/getport"} {
+		"RoleBinding tenant-b/berth-setingress", "Role ingress-nginx/berth-getport", "ServiceAccount platform/getport",
+		"EventPolicy platform/berth-tenant-tenant-a", "EventPolicy platform/berth-tenant-tenant-b", "EventPolicy platform/berth-internal",
+		"RoleBinding platform/berth-event-delivery"} {
 		if !slices.Contains(keys, want) {
 			t.Errorf("rendering lacks %s: %v", want, keys)
 		}

@@ -55,6 +55,10 @@ func (c *Cluster) cniConfig() string {
 `, bridgeName, PodCIDR, c.path("cni", "ipam"))
 }
 
+// PodLogs is where kubelet writes containers' logs:
+// <namespace>_<pod>_<uid>/<container>/<n>.log.
+func (c *Cluster) PodLogs() string { return c.path("kubelet", "pods-logs") }
+
 func (c *Cluster) kubeletConfig() string {
 	return fmt.Sprintf(`apiVersion: kubelet.config.k8s.io/v1beta1
 kind: KubeletConfiguration
@@ -86,7 +90,7 @@ evictionHard:
   memory.available: "100Mi"
   nodefs.available: "1%%"
   imagefs.available: "1%%"
-`, c.NodeIP, c.pki("ca.crt"), c.socket(), c.path("kubelet", "pods-logs"), c.path("kubelet", "resolv.conf"))
+`, c.NodeIP, c.pki("ca.crt"), c.socket(), c.PodLogs(), c.path("kubelet", "resolv.conf"))
 }
 
 // corefile serves cluster.local from the API server, on the node's address,
