@@ -60,7 +60,7 @@ func TestChartMatchesConfig(t *testing.T) {
 
 func TestChartValues(t *testing.T) {
 	manifest, err := release.Render("../charts/berth", "berth", "platform", map[string]any{
-		"namespace": "platform", "createNamespace": false, "ingressNamespace": "ingress-nginx",
+		"namespace": "platform", "createNamespace": false, "createAppNamespaces": false, "ingressNamespace": "ingress-nginx",
 		"appNamespaces": []any{"tenant-a", "tenant-b"},
 		"images":        map[string]any{"getport": "registry.example.com/berth/getport@sha256:" + strings.Repeat("a", 64)},
 	})

@@ -52,7 +52,7 @@ func applyRBAC(t *testing.T) {
 		dyn := dynamic.NewForConfigOrDie(cp.Config)
 		for _, o := range objects(t) {
 			switch o.GetKind() {
-			case "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding":
+			case "Namespace", "ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding":
 			default:
 				continue
 			}
@@ -234,7 +234,7 @@ func TestRBACInstall(t *testing.T) {
 	core := kubernetes.NewForConfigOrDie(rc)
 	log := slog.New(slog.DiscardHandler)
 	p := release.Policy{Namespaces: []string{localrun.AppsNamespace}, Sources: []string{charts.RepoURL}, AllowPrivateAddresses: true, MaxValuesBytes: 1 << 16}
-	in := &release.Installer{Configs: release.NewConfigs(rc, "secret", log), Policy: p, DefaultTimeout: time.Minute, Log: log,
+	in := &release.Installer{Configs: release.NewConfigs(rc, "secret", "berth-deployer", log), Policy: p, DefaultTimeout: time.Minute, Log: log,
 		Fetcher: release.NewFetcher(release.FetcherOptions{Policy: p, MaxChartBytes: 1 << 20, CacheEntries: 4, IndexTTL: time.Minute})}
 	req := release.Request{Chart: release.ChartRef{Name: "x/echo-gateway", Repo: charts.RepoURL}, ReleaseName: "rbac-gw", Namespace: localrun.AppsNamespace}
 	if _, _, err := in.Install(ctx, req); err != nil {
@@ -274,6 +274,26 @@ func TestRBACInstall(t *testing.T) {
 		},
 		"read Secrets in kube-system": func() error {
 			_, err := core.CoreV1().Secrets("kube-system").List(ctx, metav1.ListOptions{})
+			return err
+		},
+		"create a Deployment in an allowed namespace as itself (only its deployer may)": func() error {
+			_, err := core.AppsV1().Deployments(localrun.AppsNamespace).Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
+			return err
+		},
+		"read Helm's release records as itself": func() error {
+			_, err := core.CoreV1().Secrets(localrun.AppsNamespace).List(ctx, metav1.ListOptions{})
+			return err
+		},
+		"impersonate another ServiceAccount of an allowed namespace": func() error {
+			c := rest.CopyConfig(rc)
+			c.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:" + localrun.AppsNamespace + ":default"}
+			_, err := kubernetes.NewForConfigOrDie(c).CoreV1().ConfigMaps(localrun.AppsNamespace).List(ctx, metav1.ListOptions{})
+			return err
+		},
+		"impersonate a deployer of a namespace it is not given": func() error {
+			c := rest.CopyConfig(rc)
+			c.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:kube-system:berth-deployer"}
+			_, err := kubernetes.NewForConfigOrDie(c).CoreV1().ConfigMaps("kube-system").List(ctx, metav1.ListOptions{})
 			return err
 		},
 		"write RBAC in an allowed namespace": func() error {

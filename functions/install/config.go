@@ -49,6 +49,11 @@ type Config struct {
 	// ReleaseTimeout bounds an operation that asks for none; a release pending
 	// longer is taken for stuck.
 	ReleaseTimeout time.Duration `split_words:"true" default:"5m"`
+	// DeployerServiceAccount is the ServiceAccount, in each release's namespace,
+	// that every Helm operation runs as (by impersonation): a chart gets what
+	// RBAC grants it there and nothing of install's own. Empty runs Helm as
+	// install itself, which config/ does not grant: for development only.
+	DeployerServiceAccount string `split_words:"true" default:"berth-deployer"`
 	// HelmDriver is where Helm keeps release records: secret (as the helm CLI),
 	// or configmap.
 	HelmDriver string `split_words:"true" default:"secret"`
@@ -89,6 +94,9 @@ func (c Config) Validate() error {
 		if !(strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "oci://")) || strings.Count(s, "/") < 3 && !strings.HasSuffix(s, "/") {
 			errs = append(errs, fmt.Errorf("ALLOWED_CHART_SOURCES: %q must be a URL prefix with scheme and host, ending at a path boundary", s))
 		}
+	}
+	if c.DeployerServiceAccount != "" && len(validation.IsDNS1123Subdomain(c.DeployerServiceAccount)) > 0 {
+		errs = append(errs, fmt.Errorf("DEPLOYER_SERVICE_ACCOUNT=%q is not a ServiceAccount name", c.DeployerServiceAccount))
 	}
 	if c.HelmDriver != "secret" && c.HelmDriver != "configmap" {
 		errs = append(errs, fmt.Errorf("HELM_DRIVER=%q: want secret or configmap", c.HelmDriver))

@@ -58,7 +58,7 @@ func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, ac acces
 	}
 	return &handler{
 		in: &release.Installer{
-			Configs: release.NewConfigs(rc, cfg.HelmDriver, log),
+			Configs: release.NewConfigs(rc, cfg.HelmDriver, cfg.DeployerServiceAccount, log),
 			Fetcher: release.NewFetcher(release.FetcherOptions{
 				Policy: p, Repos: cfg.ChartRepositories, PlainHTTP: cfg.OCIPlainHTTP,
 				MaxChartBytes: cfg.MaxChartBytes, CacheEntries: cfg.ChartCacheEntries, IndexTTL: cfg.IndexTTL,

@@ -164,6 +164,11 @@ func (env *Env) tenants(ctx context.Context) error {
 	if err := ApplyAccess(ctx, env.CP, o.Root); err != nil {
 		return err
 	}
+	for _, ns := range o.Namespaces { // config/ makes AppsNamespace's
+		if err := ServiceAccount(ctx, env.CP, ns, Deployer, Deployer); err != nil {
+			return err
+		}
+	}
 	if err := ServiceAccount(ctx, env.CP, AppsNamespace, DemoTenant, "berth-tenant"); err != nil {
 		return err
 	}

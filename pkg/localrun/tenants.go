@@ -30,9 +30,13 @@ const (
 	BrokerIdentity = "local-broker"
 )
 
-// accessFiles are config/'s RBAC for callers: the delivery Role and the
-// ClusterRoles tenants, viewers and operators are bound to.
-var accessFiles = []string{"204-rbac-access.yaml", "205-rbac-tenants.yaml"}
+// accessFiles are config/'s app namespaces (Pod Security labels), their
+// deployers, the delivery Role, and the ClusterRoles tenants, viewers and
+// operators are bound to.
+var accessFiles = []string{"110-app-namespaces.yaml", "203-rbac-install.yaml", "204-rbac-access.yaml", "205-rbac-tenants.yaml"}
+
+// Deployer is the ServiceAccount install runs Helm as, in each app namespace.
+const Deployer = "berth-deployer"
 
 // ApplyAccess applies config/'s access RBAC, as shipped.
 func ApplyAccess(ctx context.Context, cp *controlplane.ControlPlane, root string) error {

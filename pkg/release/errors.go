@@ -14,6 +14,10 @@ var (
 	ErrChartNotFound = problem.New(problem.ErrUnprocessable, "chart not found")
 	// ErrNotInstallable is a library chart, or an archive that is not a chart.
 	ErrNotInstallable = problem.New(problem.ErrUnprocessable, "chart is not installable")
+	// ErrRefused is a chart that needs what the API server refuses its
+	// namespace's deployer: RBAC it lacks (a ClusterRole, another namespace), or
+	// a pod Pod Security does not admit.
+	ErrRefused = problem.New(problem.ErrForbidden, "the API server refused what the chart needs in this namespace")
 	// ErrRender is a chart that does not render or apply with these values.
 	ErrRender = problem.New(problem.ErrUnprocessable, "chart cannot be installed with these values")
 	// ErrSourceUnavailable is a repository or registry that did not answer.

@@ -11,6 +11,7 @@ import (
 
 	"helm.sh/helm/v3/pkg/action"
 	"k8s.io/apimachinery/pkg/api/meta"
+	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/discovery/cached/memory"
@@ -27,8 +28,12 @@ type Configs func(namespace string) (*action.Configuration, error)
 
 // NewConfigs returns per-namespace action configurations on rc, storing
 // releases with driver ("secret" as Helm's CLI does). They share one cached
-// discovery client and REST mapper, built on first use.
-func NewConfigs(rc *rest.Config, driver string, log *slog.Logger) Configs {
+// discovery client and REST mapper, built on first use. With deployer set,
+// every Helm operation in a namespace (install, upgrade, rollback, uninstall,
+// status, dry run, lookup, release records) runs as that namespace's
+// ServiceAccount of that name, by impersonation, and so within what RBAC grants
+// it there; discovery stays rc's own.
+func NewConfigs(rc *rest.Config, driver, deployer string, log *slog.Logger) Configs {
 	shared := &sharedDiscovery{rc: rc}
 	var mu sync.Mutex
 	cfgs := map[string]*action.Configuration{}
@@ -40,7 +45,11 @@ func NewConfigs(rc *rest.Config, driver string, log *slog.Logger) Configs {
 		}
 		c := new(action.Configuration)
 		debug := func(format string, v ...any) { log.Debug(fmt.Sprintf(format, v...), "namespace", ns) }
-		if err := c.Init(&getter{shared: shared, namespace: ns}, ns, driver, debug); err != nil {
+		g := &getter{shared: shared, namespace: ns}
+		if deployer != "" {
+			g.user = serviceaccount.MakeUsername(ns, deployer)
+		}
+		if err := c.Init(g, ns, driver, debug); err != nil {
 			return nil, fmt.Errorf("helm configuration for %s: %w", ns, err)
 		}
 		cfgs[ns] = c
@@ -72,11 +81,20 @@ func (s *sharedDiscovery) init() {
 type getter struct {
 	shared    *sharedDiscovery
 	namespace string
+	// user, when set, is impersonated for everything but discovery.
+	user string
 }
 
 var _ genericclioptions.RESTClientGetter = (*getter)(nil)
 
-func (g *getter) ToRESTConfig() (*rest.Config, error) { return rest.CopyConfig(g.shared.rc), nil }
+func (g *getter) ToRESTConfig() (*rest.Config, error) {
+	c := rest.CopyConfig(g.shared.rc)
+	if g.user != "" {
+		// The API server adds the ServiceAccount's groups itself.
+		c.Impersonate = rest.ImpersonationConfig{UserName: g.user}
+	}
+	return c, nil
+}
 
 func (g *getter) ToDiscoveryClient() (discovery.CachedDiscoveryInterface, error) {
 	g.shared.init()

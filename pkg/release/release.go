@@ -257,7 +257,12 @@ func (in *Installer) purgeFailed(cfg *action.Configuration, req Request) {
 	un := action.NewUninstall(cfg)
 	un.Timeout = in.timeout(req.Timeout)
 	if _, err := un.Run(req.ReleaseName); err != nil {
-		in.Log.Warn("could not remove a failed first install", "release", req.ReleaseName, "namespace", req.Namespace, "error", err.Error())
+		// Helm deleted what it could (what it could not, it could not have
+		// created either); the record must not outlive the refusal.
+		if _, derr := cfg.Releases.Delete(req.ReleaseName, cur.Version); derr != nil {
+			in.Log.Warn("could not remove a failed first install", "release", req.ReleaseName, "namespace", req.Namespace,
+				"error", err.Error(), "record", derr.Error())
+		}
 	}
 }
 
@@ -316,8 +321,10 @@ func (in *Installer) Upgrade(ctx context.Context, req Request) (Release, error) 
 // unavailable or shedding load (503).
 func classify(err error, op string, req Request) error {
 	switch {
+	case apierrors.IsForbidden(err):
+		return fmt.Errorf("%w: %s %s/%s: %v", ErrRefused, op, req.Namespace, req.ReleaseName, err)
 	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
-		apierrors.IsForbidden(err), apierrors.IsUnauthorized(err),
+		apierrors.IsUnauthorized(err),
 		apierrors.IsServiceUnavailable(err), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err),
 		apierrors.IsTooManyRequests(err), apierrors.IsInternalError(err):
 		return fmt.Errorf("%s %s/%s: %w", op, req.Namespace, req.ReleaseName, err)

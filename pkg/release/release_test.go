@@ -54,7 +54,7 @@ func newInstaller(t *testing.T, namespaces ...string) *Installer {
 	log := slog.New(slog.DiscardHandler)
 	p := Policy{Namespaces: namespaces, Sources: []string{charts.RepoURL, "oci://" + charts.Registry + "/"}, AllowPrivateAddresses: true, MaxValuesBytes: 64 << 10}
 	return &Installer{
-		Configs: NewConfigs(cp.Config, "secret", log),
+		Configs: NewConfigs(cp.Config, "secret", "", log),
 		Fetcher: NewFetcher(FetcherOptions{Policy: p, Repos: map[string]string{"berth": charts.RepoURL}, PlainHTTP: true,
 			MaxChartBytes: 1 << 20, CacheEntries: 16, IndexTTL: time.Minute}),
 		Policy: p, DefaultTimeout: time.Minute, Log: log,
