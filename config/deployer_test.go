@@ -3,8 +3,6 @@ package config_test
 import (
 	"context"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -18,23 +16,10 @@ import (
 	"github.com/berth-dev/berth/pkg/release"
 )
 
-// writeChart writes a chart named name with the given templates.
+// writeChart packs a chart named name with the given templates.
 func writeChart(t *testing.T, name string, templates map[string]string) chartrepo.Chart {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), name)
-	if err := os.MkdirAll(filepath.Join(dir, "templates"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{"Chart.yaml": "apiVersion: v2\nname: " + name + "\nversion: 0.1.0\n"}
-	for f, body := range templates {
-		files[filepath.Join("templates", f)] = body
-	}
-	for f, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c, err := chartrepo.Package(dir, "")
+	c, err := chartrepo.FromTemplates(name, templates)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,18 +94,8 @@ metadata: {name: {{ .Release.Name }}}
 rules: [{apiGroups: [""], resources: [nodes], verbs: [get]}]
 `}),
 		"privileged": writeChart(t, "privileged", map[string]string{
-			"cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-first}\n",
-			"pod.yaml": `apiVersion: v1
-kind: Pod
-metadata: {name: {{ .Release.Name }}}
-spec:
-  containers:
-    - name: root
-      image: example.invalid/root:1
-      securityContext: {privileged: true}
-      volumeMounts: [{name: host, mountPath: /host}]
-  volumes: [{name: host, hostPath: {path: /}}]
-`}),
+			"cm.yaml":  "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}-first}\n",
+			"pod.yaml": chartrepo.PrivilegedPod}),
 		"escalating-role": writeChart(t, "escalating-role", map[string]string{
 			"role.yaml": `apiVersion: rbac.authorization.k8s.io/v1
 kind: Role

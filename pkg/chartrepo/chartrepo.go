@@ -50,6 +50,43 @@ func (c Chart) Digest() string {
 	return hex.EncodeToString(s[:])
 }
 
+// FromTemplates packs a chart named name, version 0.1.0, whose templates/
+// folder holds templates (file name to content): a test's one-off chart.
+func FromTemplates(name string, templates map[string]string) (Chart, error) {
+	dir, err := os.MkdirTemp("", "chart-")
+	if err != nil {
+		return Chart{}, err
+	}
+	defer os.RemoveAll(dir)
+	if err := os.Mkdir(filepath.Join(dir, "templates"), 0o755); err != nil {
+		return Chart{}, err
+	}
+	files := map[string]string{"Chart.yaml": "apiVersion: v2\nname: " + name + "\nversion: 0.1.0\n"}
+	for f, body := range templates {
+		files[filepath.Join("templates", f)] = body
+	}
+	for f, body := range files {
+		if err := os.WriteFile(filepath.Join(dir, f), []byte(body), 0o644); err != nil {
+			return Chart{}, err
+		}
+	}
+	return Package(dir, "")
+}
+
+// PrivilegedPod is a template of a privileged Pod mounting the node's root: what
+// Pod Security's restricted profile must refuse.
+const PrivilegedPod = `apiVersion: v1
+kind: Pod
+metadata: {name: {{ .Release.Name }}}
+spec:
+  containers:
+    - name: root
+      image: example.invalid/root:1
+      securityContext: {privileged: true}
+      volumeMounts: [{name: host, mountPath: /host}]
+  volumes: [{name: host, hostPath: {path: /}}]
+`
+
 // Package packs a chart folder as `helm package` would: a gzipped tar of
 // <name>/... with a fixed time, so the same folder gives the same archive.
 // version, when set, replaces Chart.yaml's version.

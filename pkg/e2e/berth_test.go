@@ -93,7 +93,11 @@ func TestBerthOnCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := chartrepo.StartOn(c.NodeIP.String(), chart)
+	privileged, err := chartrepo.FromTemplates("privileged", map[string]string{"pod.yaml": chartrepo.PrivilegedPod})
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := chartrepo.StartOn(c.NodeIP.String(), chart, privileged)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -261,6 +265,7 @@ func TestBerthOnCluster(t *testing.T) {
 		{"chart source not allowed", map[string]any{"privateChartsRepo": "http://169.254.169.254/latest", "chartName": "echo-gateway", "releaseName": "bad-2", "namespace": appsNS}, 403},
 		{"shell in the release name", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "echo-gateway", "releaseName": "gw;rm -rf /", "namespace": appsNS}, 400},
 		{"no such chart", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "no-such-chart", "releaseName": "bad-4", "namespace": appsNS}, 422},
+		{"a privileged hostPath pod (Pod Security)", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "privileged", "releaseName": "bad-5", "namespace": appsNS}, 403},
 	}
 	before := releaseCount(t, ctx)
 	for i, b := range bad {
@@ -282,10 +287,13 @@ func TestBerthOnCluster(t *testing.T) {
 	if after := releaseCount(t, ctx); after != before {
 		t.Errorf("bad requests changed the release records: %d, then %d", before, after)
 	}
+	if _, err := cs.CoreV1().Pods(appsNS).Get(ctx, "bad-5", metav1.GetOptions{}); err == nil {
+		t.Error("the privileged pod exists")
+	}
 	if t.Failed() {
 		t.FailNow()
 	}
-	reportf("bad input: %d bad install.requested events each came back as install.failed with its 4xx, and no release was written", len(bad))
+	reportf("bad input: %d bad install.requested events (a privileged hostPath pod among them, refused by Pod Security) each came back as install.failed with its 4xx, and no release was written", len(bad))
 	waitZero(t, ctx, "after the gateways")
 }
 
