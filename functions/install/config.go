@@ -11,6 +11,7 @@ import (
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/function"
 	"github.com/berth-dev/berth/pkg/kube"
+	"github.com/berth-dev/berth/pkg/release"
 )
 
 // Config is install's configuration, read from the environment.
@@ -70,7 +71,7 @@ func (r *Repositories) Decode(v string) error {
 			continue
 		}
 		name, u, ok := strings.Cut(pair, "=")
-		if !ok || len(validation.IsDNS1123Label(name)) > 0 || !(strings.HasPrefix(u, "https://") || strings.HasPrefix(u, "http://") || strings.HasPrefix(u, "oci://")) {
+		if _, err := release.ParseSource(u); !ok || len(validation.IsDNS1123Label(name)) > 0 || err != nil {
 			return fmt.Errorf("want name=https://... or name=oci://..., got %q", pair)
 		}
 		out[name] = u
@@ -91,8 +92,8 @@ func (c Config) Validate() error {
 		errs = append(errs, errors.New("ALLOWED_NAMESPACES must name at least one namespace"))
 	}
 	for _, s := range c.AllowedChartSources {
-		if !(strings.HasPrefix(s, "https://") || strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "oci://")) || strings.Count(s, "/") < 3 && !strings.HasSuffix(s, "/") {
-			errs = append(errs, fmt.Errorf("ALLOWED_CHART_SOURCES: %q must be a URL prefix with scheme and host, ending at a path boundary", s))
+		if _, err := release.ParseSource(s); err != nil {
+			errs = append(errs, fmt.Errorf("ALLOWED_CHART_SOURCES: %q must be a URL with scheme (https, http or oci) and host, without credentials", s))
 		}
 	}
 	if c.DeployerServiceAccount != "" && len(validation.IsDNS1123Subdomain(c.DeployerServiceAccount)) > 0 {

@@ -28,9 +28,14 @@ import (
 	"github.com/berth-dev/berth/pkg/release"
 )
 
+// AnnotationChartSource on a credentials Secret names the chart source (a URL,
+// compared as ALLOWED_CHART_SOURCES entries are) its credentials are for; they
+// are sent nowhere else.
+const AnnotationChartSource = "berth.dev/chart-source"
+
 var (
 	errUnexpectedEvent = problem.New(problem.ErrInvalid, "install does not consume this event type")
-	errNoCredentials   = problem.New(problem.ErrUnprocessable, "the credentials Secret is missing or lacks username and password")
+	errNoCredentials   = problem.New(problem.ErrUnprocessable, "the credentials Secret is missing, lacks username and password, or names no chart source")
 )
 
 // access authorizes the caller of a request: auth.Guard.
@@ -61,7 +66,7 @@ func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, ac acces
 			Configs: release.NewConfigs(rc, cfg.HelmDriver, cfg.DeployerServiceAccount, log),
 			Fetcher: release.NewFetcher(release.FetcherOptions{
 				Policy: p, Repos: cfg.ChartRepositories, PlainHTTP: cfg.OCIPlainHTTP,
-				MaxChartBytes: cfg.MaxChartBytes, CacheEntries: cfg.ChartCacheEntries, IndexTTL: cfg.IndexTTL,
+				MaxChartBytes: cfg.MaxChartBytes, CacheEntries: cfg.ChartCacheEntries, IndexTTL: cfg.IndexTTL, Log: log,
 			}),
 			Policy: p, DefaultTimeout: cfg.ReleaseTimeout, Log: log,
 		},
@@ -179,7 +184,11 @@ func (h *handler) credentials(ctx context.Context, name string) (*release.Creden
 	if u == "" || p == "" {
 		return nil, fmt.Errorf("%w: %s/%s", errNoCredentials, h.credsNS, name)
 	}
-	return &release.Credentials{Ref: h.credsNS + "/" + name, Username: u, Password: p}, nil
+	src := s.Annotations[AnnotationChartSource]
+	if _, err := release.ParseSource(src); err != nil {
+		return nil, fmt.Errorf("%w: %s/%s has no %s annotation naming the source it is for", errNoCredentials, h.credsNS, name, AnnotationChartSource)
+	}
+	return &release.Credentials{Ref: h.credsNS + "/" + name, Source: src, Username: u, Password: p}, nil
 }
 
 // derivedName names a release after its chart and a key, within Helm's 53

@@ -209,16 +209,36 @@ func TestRoutes(t *testing.T) {
 
 func TestCredentialsComeFromASecret(t *testing.T) {
 	u, ns := serve(t, "")
-	_, err := cp.Client.CoreV1().Secrets(ns).Create(context.Background(), &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Name: "repo-creds"},
-		Data:       map[string][]byte{"username": []byte("robot"), "password": []byte("hunter2")},
-	}, metav1.CreateOptions{})
-	if err != nil {
-		t.Fatal(err)
+	secret := func(name, source string) {
+		t.Helper()
+		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name},
+			Data: map[string][]byte{"username": []byte("robot"), "password": []byte("hunter2")}}
+		if source != "" {
+			s.Annotations = map[string]string{AnnotationChartSource: source}
+		}
+		if _, err := cp.Client.CoreV1().Secrets(ns).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	secret("repo-creds", charts.RepoURL)
+	secret("other-creds", "https://charts.example.com")
+	secret("unbound-creds", "")
 	status, b, _ := do(t, "POST", u+"/install", `{"chartName":"berth/echo-gateway","releaseName":"gw","credentialsSecret":"repo-creds"}`)
 	if status != 201 || strings.Contains(string(b), "hunter2") {
 		t.Errorf("install with credentials = %d %s", status, b)
+	}
+	for _, tc := range []struct {
+		secret string
+		want   int
+	}{{"other-creds", 403}, {"unbound-creds", 422}} {
+		before := charts.Requests("/index.yaml")
+		status, b, _ := do(t, "POST", u+"/install", `{"chartName":"berth/echo-gateway","releaseName":"gw2","credentialsSecret":"`+tc.secret+`"}`)
+		if status != tc.want || strings.Contains(string(b), "hunter2") {
+			t.Errorf("install with %s = %d %s, want %d", tc.secret, status, b, tc.want)
+		}
+		if n := charts.Requests("/index.yaml") - before; n != 0 {
+			t.Errorf("install with %s sent %d requests to the repository", tc.secret, n)
+		}
 	}
 }
 

@@ -10,6 +10,8 @@ var (
 	// ErrSourceNotAllowed is a chart source outside ALLOWED_CHART_SOURCES, or
 	// one that resolves to a loopback, link-local or metadata address.
 	ErrSourceNotAllowed = problem.New(problem.ErrForbidden, "chart source is not allowed")
+	// ErrCredentialsSource is a credentials Secret named for a source it is not for.
+	ErrCredentialsSource = problem.New(problem.ErrForbidden, "the credentials Secret is for another chart source")
 	// ErrChartNotFound means the repository or registry has no such chart or version.
 	ErrChartNotFound = problem.New(problem.ErrUnprocessable, "chart not found")
 	// ErrNotInstallable is a library chart, or an archive that is not a chart.

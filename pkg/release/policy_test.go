@@ -2,11 +2,13 @@ package release
 
 import (
 	"errors"
+	"net"
 	"testing"
 )
 
 func TestCheckSource(t *testing.T) {
-	p := Policy{Sources: []string{"https://charts.example.com/", "oci://registry.example.com/charts/", "http://192.0.2.2:8080/"}}
+	p := Policy{Sources: []string{"https://charts.example.com", "oci://registry.example.com/charts/", "http://192.0.2.2:8080/", "oci://ghcr.io/acme",
+		"https://[2001:db8::1]/charts"}}
 	for _, tc := range []struct {
 		src  string
 		want error
@@ -24,10 +26,41 @@ func TestCheckSource(t *testing.T) {
 		{"https://user:pw@charts.example.com/", ErrBadRequest},
 		{"ftp://charts.example.com/", ErrBadRequest},
 		{"charts.example.com", ErrBadRequest},
+		{"https://charts.example.com@evil.io", ErrBadRequest}, // userinfo: refused before any match
+		{"https://charts.example.com.evil.io", ErrSourceNotAllowed},
+		{"https://charts.example.com:8443", ErrSourceNotAllowed},
+		{"https://CHARTS.example.com/team", nil},
+		{"https://charts.example.com/../other", nil}, // cleaned: still on the host, whose whole path is allowed
+		{"oci://ghcr.io/acme/gw", nil},
+		{"oci://ghcr.io/acme", nil},
+		{"oci://ghcr.io/acme-evil/gw", ErrSourceNotAllowed},
+		{"oci://ghcr.io/acme/../acme-evil/gw", ErrSourceNotAllowed},
+		{"oci://ghcr.io/acmegw", ErrSourceNotAllowed},
+		{"https://[2001:db8::1]/charts/gw", nil},
+		{"https://[2001:db8::1]/chartsx", ErrSourceNotAllowed},
+		{"https://[2001:db8::2]/charts", ErrSourceNotAllowed},
+		{"https://charts.example.com/?x=1", ErrBadRequest},
+		{"https://charts.example.com:http/", ErrBadRequest},
 	} {
 		err := p.CheckSource(tc.src)
 		if (tc.want == nil) != (err == nil) || (tc.want != nil && !errors.Is(err, tc.want)) {
 			t.Errorf("CheckSource(%q) = %v, want %v", tc.src, err, tc.want)
+		}
+	}
+}
+
+func TestForbiddenAddress(t *testing.T) {
+	for _, tc := range []struct {
+		ip   string
+		want bool
+	}{
+		{"127.0.0.1", true}, {"169.254.169.254", true}, {"10.96.0.1", true}, {"172.16.5.5", true}, {"192.168.1.1", true},
+		{"100.64.0.1", true}, {"100.127.255.254", true}, {"fd00::1", true}, {"fe80::1", true}, {"::1", true}, {"::", true},
+		{"100.100.100.200", true}, {"fd00:ec2::254", true}, {"224.0.0.1", true},
+		{"203.0.113.5", false}, {"100.128.0.1", false}, {"2001:db8::1", false}, {"8.8.8.8", false},
+	} {
+		if got := forbiddenAddress(net.ParseIP(tc.ip)); got != tc.want {
+			t.Errorf("forbiddenAddress(%s) = %v, want %v", tc.ip, got, tc.want)
 		}
 	}
 }

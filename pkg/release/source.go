@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -42,9 +43,27 @@ type ChartRef struct {
 // Credentials authenticate to a chart source. They come from a Secret.
 type Credentials struct {
 	// Ref names where they came from (namespace/secret), for cache keys.
-	Ref      string
+	Ref string
+	// Source is the URL (a prefix, compared as with ALLOWED_CHART_SOURCES) the
+	// credentials are for; they are sent nowhere else.
+	Source   string
 	Username string
 	Password string
+}
+
+// usableFor refuses credentials for a URL outside the source they are for.
+func (c *Credentials) usableFor(raw string) error {
+	if c == nil {
+		return nil
+	}
+	u, err := ParseSource(raw)
+	if err != nil {
+		return err
+	}
+	if src, err := ParseSource(c.Source); err != nil || !Within(u, src) {
+		return fmt.Errorf("%w: %s is for another source", ErrCredentialsSource, c.Ref)
+	}
+	return nil
 }
 
 // Source is where a loaded chart came from.
@@ -61,6 +80,7 @@ type Fetcher struct {
 	repos         map[string]string
 	plainHTTP     bool
 	maxChartBytes int64
+	log           *slog.Logger
 	client        *http.Client
 	indexes       *expirable.LRU[string, *repo.IndexFile]
 	archives      *expirable.LRU[string, []byte]
@@ -81,11 +101,17 @@ type FetcherOptions struct {
 	CacheEntries int
 	// IndexTTL is how long a repository index is reused.
 	IndexTTL time.Duration
+	// Log receives what a caller is not told (why a source did not answer);
+	// slog's default logger when nil.
+	Log *slog.Logger
 }
 
 // NewFetcher returns a fetcher. Nothing is fetched until a chart is asked for.
 func NewFetcher(o FetcherOptions) *Fetcher {
-	f := &Fetcher{policy: o.Policy, repos: o.Repos, plainHTTP: o.PlainHTTP, maxChartBytes: o.MaxChartBytes}
+	f := &Fetcher{policy: o.Policy, repos: o.Repos, plainHTTP: o.PlainHTTP, maxChartBytes: o.MaxChartBytes, log: o.Log}
+	if f.log == nil {
+		f.log = slog.Default()
+	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, Control: f.control}
 	f.client = &http.Client{
 		Timeout: 2 * time.Minute,
@@ -97,7 +123,9 @@ func NewFetcher(o FetcherOptions) *Fetcher {
 			if len(via) >= 5 {
 				return errors.New("too many redirects")
 			}
-			return nil
+			// Every hop is a source of its own: allowed, or refused. (The
+			// address it resolves to is checked when it is dialled.)
+			return f.checkSource(req.URL.String())
 		},
 	}
 	f.indexes = expirable.NewLRU[string, *repo.IndexFile](o.CacheEntries, nil, o.IndexTTL)
@@ -155,14 +183,8 @@ func (f *Fetcher) Load(ctx context.Context, ref ChartRef) (*chart.Chart, Source,
 	if err != nil {
 		return nil, Source{}, err
 	}
-	configured := false
-	for _, r := range f.repos {
-		configured = configured || strings.HasPrefix(base, strings.TrimSuffix(r, "/"))
-	}
-	if !configured {
-		if err := f.policy.CheckSource(base); err != nil {
-			return nil, Source{}, err
-		}
+	if err := f.checkSource(base); err != nil {
+		return nil, Source{}, err
 	}
 	var data []byte
 	var src Source
@@ -182,6 +204,21 @@ func (f *Fetcher) Load(ctx context.Context, ref ChartRef) (*chart.Chart, Source,
 		return nil, Source{}, fmt.Errorf("%w: %s is a %s chart", ErrNotInstallable, c.Name(), c.Metadata.Type)
 	}
 	return c, src, nil
+}
+
+// checkSource allows a source URL within a configured repository (allowed by
+// being configured) or within ALLOWED_CHART_SOURCES, compared as URLs.
+func (f *Fetcher) checkSource(raw string) error {
+	u, err := ParseSource(raw)
+	if err != nil {
+		return err
+	}
+	for _, r := range f.repos {
+		if ru, err := ParseSource(r); err == nil && Within(u, ru) {
+			return nil
+		}
+	}
+	return f.policy.CheckSource(raw)
 }
 
 func cacheKey(u string, creds *Credentials) string {
@@ -255,15 +292,21 @@ func (f *Fetcher) get(ctx context.Context, u string, creds *Credentials) ([]byte
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
 	}
+	if err := creds.usableFor(u); err != nil {
+		return nil, err
+	}
 	if creds != nil {
 		req.SetBasicAuth(creds.Username, creds.Password)
 	}
 	resp, err := f.client.Do(req)
 	if err != nil {
-		if errors.Is(err, ErrSourceNotAllowed) {
-			return nil, fmt.Errorf("%w: %s", ErrSourceNotAllowed, redact(u))
+		if errors.Is(err, ErrSourceNotAllowed) || errors.Is(err, ErrBadRequest) {
+			return nil, fmt.Errorf("%w: %s, or a source it redirects to", ErrSourceNotAllowed, redact(u))
 		}
-		return nil, fmt.Errorf("%w: %s: %v", ErrSourceUnavailable, redact(u), unwrapURLError(err))
+		// Dial, TLS and protocol errors are logged, not answered: a caller
+		// must not learn what listens where.
+		f.log.Warn("chart source did not answer", "url", redact(u), "error", unwrapURLError(err).Error())
+		return nil, fmt.Errorf("%w: %s did not answer", ErrSourceUnavailable, redact(u))
 	}
 	defer resp.Body.Close()
 	switch {
@@ -276,7 +319,8 @@ func (f *Fetcher) get(ctx context.Context, u string, creds *Credentials) ([]byte
 	}
 	data, err := io.ReadAll(io.LimitReader(resp.Body, f.maxChartBytes+1))
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrSourceUnavailable, redact(u), err)
+		f.log.Warn("chart source stopped answering", "url", redact(u), "error", err.Error())
+		return nil, fmt.Errorf("%w: %s stopped answering", ErrSourceUnavailable, redact(u))
 	}
 	if int64(len(data)) > f.maxChartBytes {
 		return nil, fmt.Errorf("%w: %s is over %d bytes", ErrNotInstallable, redact(u), f.maxChartBytes)
@@ -301,6 +345,9 @@ func (f *Fetcher) pullOCI(ctx context.Context, ref string, cr ChartRef) ([]byte,
 	opts := []registry.ClientOption{registry.ClientOptHTTPClient(f.client), registry.ClientOptEnableCache(false)}
 	if f.plainHTTP {
 		opts = append(opts, registry.ClientOptPlainHTTP())
+	}
+	if err := cr.Credentials.usableFor("oci://" + full); err != nil {
+		return nil, Source{}, err
 	}
 	if cr.Credentials != nil {
 		opts = append(opts, registry.ClientOptBasicAuth(cr.Credentials.Username, cr.Credentials.Password))
@@ -336,7 +383,8 @@ func (f *Fetcher) pullOCI(ctx context.Context, ref string, cr ChartRef) ([]byte,
 		case errors.Is(r.err, errdef.ErrNotFound):
 			return nil, Source{}, fmt.Errorf("%w: oci://%s", ErrChartNotFound, full)
 		}
-		return nil, Source{}, fmt.Errorf("%w: oci://%s: %v", ErrSourceUnavailable, full, r.err)
+		f.log.Warn("chart registry did not answer", "url", "oci://"+full, "error", r.err.Error())
+		return nil, Source{}, fmt.Errorf("%w: oci://%s did not answer", ErrSourceUnavailable, full)
 	}
 	if int64(len(r.data)) > f.maxChartBytes {
 		return nil, Source{}, fmt.Errorf("%w: oci://%s is over %d bytes", ErrNotInstallable, full, f.maxChartBytes)
