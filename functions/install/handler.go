@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -238,7 +239,12 @@ func (h *handler) install(w http.ResponseWriter, r *http.Request) {
 	if b.ReleaseName == "" && b.ChartName != "" {
 		b.ReleaseName = derivedName(b.ChartName, uuid.NewString())
 	}
-	req, err := h.toRequest(r.Context(), b, installVerbs(b)...)
+	verbs := installVerbs(b)
+	if dry {
+		// A dry run answers the rendered manifest: what reading the release shows.
+		verbs = append(verbs, "get")
+	}
+	req, err := h.toRequest(r.Context(), b, verbs...)
 	if err != nil {
 		problem.Write(w, err)
 		return
@@ -246,7 +252,7 @@ func (h *handler) install(w http.ResponseWriter, r *http.Request) {
 	req.DryRun = dry
 	rel, created, err := h.in.Install(r.Context(), req)
 	if err != nil {
-		problem.Write(w, err)
+		problem.Write(w, h.chartMessage(r.Context(), req.Namespace, err))
 		return
 	}
 	status := http.StatusOK
@@ -254,6 +260,23 @@ func (h *handler) install(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 	}
 	function.WriteJSON(w, status, installAnswer{Release: rel, Expose: b.Expose})
+}
+
+// errChartMessageHidden stands for a chart's own message (a template error, a
+// fail) to a caller who may not read the release.
+var errChartMessageHidden = problem.New(problem.ErrUnprocessable,
+	"the chart cannot be installed with these values; its message is shown to callers who may get releases in the namespace")
+
+// chartMessage keeps a chart's render and fail messages, which may quote what
+// the chart looked up, from a caller who may not get releases in ns.
+func (h *handler) chartMessage(ctx context.Context, ns string, err error) error {
+	if !errors.Is(err, release.ErrRender) {
+		return err
+	}
+	if ok, aerr := h.access.Allowed(ctx, auth.Attributes{Verb: "get", Resource: auth.Releases, Namespace: ns}); aerr != nil || !ok {
+		return errChartMessageHidden
+	}
+	return err
 }
 
 // installVerbs are what an install request needs: create, and update when it
@@ -290,7 +313,7 @@ func (h *handler) upgrade(w http.ResponseWriter, r *http.Request) {
 	}
 	rel, err := h.in.Upgrade(r.Context(), req)
 	if err != nil {
-		problem.Write(w, err)
+		problem.Write(w, h.chartMessage(r.Context(), req.Namespace, err))
 		return
 	}
 	function.WriteJSON(w, http.StatusOK, rel)
@@ -429,7 +452,7 @@ func (h *handler) rollback(w http.ResponseWriter, r *http.Request) {
 	}
 	rel, err := h.in.Rollback(r.Context(), r.PathValue("namespace"), r.PathValue("name"), b.Revision, timeout)
 	if err != nil {
-		problem.Write(w, err)
+		problem.Write(w, h.chartMessage(r.Context(), r.PathValue("namespace"), err))
 		return
 	}
 	function.WriteJSON(w, http.StatusOK, rel)

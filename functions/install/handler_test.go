@@ -59,6 +59,12 @@ func TestMain(m *testing.M) { os.Exit(controlplane.RunTests(withCharts{m}, &cp))
 // set, is K_SINK. It returns the URL and the namespace.
 func serve(t testing.TB, sink string) (string, string) {
 	t.Helper()
+	return serveWith(t, sink, allowAll{})
+}
+
+// serveWith is serve with ac deciding who may do what.
+func serveWith(t testing.TB, sink string, ac access) (string, string) {
+	t.Helper()
 	ns := cp.Namespace(t)
 	cfg := Config{
 		Config:                   function.Config{MaxRequestBytes: 64 << 10},
@@ -74,7 +80,7 @@ func serve(t testing.TB, sink string) (string, string) {
 		cfg.Sink = function.URL{URL: u}
 	}
 	log := slog.New(slog.DiscardHandler)
-	h := newHandler(cfg, cp.Config, cp.Client, allowAll{}, log)
+	h := newHandler(cfg, cp.Config, cp.Client, ac, log)
 	s := function.NewServer(cfg.Config, function.Function{Name: "install", API: h.routes(), Events: h.event}, log)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
@@ -238,6 +244,57 @@ func TestCredentialsComeFromASecret(t *testing.T) {
 		}
 		if n := charts.Requests("/index.yaml") - before; n != 0 {
 			t.Errorf("install with %s sent %d requests to the repository", tc.secret, n)
+		}
+	}
+}
+
+// noGet allows every operation but reading releases.
+type noGet struct{}
+
+func (noGet) Check(_ context.Context, a auth.Attributes) error {
+	if a.Verb == "get" {
+		return auth.ErrDenied
+	}
+	return nil
+}
+func (n noGet) Allowed(ctx context.Context, a auth.Attributes) (bool, error) {
+	return n.Check(ctx, a) == nil, nil
+}
+
+// TestChartMessagesAndDryRuns: a chart's fail message reaches only a caller who
+// may read the release; a dry run needs that too, and answers rendered Secrets
+// redacted.
+func TestChartMessagesAndDryRuns(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		tmpl string
+	}{
+		{"fails", `{{ fail "the-secret-is-42" }}`},
+		{"with-secret", "apiVersion: v1\nkind: Secret\nmetadata: {name: s}\nstringData: {token: hunter2}\n"},
+	} {
+		ch, err := chartrepo.FromTemplates(c.name, map[string]string{"x.yaml": c.tmpl})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := charts.Add(ch); err != nil {
+			t.Fatal(err)
+		}
+	}
+	reader, _ := serve(t, "")
+	writer, _ := serveWith(t, "", noGet{})
+	for _, tc := range []struct {
+		name, url, body string
+		want            int
+		shows, hides    string
+	}{
+		{"fail, to a reader", reader + "/install", `{"chartName":"berth/fails","releaseName":"f"}`, 422, "the-secret-is-42", ""},
+		{"fail, to a caller who may not read", writer + "/install", `{"chartName":"berth/fails","releaseName":"f"}`, 422, "may get releases", "the-secret-is-42"},
+		{"dry run by a caller who may not read", writer + "/install?dryRun=true", `{"chartName":"berth/with-secret","releaseName":"s"}`, 403, "", "hunter2"},
+		{"dry run, Secrets redacted", reader + "/install?dryRun=true", `{"chartName":"berth/with-secret","releaseName":"s"}`, 200, "(redacted)", "hunter2"},
+	} {
+		status, b, _ := do(t, "POST", tc.url, tc.body)
+		if status != tc.want || !strings.Contains(string(b), tc.shows) || tc.hides != "" && strings.Contains(string(b), tc.hides) {
+			t.Errorf("%s: %d %s; want %d, showing %q, hiding %q", tc.name, status, b, tc.want, tc.shows, tc.hides)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package release
 import (
 	"errors"
 	"net"
+	"strings"
 	"testing"
 )
 
@@ -61,6 +62,37 @@ func TestForbiddenAddress(t *testing.T) {
 	} {
 		if got := forbiddenAddress(net.ParseIP(tc.ip)); got != tc.want {
 			t.Errorf("forbiddenAddress(%s) = %v, want %v", tc.ip, got, tc.want)
+		}
+	}
+}
+
+func TestRedactSecrets(t *testing.T) {
+	manifest := `---
+# Source: c/templates/secret.yaml
+apiVersion: v1
+kind: Secret
+metadata:
+  name: s
+data:
+  password: aHVudGVyMg==
+stringData:
+  token: hunter2
+---
+# Source: c/templates/cm.yaml
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: c
+data:
+  greeting: hello
+`
+	got := RedactSecrets(manifest)
+	if strings.Contains(got, "hunter2") || strings.Contains(got, "aHVudGVyMg==") {
+		t.Errorf("RedactSecrets left a secret:\n%s", got)
+	}
+	for _, want := range []string{"password: (redacted)", "token: (redacted)", "greeting: hello", "# Source: c/templates/secret.yaml", "name: s"} {
+		if !strings.Contains(got, want) {
+			t.Errorf("RedactSecrets lost %q:\n%s", want, got)
 		}
 	}
 }

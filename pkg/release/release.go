@@ -242,7 +242,7 @@ func (in *Installer) install(ctx context.Context, cfg *action.Configuration, req
 	r := toRelease(rel)
 	r.Source = &src
 	if req.DryRun {
-		r.Manifest = rel.Manifest
+		r.Manifest = RedactSecrets(rel.Manifest)
 	}
 	return r, !req.DryRun, nil
 }
@@ -545,4 +545,37 @@ func resources(manifest string) []ResourceRef {
 		out = append(out, ResourceRef{Kind: o.Kind, Name: o.Metadata.Name})
 	}
 	return out
+}
+
+// RedactSecrets replaces the values of every Secret's data and stringData in a
+// rendered manifest, so that a dry run answers the shape of what it would
+// write and not the secrets in it. Other documents are kept as they are.
+func RedactSecrets(manifest string) string {
+	docs := strings.Split(manifest, "\n---")
+	for i, doc := range docs {
+		var o map[string]any
+		if err := yaml.Unmarshal([]byte(doc), &o); err != nil || o["kind"] != "Secret" {
+			continue
+		}
+		for _, field := range []string{"data", "stringData"} {
+			if m, ok := o[field].(map[string]any); ok {
+				for k := range m {
+					m[k] = "(redacted)"
+				}
+			}
+		}
+		out, err := yaml.Marshal(o)
+		if err != nil {
+			docs[i] = "\n# a Secret, redacted\n"
+			continue
+		}
+		var comments []string
+		for _, line := range strings.Split(doc, "\n") {
+			if strings.HasPrefix(line, "#") {
+				comments = append(comments, line)
+			}
+		}
+		docs[i] = "\n" + strings.Join(append(comments, string(out)), "\n")
+	}
+	return strings.Join(docs, "\n---")
 }
