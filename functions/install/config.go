@@ -41,10 +41,18 @@ type Config struct {
 	CredentialsNamespace string `split_words:"true" default:"berth"`
 	// MaxValuesBytes bounds a request's values, as JSON.
 	MaxValuesBytes int `split_words:"true" default:"262144"`
-	// MaxChartBytes bounds a chart archive or repository index.
+	// MaxChartBytes bounds a chart archive as fetched.
 	MaxChartBytes int64 `split_words:"true" default:"10485760"`
-	// ChartCacheEntries bounds the index and archive caches, each.
-	ChartCacheEntries int `split_words:"true" default:"32"`
+	// MaxIndexBytes bounds a repository's index.yaml as fetched, before it is
+	// parsed (parsing peaks at about 35 times its size in heap; one index is
+	// parsed at a time).
+	MaxIndexBytes int64 `split_words:"true" default:"4194304"`
+	// MaxChartDecompressedBytes bounds a chart's files, decompressed.
+	MaxChartDecompressedBytes int64 `split_words:"true" default:"20971520"`
+	// ChartCacheEntries and ChartCacheBytes bound the index and archive
+	// caches, each (a parsed index weighs 8 times its size).
+	ChartCacheEntries int   `split_words:"true" default:"32"`
+	ChartCacheBytes   int64 `split_words:"true" default:"67108864"`
 	// IndexTTL is how long a repository index is reused.
 	IndexTTL time.Duration `envconfig:"INDEX_TTL" default:"5m"`
 	// ReleaseTimeout bounds an operation that asks for none; a release pending
@@ -102,8 +110,9 @@ func (c Config) Validate() error {
 	if c.HelmDriver != "secret" && c.HelmDriver != "configmap" {
 		errs = append(errs, fmt.Errorf("HELM_DRIVER=%q: want secret or configmap", c.HelmDriver))
 	}
-	if c.MaxValuesBytes <= 0 || c.MaxChartBytes <= 0 || c.ChartCacheEntries <= 0 || c.IndexTTL <= 0 || c.ReleaseTimeout <= 0 {
-		errs = append(errs, errors.New("MAX_VALUES_BYTES, MAX_CHART_BYTES, CHART_CACHE_ENTRIES, INDEX_TTL and RELEASE_TIMEOUT must be positive"))
+	if c.MaxValuesBytes <= 0 || c.MaxChartBytes <= 0 || c.MaxIndexBytes <= 0 || c.MaxChartDecompressedBytes <= 0 ||
+		c.ChartCacheEntries <= 0 || c.ChartCacheBytes <= 0 || c.IndexTTL <= 0 || c.ReleaseTimeout <= 0 {
+		errs = append(errs, errors.New("MAX_VALUES_BYTES, MAX_CHART_BYTES, MAX_INDEX_BYTES, MAX_CHART_DECOMPRESSED_BYTES, CHART_CACHE_ENTRIES, CHART_CACHE_BYTES, INDEX_TTL and RELEASE_TIMEOUT must be positive"))
 	}
 	return errors.Join(errs...)
 }

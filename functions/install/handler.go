@@ -67,7 +67,8 @@ func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, ac acces
 			Configs: release.NewConfigs(rc, cfg.HelmDriver, cfg.DeployerServiceAccount, log),
 			Fetcher: release.NewFetcher(release.FetcherOptions{
 				Policy: p, Repos: cfg.ChartRepositories, PlainHTTP: cfg.OCIPlainHTTP,
-				MaxChartBytes: cfg.MaxChartBytes, CacheEntries: cfg.ChartCacheEntries, IndexTTL: cfg.IndexTTL, Log: log,
+				MaxChartBytes: cfg.MaxChartBytes, MaxIndexBytes: cfg.MaxIndexBytes, MaxDecompressedBytes: cfg.MaxChartDecompressedBytes,
+				CacheEntries: cfg.ChartCacheEntries, CacheBytes: cfg.ChartCacheBytes, IndexTTL: cfg.IndexTTL, Log: log,
 			}),
 			Policy: p, DefaultTimeout: cfg.ReleaseTimeout, Log: log,
 		},

@@ -123,7 +123,13 @@ func (in *Installer) Check(req Request) error {
 	if req.Chart.Version != "" && (len(req.Chart.Version) > 64 || strings.ContainsAny(req.Chart.Version, " /\\\n")) {
 		return fmt.Errorf("%w: version %q", ErrBadRequest, problem.Clip(req.Chart.Version))
 	}
-	_, err := Values(req.Values, req.ValuesObject)
+	vals, err := Values(req.Values, req.ValuesObject)
+	if err == nil {
+		// Dotted keys expand (list[9] is ten entries): bound what they became.
+		if b, _ := json.Marshal(vals); len(b) > in.Policy.MaxValuesBytes {
+			err = fmt.Errorf("%w: values expand to %d bytes, over %d", ErrBadRequest, len(b), in.Policy.MaxValuesBytes)
+		}
+	}
 	return err
 }
 

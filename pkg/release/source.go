@@ -16,7 +16,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/hashicorp/golang-lru/v2/expirable"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/registry"
@@ -80,11 +79,20 @@ type Fetcher struct {
 	repos         map[string]string
 	plainHTTP     bool
 	maxChartBytes int64
+	maxIndexBytes int64
 	log           *slog.Logger
 	client        *http.Client
-	indexes       *expirable.LRU[string, *repo.IndexFile]
-	archives      *expirable.LRU[string, []byte]
+	indexes       *byteCache[*repo.IndexFile]
+	archives      *byteCache[[]byte]
+	// parsing lets one index be parsed at a time: parsing peaks at about 35
+	// times the index's size in heap (TestHostileInputsHeap).
+	parsing chan struct{}
 }
+
+// indexHeapFactor is what the index cache weighs a parsed repository index at,
+// per byte of its YAML: about twice the 4.3 measured (TestHostileInputsHeap
+// prints it), to be on the safe side.
+const indexHeapFactor = 8
 
 // FetcherOptions configure a Fetcher.
 type FetcherOptions struct {
@@ -94,11 +102,18 @@ type FetcherOptions struct {
 	// PlainHTTP talks to OCI registries without TLS (for registries on a
 	// private network).
 	PlainHTTP bool
-	// MaxChartBytes bounds a chart archive or repository index.
+	// MaxChartBytes bounds a chart archive as fetched.
 	MaxChartBytes int64
-	// CacheEntries bound each cache (indexes and archives), so the caches hold
-	// at most 2 × CacheEntries × MaxChartBytes.
+	// MaxIndexBytes bounds a repository's index.yaml as fetched, before it is
+	// parsed; MaxChartBytes when 0.
+	MaxIndexBytes int64
+	// MaxDecompressedBytes bounds a chart's files, decompressed; Helm's 100 MiB
+	// when 0.
+	MaxDecompressedBytes int64
+	// CacheEntries and CacheBytes bound each cache (indexes and archives).
+	// CacheBytes is 4 × MaxChartBytes when 0.
 	CacheEntries int
+	CacheBytes   int64
 	// IndexTTL is how long a repository index is reused.
 	IndexTTL time.Duration
 	// Log receives what a caller is not told (why a source did not answer);
@@ -108,9 +123,22 @@ type FetcherOptions struct {
 
 // NewFetcher returns a fetcher. Nothing is fetched until a chart is asked for.
 func NewFetcher(o FetcherOptions) *Fetcher {
-	f := &Fetcher{policy: o.Policy, repos: o.Repos, plainHTTP: o.PlainHTTP, maxChartBytes: o.MaxChartBytes, log: o.Log}
+	f := &Fetcher{policy: o.Policy, repos: o.Repos, plainHTTP: o.PlainHTTP, maxChartBytes: o.MaxChartBytes, maxIndexBytes: o.MaxIndexBytes,
+		log: o.Log, parsing: make(chan struct{}, 1)}
 	if f.log == nil {
 		f.log = slog.Default()
+	}
+	if f.maxIndexBytes == 0 {
+		f.maxIndexBytes = o.MaxChartBytes
+	}
+	if o.CacheBytes == 0 {
+		o.CacheBytes = 4 * o.MaxChartBytes
+	}
+	if o.MaxDecompressedBytes > 0 {
+		// Helm's loader reads its bound from a package variable; install is
+		// the one loader in the process.
+		loader.MaxDecompressedChartSize = o.MaxDecompressedBytes
+		loader.MaxDecompressedFileSize = min(loader.MaxDecompressedFileSize, o.MaxDecompressedBytes)
 	}
 	dialer := &net.Dialer{Timeout: 10 * time.Second, Control: f.control}
 	f.client = &http.Client{
@@ -128,8 +156,8 @@ func NewFetcher(o FetcherOptions) *Fetcher {
 			return f.checkSource(req.URL.String())
 		},
 	}
-	f.indexes = expirable.NewLRU[string, *repo.IndexFile](o.CacheEntries, nil, o.IndexTTL)
-	f.archives = expirable.NewLRU[string, []byte](o.CacheEntries, nil, 24*time.Hour)
+	f.indexes = newByteCache[*repo.IndexFile](o.CacheEntries, o.CacheBytes, o.IndexTTL)
+	f.archives = newByteCache[[]byte](o.CacheEntries, o.CacheBytes, 24*time.Hour)
 	return f
 }
 
@@ -221,6 +249,18 @@ func (f *Fetcher) checkSource(raw string) error {
 	return f.policy.CheckSource(raw)
 }
 
+// parseIndex reads a repository's index.yaml.
+func parseIndex(raw []byte) (*repo.IndexFile, error) {
+	idx := &repo.IndexFile{}
+	if err := yaml.UnmarshalStrict(raw, idx); err != nil {
+		if err := yaml.Unmarshal(raw, idx); err != nil {
+			return nil, err
+		}
+	}
+	idx.SortEntries()
+	return idx, nil
+}
+
 func cacheKey(u string, creds *Credentials) string {
 	if creds == nil {
 		return u
@@ -234,16 +274,21 @@ func (f *Fetcher) fromRepo(ctx context.Context, base, name string, ref ChartRef)
 	indexURL := base + "/index.yaml"
 	idx, ok := f.indexes.Get(cacheKey(indexURL, ref.Credentials))
 	if !ok {
-		raw, err := f.get(ctx, indexURL, ref.Credentials)
+		raw, err := f.getBounded(ctx, indexURL, ref.Credentials, f.maxIndexBytes)
 		if err != nil {
 			return nil, Source{}, err
 		}
-		idx = &repo.IndexFile{}
-		if err := yaml.UnmarshalStrict(raw, idx); err != nil && yaml.Unmarshal(raw, idx) != nil {
+		select {
+		case f.parsing <- struct{}{}:
+		case <-ctx.Done():
+			return nil, Source{}, fmt.Errorf("%w: waiting to parse %s: %v", ErrSourceUnavailable, indexURL, ctx.Err())
+		}
+		idx, err = parseIndex(raw)
+		<-f.parsing
+		if err != nil {
 			return nil, Source{}, fmt.Errorf("%w: %s is not a repository index", ErrSourceUnavailable, indexURL)
 		}
-		idx.SortEntries()
-		f.indexes.Add(cacheKey(indexURL, ref.Credentials), idx)
+		f.indexes.Add(cacheKey(indexURL, ref.Credentials), idx, int64(len(raw))*indexHeapFactor)
 	}
 	cv, err := idx.Get(name, ref.Version)
 	if err != nil || len(cv.URLs) == 0 {
@@ -275,7 +320,7 @@ func (f *Fetcher) fromRepo(ctx context.Context, base, name string, ref ChartRef)
 			return nil, Source{}, fmt.Errorf("%w: %s does not match its digest in the index", ErrNotInstallable, archiveURL)
 		}
 	}
-	f.archives.Add(key, data)
+	f.archives.Add(key, data, int64(len(data)))
 	return data, Source{URL: archiveURL, Digest: cv.Digest}, nil
 }
 
@@ -288,6 +333,11 @@ func versionOrLatest(v string) string {
 
 // get fetches u, bounded by MaxChartBytes.
 func (f *Fetcher) get(ctx context.Context, u string, creds *Credentials) ([]byte, error) {
+	return f.getBounded(ctx, u, creds, f.maxChartBytes)
+}
+
+// getBounded fetches u, refusing a body over limit bytes.
+func (f *Fetcher) getBounded(ctx context.Context, u string, creds *Credentials, limit int64) ([]byte, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrBadRequest, err)
@@ -317,13 +367,16 @@ func (f *Fetcher) get(ctx context.Context, u string, creds *Credentials) ([]byte
 	case resp.StatusCode != http.StatusOK:
 		return nil, fmt.Errorf("%w: %s answered %d", ErrSourceUnavailable, redact(u), resp.StatusCode)
 	}
-	data, err := io.ReadAll(io.LimitReader(resp.Body, f.maxChartBytes+1))
+	if resp.ContentLength > limit {
+		return nil, fmt.Errorf("%w: %s is %d bytes, over %d", ErrNotInstallable, redact(u), resp.ContentLength, limit)
+	}
+	data, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		f.log.Warn("chart source stopped answering", "url", redact(u), "error", err.Error())
 		return nil, fmt.Errorf("%w: %s stopped answering", ErrSourceUnavailable, redact(u))
 	}
-	if int64(len(data)) > f.maxChartBytes {
-		return nil, fmt.Errorf("%w: %s is over %d bytes", ErrNotInstallable, redact(u), f.maxChartBytes)
+	if int64(len(data)) > limit {
+		return nil, fmt.Errorf("%w: %s is over %d bytes", ErrNotInstallable, redact(u), limit)
 	}
 	return data, nil
 }
@@ -389,7 +442,7 @@ func (f *Fetcher) pullOCI(ctx context.Context, ref string, cr ChartRef) ([]byte,
 	if int64(len(r.data)) > f.maxChartBytes {
 		return nil, Source{}, fmt.Errorf("%w: oci://%s is over %d bytes", ErrNotInstallable, full, f.maxChartBytes)
 	}
-	f.archives.Add(key, r.data)
+	f.archives.Add(key, r.data, int64(len(r.data)))
 	return r.data, Source{URL: "oci://" + full, Digest: r.digest}, nil
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strconv"
 	"strings"
 	"unicode"
 
@@ -45,11 +46,29 @@ func Values(dotted map[string]any, object map[string]any) (map[string]any, error
 	return out, nil
 }
 
+// MaxListIndex bounds a list index in a values key (list[255]): Helm's own
+// bound, 65536, lets 4 KB of keys expand to hundreds of MiB.
+const MaxListIndex = 255
+
 // checkKey refuses keys --set could not mean: empty, overlong, or holding
-// characters that separate assignments.
+// characters that separate assignments, or a list index over MaxListIndex.
 func checkKey(k string) error {
 	if k == "" || len(k) > 256 || strings.HasPrefix(k, ".") || strings.HasSuffix(k, ".") || strings.Contains(k, "..") {
 		return fmt.Errorf("%w: values key %q", ErrBadRequest, problem.Clip(k))
+	}
+	for rest := k; ; {
+		i := strings.IndexByte(rest, '[')
+		if i < 0 {
+			break
+		}
+		j := strings.IndexByte(rest[i:], ']')
+		if j < 0 {
+			break
+		}
+		if n, err := strconv.Atoi(rest[i+1 : i+j]); err == nil && (n < 0 || n > MaxListIndex) {
+			return fmt.Errorf("%w: values key %q: list index over %d", ErrBadRequest, problem.Clip(k), MaxListIndex)
+		}
+		rest = rest[i+j:]
 	}
 	for _, r := range k {
 		if r == '=' || r == ',' || unicode.IsSpace(r) || !unicode.IsPrint(r) {
