@@ -62,8 +62,9 @@ func serve(t testing.TB, sink string) (string, string) {
 	return serveWith(t, sink, allowAll{})
 }
 
-// serveWith is serve with ac deciding who may do what.
-func serveWith(t testing.TB, sink string, ac access) (string, string) {
+// serveWith is serve with ac deciding who may do what, and each of configure
+// changing the configuration.
+func serveWith(t testing.TB, sink string, ac access, configure ...func(*Config)) (string, string) {
 	t.Helper()
 	ns := cp.Namespace(t)
 	cfg := Config{
@@ -78,6 +79,9 @@ func serveWith(t testing.TB, sink string, ac access) (string, string) {
 	if sink != "" {
 		u, _ := url.Parse(sink)
 		cfg.Sink = function.URL{URL: u}
+	}
+	for _, c := range configure {
+		c(&cfg)
 	}
 	log := slog.New(slog.DiscardHandler)
 	h := newHandler(cfg, cp.Config, cp.Client, ac, log)
