@@ -164,7 +164,7 @@ func (in *Installer) Install(ctx context.Context, req Request) (Release, bool, e
 	case cur.Info.Status == helmrelease.StatusUninstalled || cur.Info.Status == helmrelease.StatusFailed && cur.Version == 1:
 		return in.install(ctx, cfg, req, c, vals, src, true)
 	case sameRelease(cur, c, vals) && cur.Info.Status == helmrelease.StatusDeployed:
-		return toRelease(cur), false, nil
+		return toRelease(cur, req.Namespace), false, nil
 	case cur.Info.Status == helmrelease.StatusDeployed && !req.Upgrade:
 		return Release{}, false, fmt.Errorf("%w: %s/%s is %s %s", ErrExists, req.Namespace, req.ReleaseName, cur.Chart.Name(), cur.Chart.Metadata.Version)
 	}
@@ -245,7 +245,7 @@ func (in *Installer) install(ctx context.Context, cfg *action.Configuration, req
 		}
 		return Release{}, false, classify(err, "install", req)
 	}
-	r := toRelease(rel)
+	r := toRelease(rel, req.Namespace)
 	r.Source = &src
 	if req.DryRun {
 		r.Manifest = RedactSecrets(rel.Manifest)
@@ -282,7 +282,7 @@ func (in *Installer) upgrade(ctx context.Context, cfg *action.Configuration, req
 	if err != nil {
 		return Release{}, classify(err, "upgrade", req)
 	}
-	return toRelease(rel), nil
+	return toRelease(rel, req.Namespace), nil
 }
 
 // Upgrade upgrades an existing release to the chart and values of req.
@@ -308,7 +308,7 @@ func (in *Installer) Upgrade(ctx context.Context, req Request) (Release, error) 
 		return Release{}, fmt.Errorf("%w: %s/%s", ErrNotFound, req.Namespace, req.ReleaseName)
 	}
 	if !req.ReuseValues && sameRelease(cur, c, vals) && cur.Info.Status == helmrelease.StatusDeployed {
-		r := toRelease(cur)
+		r := toRelease(cur, req.Namespace)
 		r.Source = &src
 		return r, nil
 	}
@@ -358,8 +358,8 @@ func (in *Installer) Uninstall(ctx context.Context, ns, name string, timeout tim
 	if err != nil {
 		return Release{}, false, fmt.Errorf("uninstall %s/%s: %w", ns, name, err)
 	}
-	r := toRelease(res.Release)
-	r.Status = helmrelease.StatusUninstalled.String()
+	r := toRelease(res.Release, ns)
+	r.Name, r.Status = name, helmrelease.StatusUninstalled.String()
 	return r, true, nil
 }
 
@@ -405,7 +405,7 @@ func (in *Installer) Rollback(ctx context.Context, ns, name string, revision int
 	if err != nil {
 		return Release{}, err
 	}
-	return toRelease(cur), nil
+	return toRelease(cur, ns), nil
 }
 
 // Status shows a release: its state, notes, values (secrets redacted),
@@ -425,7 +425,7 @@ func (in *Installer) Status(ctx context.Context, ns, name string) (Detail, error
 	if err != nil {
 		return Detail{}, err
 	}
-	d := Detail{Release: toRelease(rel), Description: rel.Info.Description, Notes: rel.Info.Notes, Values: Redact(rel.Config)}
+	d := Detail{Release: toRelease(rel, ns), Description: rel.Info.Description, Notes: rel.Info.Notes, Values: Redact(rel.Config)}
 	d.Resources = resources(rel.Manifest)
 	return d, nil
 }
@@ -449,7 +449,7 @@ func (in *Installer) History(ctx context.Context, ns, name string) ([]Release, e
 	releaseutil.SortByRevision(hist)
 	out := make([]Release, len(hist))
 	for i, r := range hist {
-		out[i] = toRelease(r)
+		out[i] = toRelease(r, ns)
 	}
 	return out, nil
 }
@@ -477,14 +477,17 @@ func (in *Installer) List(ctx context.Context, ns string) ([]Release, error) {
 			return nil, fmt.Errorf("list releases in %s: %w", n, err)
 		}
 		for _, r := range rels {
-			out = append(out, toRelease(r))
+			out = append(out, toRelease(r, n))
 		}
 	}
 	return out, nil
 }
 
-func toRelease(r *helmrelease.Release) Release {
-	out := Release{Name: r.Name, Namespace: r.Namespace, Revision: r.Version, Services: services(r.Manifest)}
+// toRelease reads a release record found in namespace ns's storage. The
+// record's own namespace is not trusted: whoever may write Secrets in ns may
+// write a record claiming another.
+func toRelease(r *helmrelease.Release, ns string) Release {
+	out := Release{Name: r.Name, Namespace: ns, Revision: r.Version, Services: services(r.Manifest)}
 	if r.Info != nil {
 		out.Status = r.Info.Status.String()
 		out.Updated = r.Info.LastDeployed.Time

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"helm.sh/helm/v3/pkg/chart"
 	helmrelease "helm.sh/helm/v3/pkg/release"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -360,5 +361,34 @@ func TestLoopbackRefusedByDefault(t *testing.T) {
 	_, _, err := f.Load(context.Background(), ChartRef{Name: "x/echo-gateway", Repo: charts.RepoURL})
 	if !errors.Is(err, ErrSourceNotAllowed) || problem.Status(err) != 403 {
 		t.Errorf("a loopback source without AllowPrivateAddresses = %v, want ErrSourceNotAllowed (403)", err)
+	}
+}
+
+// TestForgedRecordStaysInItsNamespace: whoever may write Secrets in a
+// namespace may write a release record claiming another namespace; berth
+// answers (and announces an uninstall) for the namespace it read, never the
+// one the record claims.
+func TestForgedRecordStaysInItsNamespace(t *testing.T) {
+	ns := cp.Namespace(t)
+	in := newInstaller(t, ns)
+	cfg, err := in.Configs(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	forged := &helmrelease.Release{Name: "victim", Namespace: "someone-else", Version: 1,
+		Info: &helmrelease.Info{Status: helmrelease.StatusDeployed}, Chart: &chart.Chart{Metadata: &chart.Metadata{Name: "x", Version: "1.0.0"}}}
+	if err := cfg.Releases.Create(forged); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if d, err := in.Status(ctx, ns, "victim"); err != nil || d.Namespace != ns {
+		t.Errorf("Status = %+v, %v; want namespace %s", d.Release, err, ns)
+	}
+	if l, err := in.List(ctx, ns); err != nil || len(l) != 1 || l[0].Namespace != ns {
+		t.Errorf("List = %+v, %v; want one release in %s", l, err, ns)
+	}
+	r, _, err := in.Uninstall(ctx, ns, "victim", 0)
+	if err != nil || r.Namespace != ns || r.Name != "victim" {
+		t.Errorf("Uninstall = %+v, %v; want %s/victim", r, err, ns)
 	}
 }
