@@ -34,9 +34,15 @@ import (
 // are sent nowhere else.
 const AnnotationChartSource = "berth.dev/chart-source"
 
+// AnnotationNamespaces on a credentials Secret lists the namespaces whose
+// releases may use it (comma separated, or "*"): the platform team's say, so
+// that one tenant cannot install with another's credentials.
+const AnnotationNamespaces = "berth.dev/namespaces"
+
 var (
-	errUnexpectedEvent = problem.New(problem.ErrInvalid, "install does not consume this event type")
-	errNoCredentials   = problem.New(problem.ErrUnprocessable, "the credentials Secret is missing, lacks username and password, or names no chart source")
+	errUnexpectedEvent      = problem.New(problem.ErrInvalid, "install does not consume this event type")
+	errCredentialsNamespace = problem.New(problem.ErrForbidden, "the credentials Secret is not for this namespace")
+	errNoCredentials        = problem.New(problem.ErrUnprocessable, "the credentials Secret is missing, lacks username and password, or names no chart source")
 )
 
 // access authorizes the caller of a request: auth.Guard.
@@ -160,7 +166,7 @@ func (h *handler) toRequest(ctx context.Context, b installRequest, verbs ...stri
 		return release.Request{}, err
 	}
 	if b.CredentialsSecret != "" {
-		creds, err := h.credentials(ctx, b.CredentialsSecret)
+		creds, err := h.credentials(ctx, b.CredentialsSecret, req.Namespace)
 		if err != nil {
 			return release.Request{}, err
 		}
@@ -171,7 +177,7 @@ func (h *handler) toRequest(ctx context.Context, b installRequest, verbs ...stri
 
 // credentials reads username and password from a Secret in the credentials
 // namespace. They are never logged or answered.
-func (h *handler) credentials(ctx context.Context, name string) (*release.Credentials, error) {
+func (h *handler) credentials(ctx context.Context, name, namespace string) (*release.Credentials, error) {
 	if len(validation.IsDNS1123Subdomain(name)) > 0 {
 		return nil, fmt.Errorf("%w: credentialsSecret must be a Secret name", release.ErrBadRequest)
 	}
@@ -185,6 +191,9 @@ func (h *handler) credentials(ctx context.Context, name string) (*release.Creden
 	u, p := string(s.Data["username"]), string(s.Data["password"])
 	if u == "" || p == "" {
 		return nil, fmt.Errorf("%w: %s/%s", errNoCredentials, h.credsNS, name)
+	}
+	if allowed := strings.Split(s.Annotations[AnnotationNamespaces], ","); !slices.Contains(allowed, namespace) && !slices.Contains(allowed, "*") {
+		return nil, fmt.Errorf("%w: %s/%s is not for releases in %s (annotation %s)", errCredentialsNamespace, h.credsNS, name, namespace, AnnotationNamespaces)
 	}
 	src := s.Annotations[AnnotationChartSource]
 	if _, err := release.ParseSource(src); err != nil {

@@ -223,8 +223,9 @@ func TestCredentialsComeFromASecret(t *testing.T) {
 		t.Helper()
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name},
 			Data: map[string][]byte{"username": []byte("robot"), "password": []byte("hunter2")}}
+		s.Annotations = map[string]string{AnnotationNamespaces: ns}
 		if source != "" {
-			s.Annotations = map[string]string{AnnotationChartSource: source}
+			s.Annotations[AnnotationChartSource] = source
 		}
 		if _, err := cp.Client.CoreV1().Secrets(ns).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
@@ -233,6 +234,12 @@ func TestCredentialsComeFromASecret(t *testing.T) {
 	secret("repo-creds", charts.RepoURL)
 	secret("other-creds", "https://charts.example.com")
 	secret("unbound-creds", "")
+	elsewhere := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "elsewhere-creds",
+		Annotations: map[string]string{AnnotationChartSource: charts.RepoURL, AnnotationNamespaces: "team-b,team-c"}},
+		Data: map[string][]byte{"username": []byte("robot"), "password": []byte("hunter2")}}
+	if _, err := cp.Client.CoreV1().Secrets(ns).Create(context.Background(), elsewhere, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	status, b, _ := do(t, "POST", u+"/install", `{"chartName":"berth/echo-gateway","releaseName":"gw","credentialsSecret":"repo-creds"}`)
 	if status != 201 || strings.Contains(string(b), "hunter2") {
 		t.Errorf("install with credentials = %d %s", status, b)
@@ -240,7 +247,7 @@ func TestCredentialsComeFromASecret(t *testing.T) {
 	for _, tc := range []struct {
 		secret string
 		want   int
-	}{{"other-creds", 403}, {"unbound-creds", 422}} {
+	}{{"other-creds", 403}, {"unbound-creds", 422}, {"elsewhere-creds", 403}} {
 		before := charts.Requests("/index.yaml")
 		status, b, _ := do(t, "POST", u+"/install", `{"chartName":"berth/echo-gateway","releaseName":"gw2","credentialsSecret":"`+tc.secret+`"}`)
 		if status != tc.want || strings.Contains(string(b), "hunter2") {

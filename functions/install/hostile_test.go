@@ -78,8 +78,9 @@ func TestHostileSourcesAndInputs(t *testing.T) {
 	})
 	for name, source := range map[string]string{"for-unlisted": unlisted.RepoURL, "unbound": ""} {
 		s := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name}, Data: map[string][]byte{"username": []byte("robot"), "password": []byte("hunter2")}}
+		s.Annotations = map[string]string{AnnotationNamespaces: ns}
 		if source != "" {
-			s.Annotations = map[string]string{AnnotationChartSource: source}
+			s.Annotations[AnnotationChartSource] = source
 		}
 		if _, err := cp.Client.CoreV1().Secrets(ns).Create(context.Background(), s, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
