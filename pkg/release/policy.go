@@ -74,6 +74,16 @@ func ParseSource(raw string) (*url.URL, error) {
 	if u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
 		return nil, fmt.Errorf("%w: a chart source has no query or fragment", ErrBadRequest)
 	}
+	// The path is compared as sent: no escapes that decode to something else
+	// (%2e%2e, %2f), and no dot segments, which a server may or may not resolve.
+	if u.RawPath != "" || strings.Contains(u.Path, "%") {
+		return nil, fmt.Errorf("%w: a chart source's path has no escaped characters", ErrBadRequest)
+	}
+	for _, seg := range strings.Split(u.Path, "/") {
+		if seg == "." || seg == ".." {
+			return nil, fmt.Errorf("%w: a chart source's path has no . or .. segments", ErrBadRequest)
+		}
+	}
 	if _, err := strconv.Atoi(portOf(u)); err != nil {
 		return nil, fmt.Errorf("%w: port of %q", ErrBadRequest, problem.Clip(raw))
 	}

@@ -31,11 +31,13 @@ func TestCheckSource(t *testing.T) {
 		{"https://charts.example.com.evil.io", ErrSourceNotAllowed},
 		{"https://charts.example.com:8443", ErrSourceNotAllowed},
 		{"https://CHARTS.example.com/team", nil},
-		{"https://charts.example.com/../other", nil}, // cleaned: still on the host, whose whole path is allowed
+		{"https://charts.example.com/../other", ErrBadRequest}, // dot segments: a server may resolve them or not
+		{"https://charts.example.com/evil/%2e%2e/team", ErrBadRequest},
+		{"https://charts.example.com/a%2fb", ErrBadRequest},
 		{"oci://ghcr.io/acme/gw", nil},
 		{"oci://ghcr.io/acme", nil},
 		{"oci://ghcr.io/acme-evil/gw", ErrSourceNotAllowed},
-		{"oci://ghcr.io/acme/../acme-evil/gw", ErrSourceNotAllowed},
+		{"oci://ghcr.io/acme/../acme-evil/gw", ErrBadRequest},
 		{"oci://ghcr.io/acmegw", ErrSourceNotAllowed},
 		{"https://[2001:db8::1]/charts/gw", nil},
 		{"https://[2001:db8::1]/chartsx", ErrSourceNotAllowed},

@@ -50,6 +50,9 @@ type Credentials struct {
 	Password string
 }
 
+// credentialsKey carries a request's credentials to the redirect check.
+type credentialsKey struct{}
+
 // usableFor refuses credentials for a URL outside the source they are for.
 func (c *Credentials) usableFor(raw string) error {
 	if c == nil {
@@ -153,7 +156,14 @@ func NewFetcher(o FetcherOptions) *Fetcher {
 			}
 			// Every hop is a source of its own: allowed, or refused. (The
 			// address it resolves to is checked when it is dialled.)
-			return f.checkSource(req.URL.String())
+			if err := f.checkSource(req.URL.String()); err != nil {
+				return err
+			}
+			// Credentials go to their own source only, whatever the hop.
+			if creds, _ := req.Context().Value(credentialsKey{}).(*Credentials); creds.usableFor(req.URL.String()) != nil {
+				req.Header.Del("Authorization")
+			}
+			return nil
 		},
 	}
 	f.indexes = newByteCache[*repo.IndexFile](o.CacheEntries, o.CacheBytes, o.IndexTTL)
@@ -300,11 +310,9 @@ func (f *Fetcher) fromRepo(ctx context.Context, base, name string, ref ChartRef)
 	}
 	b, _ := url.Parse(base + "/")
 	archiveURL := b.ResolveReference(u).String()
-	if archiveURL != indexURL && !strings.HasPrefix(archiveURL, base+"/") {
-		// An index may point elsewhere; the policy then applies to that place too.
-		if err := f.policy.CheckSource(archiveURL); err != nil {
-			return nil, Source{}, err
-		}
+	// An index may point anywhere: the archive is a source of its own.
+	if err := f.checkSource(archiveURL); err != nil {
+		return nil, Source{}, err
 	}
 	key := cacheKey(archiveURL+"@"+cv.Digest, ref.Credentials)
 	if data, ok := f.archives.Get(key); ok {
@@ -347,6 +355,7 @@ func (f *Fetcher) getBounded(ctx context.Context, u string, creds *Credentials, 
 	}
 	if creds != nil {
 		req.SetBasicAuth(creds.Username, creds.Password)
+		req = req.WithContext(context.WithValue(ctx, credentialsKey{}, creds))
 	}
 	resp, err := f.client.Do(req)
 	if err != nil {

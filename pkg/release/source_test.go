@@ -40,17 +40,19 @@ func newCounting(t *testing.T, h http.HandlerFunc) *counting {
 func TestHostileSources(t *testing.T) {
 	ctx := context.Background()
 	unlisted := newCounting(t, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 404) })
+	other := newCounting(t, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 404) })
 	allowed := newCounting(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/redirect/index.yaml":
 			http.Redirect(w, r, unlisted.URL+"/index.yaml", http.StatusFound)
+		case "/team/hop/index.yaml":
+			http.Redirect(w, r, other.URL+"/index.yaml", http.StatusFound)
 		case "/ipv6/index.yaml":
 			http.Redirect(w, r, "http://[::1]:1/index.yaml", http.StatusFound)
 		default:
 			http.Error(w, "no", 404)
 		}
 	})
-	other := newCounting(t, func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 404) })
 	closed, _ := net.Listen("tcp", "127.0.0.1:0")
 	deadURL := "http://" + closed.Addr().String()
 	closed.Close()
@@ -74,6 +76,7 @@ func TestHostileSources(t *testing.T) {
 		{"a configured repository's look-alike host", ChartRef{Name: "gw", Repo: strings.Replace(allowed.URL, "127.0.0.1", "127.0.0.1.nip.io", 1)}, 403, nil},
 		{"a configured repository behind userinfo", ChartRef{Name: "gw", Repo: "http://" + strings.TrimPrefix(allowed.URL, "http://") + "@evil.example"}, 400, nil},
 		{"a source that does not answer", ChartRef{Name: "gw", Repo: deadURL}, 503, nil},
+		{"credentials redirected to another allowed source", ChartRef{Name: "gw", Repo: allowed.URL + "/team/hop", Credentials: credsFor(allowed.URL + "/team")}, 422, nil},
 	}
 	for _, tc := range tests {
 		before := int32(0)
