@@ -387,21 +387,31 @@ func eventRelease(r release.Release) events.Release {
 		Chart: r.Chart, Version: r.Version, Services: r.Services}
 }
 
+// list answers the releases of the namespaces the caller may list releases in,
+// asking before any release record is read.
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
-	ns := r.URL.Query().Get("namespace")
-	if ns != "" {
+	nss := h.allowed
+	if ns := r.URL.Query().Get("namespace"); ns != "" {
 		if err := h.authorize(r.Context(), ns, "", "list"); err != nil {
 			problem.Write(w, err)
 			return
 		}
+		nss = []string{ns}
 	}
-	items, err := h.in.List(r.Context(), ns)
-	if err == nil {
-		items, err = auth.Visible(r.Context(), h.access, auth.Releases, items, func(r release.Release) string { return r.Namespace })
-	}
-	if err != nil {
-		problem.Write(w, err)
-		return
+	items := []release.Release{}
+	for _, ns := range nss {
+		if ok, err := h.access.Allowed(r.Context(), auth.Attributes{Verb: "list", Resource: auth.Releases, Namespace: ns}); err != nil {
+			problem.Write(w, err)
+			return
+		} else if !ok {
+			continue
+		}
+		l, err := h.in.List(r.Context(), ns)
+		if err != nil {
+			problem.Write(w, err)
+			return
+		}
+		items = append(items, l...)
 	}
 	function.WriteJSON(w, http.StatusOK, map[string]any{"items": items})
 }

@@ -19,6 +19,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -42,6 +43,7 @@ import (
 	webhooktoken "k8s.io/apiserver/plugin/pkg/authenticator/token/webhook"
 	"k8s.io/client-go/kubernetes"
 
+	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/problem"
 )
 
@@ -61,6 +63,9 @@ const (
 	// namespace): what Knative's Trigger identities are granted.
 	Events = "events"
 )
+
+// requestTypes are the events tenants send; each tenant's are rate-limited.
+var requestTypes = []string{events.InstallRequested, events.UninstallRequested, events.PortRequested}
 
 // ExtensionTenant names the namespace an event acts in. The Broker's
 // EventPolicies let a tenant's ServiceAccounts send events only with their own
@@ -295,6 +300,13 @@ func (g *Guard) AuthorizeDelivery(ctx context.Context, e event.Event) (context.C
 	tenant := Tenant(e)
 	if tenant != "" && len(validation.IsDNS1123Label(tenant)) > 0 {
 		return nil, fmt.Errorf("%w: %s is not a namespace name", ErrWrongTenant, ExtensionTenant)
+	}
+	// A tenant's requests come through berth's own (unlimited) identities: they
+	// share one bucket per tenant. The chain's own events are not limited.
+	if tenant != "" && slices.Contains(requestTypes, e.Type()) {
+		if err := g.limit("tenant:" + tenant); err != nil {
+			return nil, err
+		}
 	}
 	c.Delivery, c.Tenant = true, tenant
 	return WithCaller(ctx, c), nil

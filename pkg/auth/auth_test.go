@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudevents/sdk-go/v2/event"
 	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/controlplane"
+	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
 	"github.com/berth-dev/berth/pkg/problem"
 )
@@ -194,6 +196,48 @@ func TestRateLimit(t *testing.T) {
 		if _, err := g.Authenticate(request(own)); err != nil {
 			t.Fatalf("berth's own ServiceAccount: %v", err)
 		}
+	}
+
+	// Deliveries: a tenant's requests share one bucket; the chain's events do not count.
+	ctx := context.Background()
+	if _, err := cp.Client.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "delivery"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"berth.dev"}, Resources: []string{"events"}, Verbs: []string{"create"}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "delivery"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "delivery"},
+		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "trigger"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	dctx, err := g.Authenticate(request(own))
+	if err != nil {
+		t.Fatal(err)
+	}
+	deliver := func(typ, tenant string) int {
+		e := event.New()
+		e.SetType(typ)
+		e.SetExtension(auth.ExtensionTenant, tenant)
+		var err error
+		for range 20 { // the delivery Role may take a moment to be seen
+			if _, err = g.AuthorizeDelivery(dctx, e); !errors.Is(err, auth.ErrDenied) {
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+		return problem.Status(err)
+	}
+	statuses = nil
+	for range 5 {
+		statuses = append(statuses, deliver(events.InstallRequested, "team-a"))
+	}
+	if !slices.Equal(statuses, []int{200, 200, 200, 429, 429}) {
+		t.Errorf("5 install.requested of one tenant at once, burst 3: %v", statuses)
+	}
+	if s := deliver(events.ReleaseInstalled, "team-a"); s != 200 {
+		t.Errorf("the chain's release.installed for a limited tenant: %d, want 200", s)
+	}
+	if s := deliver(events.InstallRequested, "team-b"); s != 200 {
+		t.Errorf("another tenant's install.requested: %d, want 200", s)
 	}
 }
 

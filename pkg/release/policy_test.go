@@ -2,6 +2,7 @@ package release
 
 import (
 	"errors"
+	"fmt"
 	"net"
 	"strings"
 	"testing"
@@ -96,5 +97,23 @@ data:
 		if !strings.Contains(got, want) {
 			t.Errorf("RedactSecrets lost %q:\n%s", want, got)
 		}
+	}
+}
+
+func TestLocksGoWhenUnused(t *testing.T) {
+	in := &Installer{}
+	done := make(chan struct{})
+	unlock := in.lock("ns", "a")
+	go func() {
+		defer close(done)
+		in.lock("ns", "a")() // waits for the first holder
+	}()
+	for i := 0; i < 100; i++ {
+		in.lock("ns", fmt.Sprintf("r%d", i))()
+	}
+	unlock()
+	<-done
+	if n := len(in.locks); n != 0 {
+		t.Errorf("%d locks left after every operation ended, want 0", n)
 	}
 }

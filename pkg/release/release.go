@@ -34,7 +34,8 @@ type Installer struct {
 	DefaultTimeout time.Duration
 	Log            *slog.Logger
 
-	locks sync.Map // namespace/name → *sync.Mutex: one operation per release per instance
+	locksMu sync.Mutex
+	locks   map[string]*releaseLock // namespace/name: one operation per release per instance
 }
 
 // Request asks for a release to be installed or upgraded.
@@ -89,11 +90,35 @@ type ResourceRef struct {
 	Name string `json:"name"`
 }
 
+// releaseLock is a release's lock, counted so that it goes when unused: a
+// caller naming ever new releases does not grow the map.
+type releaseLock struct {
+	sync.Mutex
+	users int
+}
+
 func (in *Installer) lock(ns, name string) func() {
-	m, _ := in.locks.LoadOrStore(ns+"/"+name, &sync.Mutex{})
-	mu := m.(*sync.Mutex)
-	mu.Lock()
-	return mu.Unlock
+	key := ns + "/" + name
+	in.locksMu.Lock()
+	if in.locks == nil {
+		in.locks = map[string]*releaseLock{}
+	}
+	l := in.locks[key]
+	if l == nil {
+		l = &releaseLock{}
+		in.locks[key] = l
+	}
+	l.users++
+	in.locksMu.Unlock()
+	l.Lock()
+	return func() {
+		l.Unlock()
+		in.locksMu.Lock()
+		if l.users--; l.users == 0 {
+			delete(in.locks, key)
+		}
+		in.locksMu.Unlock()
+	}
 }
 
 func (in *Installer) timeout(d time.Duration) time.Duration {
