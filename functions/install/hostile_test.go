@@ -1,9 +1,6 @@
 package main
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -20,24 +17,6 @@ import (
 	"github.com/berth-dev/berth/pkg/chartrepo"
 )
 
-// zipBomb is a chart archive whose one file decompresses to n bytes.
-func zipBomb(n int) []byte {
-	var buf bytes.Buffer
-	gz, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	tw := tar.NewWriter(gz)
-	meta := []byte("apiVersion: v2\nname: bomb\nversion: 0.1.0\n")
-	_ = tw.WriteHeader(&tar.Header{Name: "bomb/Chart.yaml", Mode: 0o644, Size: int64(len(meta))})
-	_, _ = tw.Write(meta)
-	_ = tw.WriteHeader(&tar.Header{Name: "bomb/files/zeros", Mode: 0o644, Size: int64(n)})
-	zeros := make([]byte, 1<<20)
-	for left := n; left > 0; left -= len(zeros) {
-		_, _ = tw.Write(zeros[:min(left, len(zeros))])
-	}
-	_ = tw.Close()
-	_ = gz.Close()
-	return buf.Bytes()
-}
-
 // TestHostileSourcesAndInputs posts, as a tenant would, chart sources and
 // inputs meant to reach what they should not or to take install's memory. Each
 // is refused with its status; no release record is written, and servers that
@@ -49,7 +28,7 @@ func TestHostileSourcesAndInputs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unlisted.Close()
-	bomb := zipBomb(100 << 20)
+	bomb := chartrepo.Bomb(100 << 20)
 	sum := sha256.Sum256(bomb)
 	var hostileHits atomic.Int32
 	hostile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

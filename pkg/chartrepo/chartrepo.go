@@ -73,6 +73,25 @@ func FromTemplates(name string, templates map[string]string) (Chart, error) {
 	return Package(dir, "")
 }
 
+// Bomb is the archive of a chart named bomb, version 0.1.0, whose one file
+// decompresses to n bytes of zeros: a few hundred KiB for 100 MiB.
+func Bomb(n int) []byte {
+	var buf bytes.Buffer
+	gz, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
+	tw := tar.NewWriter(gz)
+	meta := []byte("apiVersion: v2\nname: bomb\nversion: 0.1.0\n")
+	_ = tw.WriteHeader(&tar.Header{Name: "bomb/Chart.yaml", Mode: 0o644, Size: int64(len(meta))})
+	_, _ = tw.Write(meta)
+	_ = tw.WriteHeader(&tar.Header{Name: "bomb/files/zeros", Mode: 0o644, Size: int64(n)})
+	zeros := make([]byte, 1<<20)
+	for left := n; left > 0; left -= len(zeros) {
+		_, _ = tw.Write(zeros[:min(left, len(zeros))])
+	}
+	_ = tw.Close()
+	_ = gz.Close()
+	return buf.Bytes()
+}
+
 // PrivilegedPod is a template of a privileged Pod mounting the node's root: what
 // Pod Security's restricted profile must refuse.
 const PrivilegedPod = `apiVersion: v1

@@ -1,9 +1,6 @@
 package release
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -15,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/pkg/chartrepo"
 	"github.com/berth-dev/berth/pkg/problem"
 )
 
@@ -30,30 +28,6 @@ func allocated(f func()) (alloc, after uint64) {
 	var c runtime.MemStats
 	runtime.ReadMemStats(&c)
 	return b.TotalAlloc - a.TotalAlloc, c.HeapAlloc
-}
-
-// bombChart is a chart whose one file decompresses to n bytes.
-func bombChart(t *testing.T, n int) []byte {
-	var buf bytes.Buffer
-	gz, _ := gzip.NewWriterLevel(&buf, gzip.BestSpeed)
-	tw := tar.NewWriter(gz)
-	add := func(name string, size int64, body func(*tar.Writer)) {
-		if err := tw.WriteHeader(&tar.Header{Name: "bomb/" + name, Mode: 0o644, Size: size, ModTime: time.Unix(1, 0)}); err != nil {
-			t.Fatal(err)
-		}
-		body(tw)
-	}
-	meta := "apiVersion: v2\nname: bomb\nversion: 0.1.0\n"
-	add("Chart.yaml", int64(len(meta)), func(w *tar.Writer) { w.Write([]byte(meta)) })
-	zeros := make([]byte, 1<<20)
-	add("files/zeros", int64(n), func(w *tar.Writer) {
-		for left := n; left > 0; left -= len(zeros) {
-			w.Write(zeros[:min(left, len(zeros))])
-		}
-	})
-	tw.Close()
-	gz.Close()
-	return buf.Bytes()
 }
 
 // TestHostileInputsHeap feeds the inputs that once took install's memory
@@ -85,7 +59,7 @@ func TestHostileInputsHeap(t *testing.T) {
 		t.Errorf("values that expand past MaxValuesBytes = %v, want 400", err)
 	}
 
-	archive := bombChart(t, 100<<20)
+	archive := chartrepo.Bomb(100 << 20)
 	sum := sha256.Sum256(archive)
 	bigIndex := "apiVersion: v1\nentries:\n  big:\n" + strings.Repeat("    - {name: big, version: 1.0.0, urls: [big.tgz], description: "+strings.Repeat("x", 200)+"}\n", (10<<20)/260)
 	smallIndex := fmt.Sprintf("apiVersion: v1\nentries:\n  bomb:\n    - {name: bomb, version: 0.1.0, urls: [bomb-0.1.0.tgz], digest: %s}\n", hex.EncodeToString(sum[:]))
