@@ -18,6 +18,7 @@ import (
 	"helm.sh/helm/v3/pkg/releaseutil"
 	"helm.sh/helm/v3/pkg/storage/driver"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	"sigs.k8s.io/yaml"
 
 	"github.com/berth-dev/berth/pkg/events"
@@ -265,10 +266,13 @@ func (in *Installer) install(ctx context.Context, cfg *action.Configuration, req
 		return Release{}, false, fmt.Errorf("%w: %s/%s was created meanwhile", ErrInProgress, req.Namespace, req.ReleaseName)
 	}
 	if err != nil {
-		if !req.DryRun && !replace {
+		err = classify(err, "install", req)
+		// A refusal leaves nothing; after a failure that may pass, the failed
+		// record stays and the retry replaces it.
+		if !req.DryRun && !replace && problem.Status(err) < 500 {
 			in.purgeFailed(cfg, req)
 		}
-		return Release{}, false, classify(err, "install", req)
+		return Release{}, false, err
 	}
 	r := toRelease(rel, req.Namespace)
 	r.Source = &src
@@ -354,13 +358,36 @@ func classify(err error, op string, req Request) error {
 	switch {
 	case apierrors.IsForbidden(err):
 		return fmt.Errorf("%w: %s %s/%s: %v", ErrRefused, op, req.Namespace, req.ReleaseName, err)
-	case errors.Is(err, context.DeadlineExceeded), errors.Is(err, context.Canceled),
-		apierrors.IsUnauthorized(err),
-		apierrors.IsServiceUnavailable(err), apierrors.IsTimeout(err), apierrors.IsServerTimeout(err),
-		apierrors.IsTooManyRequests(err), apierrors.IsInternalError(err):
-		return fmt.Errorf("%s %s/%s: %w", op, req.Namespace, req.ReleaseName, err)
+	case isRenderError(err):
+		return fmt.Errorf("%w: %s %s/%s: %v", ErrRender, op, req.Namespace, req.ReleaseName, err)
 	}
-	return fmt.Errorf("%w: %s %s/%s: %v", ErrRender, op, req.Namespace, req.ReleaseName, err)
+	// Anything else (a connection refused, an API server that failed) may
+	// pass: answered 5xx, so that Knative retries it.
+	return fmt.Errorf("%s %s/%s: %w", op, req.Namespace, req.ReleaseName, err)
+}
+
+// renderErrorTexts are how Helm words the errors of a chart that cannot render
+// or validate with these values; Helm gives them no types.
+var renderErrorTexts = []string{
+	"template: ",         // text/template parse and execution errors
+	"parse error",        // Helm's template parse errors
+	"execution error at", // a template's fail
+	"YAML parse error", "error converting YAML to JSON",
+	"values don't meet the specifications of the schema",
+	"rendered manifests contain a resource that already exists",
+	"unable to build kubernetes objects",
+	"chart requires kubeVersion",
+}
+
+// isRenderError reports a chart that cannot render or validate with these
+// values: the API server refused its objects as invalid, a kind it does not
+// serve, or one of Helm's render and validation errors.
+func isRenderError(err error) bool {
+	if apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) || meta.IsNoMatchError(err) {
+		return true
+	}
+	msg := err.Error()
+	return slices.ContainsFunc(renderErrorTexts, func(s string) bool { return strings.Contains(msg, s) })
 }
 
 // Uninstall removes a release. A release that is not there is not an error:

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	"helm.sh/helm/v3/pkg/registry"
@@ -240,6 +241,13 @@ func (f *Fetcher) Load(ctx context.Context, ref ChartRef) (*chart.Chart, Source,
 	}
 	if c.Metadata.Type != "" && c.Metadata.Type != "application" {
 		return nil, Source{}, fmt.Errorf("%w: %s is a %s chart", ErrNotInstallable, c.Name(), c.Metadata.Type)
+	}
+	// As helm install does: a chart missing a dependency it declares would
+	// install partially.
+	if deps := c.Metadata.Dependencies; len(deps) > 0 {
+		if err := action.CheckDependencies(c, deps); err != nil {
+			return nil, Source{}, fmt.Errorf("%w: %s: %v", ErrNotInstallable, c.Name(), err)
+		}
 	}
 	return c, src, nil
 }
