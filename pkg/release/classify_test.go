@@ -61,7 +61,7 @@ func TestMissingDependencies(t *testing.T) {
 		t.Fatal(err)
 	}
 	files := map[string]string{
-		"Chart.yaml": "apiVersion: v2\nname: needs-dep\nversion: 0.1.0\ndependencies:\n  - name: redis\n    version: 1.0.0\n    repository: https://charts.example.com\n",
+		"Chart.yaml":        "apiVersion: v2\nname: needs-dep\nversion: 0.1.0\ndependencies:\n  - name: redis\n    version: 1.0.0\n    repository: https://charts.example.com\n",
 		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}}\n",
 	}
 	for f, body := range files {
