@@ -17,6 +17,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -223,7 +224,9 @@ func (g *Guard) Authenticate(r *http.Request) (context.Context, error) {
 	resp, ok, err := g.authn.AuthenticateRequest(r.WithContext(ctx))
 	switch {
 	case err != nil && isReviewFailure(err):
-		return nil, fmt.Errorf("%w: token review: %v", ErrReview, err)
+		// Logged, not answered: the caller is not yet known.
+		slog.Warn("token review failed", "error", err.Error())
+		return nil, ErrReview
 	case err != nil || !ok:
 		return nil, ErrBadToken
 	}
@@ -379,7 +382,8 @@ func (g *Guard) check(ctx context.Context, u user.Info, a Attributes) error {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("%w: subject access review: %v", ErrReview, err)
+		slog.Warn("subject access review failed", "error", err.Error())
+		return ErrReview
 	}
 	return fmt.Errorf("%w: %s may not %s", ErrDenied, problem.Clip(u.GetName()), a)
 }
