@@ -431,12 +431,17 @@ func TestSharedIPNeedsSelector(t *testing.T) {
 		t.Fatal(err)
 	}
 	before := cp.Fingerprint(t, f.ns)
-	if _, err := f.exp.Expose(ctx, f.request("headless", intstr.FromInt(1883), portalloc.TCP)); problem.Status(err) != 422 {
-		t.Errorf("shared-IP exposure of a Service without selector = %v, want 422", err)
+	for _, req := range []Request{
+		f.request("headless", intstr.FromInt(1883), portalloc.TCP),
+		{Target: Target{Namespace: f.ns, Name: "headless", Port: intstr.FromInt(1883)}}, // no entry point named: berth chooses
+	} {
+		if _, err := f.exp.Expose(ctx, req); problem.Status(err) != 422 {
+			t.Errorf("shared-IP exposure of a Service without selector = %v, want 422", err)
+		}
 	}
-	// A reservation made in-process for it is there, unbound, and will lapse;
-	// nothing else was written.
-	_ = before
+	if after := cp.Fingerprint(t, f.ns); after != before {
+		t.Errorf("a refused exposure wrote:\n%s\nwas\n%s", after, before)
+	}
 }
 
 // TestRetryRepairs: what a crash (or a person) left half done is finished by

@@ -25,6 +25,7 @@ import (
 
 // Ports reserves, binds and releases ports in the ledger.
 type Ports interface {
+	Choose(ctx context.Context, req reservation.Request) (entrypoint.EntryPoint, error)
 	Reserve(ctx context.Context, req reservation.Request) (reservation.Reservation, error)
 	EntryPoint(ctx context.Context, id string) (entrypoint.EntryPoint, error)
 	Bind(ctx context.Context, id string, k portalloc.Key, owner, service string) (reservation.Reservation, error)
@@ -115,15 +116,16 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 		req.Owner = DefaultOwner(t.Namespace, t.Name, t.ServicePort.Port)
 	}
 	id, key := req.EntryPoint, portalloc.Key{Protocol: req.Target.Protocol, Port: req.Port}
+	// The entry point first, and what it needs of the target, so that a
+	// request refused for it reserves nothing.
 	var ep entrypoint.EntryPoint
+	rreq := reservation.Request{Owner: req.Owner, Protocol: key.Protocol, LBIP: req.LBIP, EntryPoint: req.EntryPoint}
 	if req.Port == 0 {
-		res, err := e.Ports.Reserve(ctx, reservation.Request{Owner: req.Owner, Protocol: key.Protocol, LBIP: req.LBIP, EntryPoint: req.EntryPoint})
-		if err != nil {
-			return Endpoint{}, err
-		}
-		id, key.Port = res.EntryPoint, res.Port
+		ep, err = e.Ports.Choose(ctx, rreq)
+	} else {
+		ep, err = e.Ports.EntryPoint(ctx, id)
 	}
-	if ep, err = e.Ports.EntryPoint(ctx, id); err != nil {
+	if err != nil {
 		return Endpoint{}, err
 	}
 	backend, ok := e.Backends[ep.Backend]
@@ -132,6 +134,14 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 	}
 	if ep.Backend == entrypoint.BackendSharedIP && len(t.Service.Spec.Selector) == 0 {
 		return Endpoint{}, fmt.Errorf("%w: %s", ErrNoSelector, t.NamespacedName())
+	}
+	if req.Port == 0 {
+		rreq.EntryPoint = ep.ID()
+		res, err := e.Ports.Reserve(ctx, rreq)
+		if err != nil {
+			return Endpoint{}, err
+		}
+		id, key.Port = res.EntryPoint, res.Port
 	}
 	if _, err := e.Ports.Bind(ctx, id, key, req.Owner, t.NamespacedName()); err != nil {
 		return Endpoint{}, err

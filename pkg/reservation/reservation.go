@@ -118,30 +118,11 @@ func (s *Service) Reserve(ctx context.Context, req Request) (Reservation, error)
 		return Reservation{}, err
 	}
 	proto, _ := portalloc.ParseProtocol(string(req.Protocol))
-	cands, err := s.candidates(ctx, req)
+	now := s.now()
+	ep, holds, err := s.choose(ctx, req, proto, now)
 	if err != nil {
 		return Reservation{}, err
 	}
-	now := s.now()
-	// Read each candidate's ledger: to find the owner's port, else to choose the
-	// entry point with the most free ports.
-	best, bestFree, bestTie, holds := -1, -1, uint64(0), false
-	for i, ep := range cands {
-		l, err := s.Ledgers.Get(ctx, ref(ep))
-		if err != nil {
-			return Reservation{}, err
-		}
-		if _, e, ok := l.Find(req.Owner, proto); ok && !e.Expired(now) {
-			best, holds = i, true
-			break
-		}
-		free := l.Free(proto, s.Range, ep.InUse, now)
-		tie := tieBreak(req.Owner, ep.ID())
-		if free > bestFree || free == bestFree && tie > bestTie {
-			best, bestFree, bestTie = i, free, tie
-		}
-	}
-	ep := cands[best]
 	ns, others := "", 0
 	if s.MaxPerNamespace > 0 && !holds {
 		if ns, err = portalloc.OwnerNamespace(req.Owner); err != nil {
@@ -168,6 +149,43 @@ func (s *Service) Reserve(ctx context.Context, req Request) (Reservation, error)
 		return Reservation{}, fmt.Errorf("reserve %s port on %s: %w", proto, ep.ID(), err)
 	}
 	return reservationOf(ep, k, e), nil
+}
+
+// Choose returns the entry point Reserve would reserve req on, writing
+// nothing: a caller checks what it needs of the entry point before reserving,
+// then reserves on it by id.
+func (s *Service) Choose(ctx context.Context, req Request) (entrypoint.EntryPoint, error) {
+	if err := req.Validate(); err != nil {
+		return entrypoint.EntryPoint{}, err
+	}
+	proto, _ := portalloc.ParseProtocol(string(req.Protocol))
+	ep, _, err := s.choose(ctx, req, proto, s.now())
+	return ep, err
+}
+
+// choose reads each candidate's ledger: the entry point where the owner holds
+// a port already (holds), else the one with the most free ports.
+func (s *Service) choose(ctx context.Context, req Request, proto portalloc.Protocol, now time.Time) (entrypoint.EntryPoint, bool, error) {
+	cands, err := s.candidates(ctx, req)
+	if err != nil {
+		return entrypoint.EntryPoint{}, false, err
+	}
+	best, bestFree, bestTie := -1, -1, uint64(0)
+	for i, ep := range cands {
+		l, err := s.Ledgers.Get(ctx, ref(ep))
+		if err != nil {
+			return entrypoint.EntryPoint{}, false, err
+		}
+		if _, e, ok := l.Find(req.Owner, proto); ok && !e.Expired(now) {
+			return ep, true, nil
+		}
+		free := l.Free(proto, s.Range, ep.InUse, now)
+		tie := tieBreak(req.Owner, ep.ID())
+		if free > bestFree || free == bestFree && tie > bestTie {
+			best, bestFree, bestTie = i, free, tie
+		}
+	}
+	return cands[best], false, nil
 }
 
 // heldElsewhere counts the ports namespace ns holds on entry points other than
