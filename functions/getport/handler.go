@@ -44,18 +44,10 @@ func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interfac
 	return &handler{svc: cfg.Settings.New(core, gw), access: ac}
 }
 
-// ownerNamespace reads the namespace of an owner named in a request.
-func ownerNamespace(owner string) (string, error) {
-	if err := portalloc.ValidateOwner(owner); err != nil {
-		return "", err
-	}
-	return portalloc.OwnerNamespace(owner)
-}
-
-// reserve reserves a port for req.Owner, if the caller may create ports in the
+// reserveFor reserves a port for req.Owner, if the caller may create ports in the
 // owner's namespace.
 func (h *handler) reserveFor(ctx context.Context, req reservation.Request) (reservation.Reservation, error) {
-	ns, err := ownerNamespace(req.Owner)
+	ns, err := portalloc.OwnerNamespace(req.Owner)
 	if err != nil {
 		return reservation.Reservation{}, err
 	}
@@ -169,16 +161,12 @@ func (h *handler) release(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	k, id := portalloc.Key{Protocol: proto, Port: port}, r.PathValue("entryPoint")
-	held, err := h.svc.Holder(r.Context(), id, k)
+	held, err := h.svc.Holder(r.Context(), id, k, r.URL.Query().Get("owner"))
 	if err != nil {
 		problem.Write(w, err)
 		return
 	}
 	if held != "" {
-		if owner := r.URL.Query().Get("owner"); owner != "" && owner != held {
-			problem.Write(w, fmt.Errorf("%w: %s on %s", portalloc.ErrHeld, k, id))
-			return
-		}
 		ns, _ := portalloc.OwnerNamespace(held)
 		if err := h.access.Check(r.Context(), auth.Attributes{Verb: "delete", Resource: auth.Ports, Namespace: ns}); err != nil {
 			problem.Write(w, err)

@@ -73,9 +73,6 @@ func (h *handler) authorize(ctx context.Context, req expose.Request) error {
 		return fmt.Errorf("%w: %q", errNamespace, problem.Clip(ns))
 	}
 	if req.Owner != "" {
-		if err := portalloc.ValidateOwner(req.Owner); err != nil {
-			return err
-		}
 		ons, err := portalloc.OwnerNamespace(req.Owner)
 		if err != nil {
 			return err
@@ -228,17 +225,13 @@ func (h *handler) remove(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	id, k := r.PathValue("entryPoint"), portalloc.Key{Protocol: proto, Port: port}
-	held, err := h.ports.Holder(r.Context(), id, k)
+	held, err := h.ports.Holder(r.Context(), id, k, owner)
 	if err != nil {
 		problem.Write(w, err)
 		return
 	}
 	if held == "" {
 		w.WriteHeader(http.StatusNoContent)
-		return
-	}
-	if owner != "" && owner != held {
-		problem.Write(w, fmt.Errorf("%w: %s on %s", portalloc.ErrHeld, k, id))
 		return
 	}
 	ns, _ := portalloc.OwnerNamespace(held)

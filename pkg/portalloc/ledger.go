@@ -61,7 +61,9 @@ func ValidateOwner(owner string) error {
 
 // OwnerNamespace returns the namespace an owner key lives in: the owner is
 // <namespace>/<name>, with a namespace name and a name of 1-72 letters, digits
-// and '-', '.', '_' or ':' (a Service name, ':' and a port number fit).
+// and '-', '.', '_' or ':' (a Service name, ':' and a port number fit). An
+// owner it accepts is a valid owner key (ValidateOwner): at most 136 bytes,
+// printable, without spaces.
 func OwnerNamespace(owner string) (string, error) {
 	ns, name, ok := strings.Cut(owner, "/")
 	if !ok || len(validation.IsDNS1123Label(ns)) > 0 || name == "" || len(name) > 72 {

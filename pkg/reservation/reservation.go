@@ -299,9 +299,10 @@ func (s *Service) Release(ctx context.Context, id string, k portalloc.Key, owner
 }
 
 // Holder returns the owner holding port k on entry point id, or "" when the
-// port is free. The answer may be a moment old: act on it with Release(owner),
-// which refuses a port someone else holds by then.
-func (s *Service) Holder(ctx context.Context, id string, k portalloc.Key) (string, error) {
+// port is free; ErrHeld when want is set and another owner holds it. The
+// answer may be a moment old: act on it with Release(holder), which refuses a
+// port someone else holds by then.
+func (s *Service) Holder(ctx context.Context, id string, k portalloc.Key, want string) (string, error) {
 	ep, err := s.EntryPoint(ctx, id)
 	if err != nil {
 		return "", err
@@ -310,10 +311,14 @@ func (s *Service) Holder(ctx context.Context, id string, k portalloc.Key) (strin
 	if err != nil {
 		return "", err
 	}
-	if e, ok := l.Entries[k]; ok && !e.Expired(s.now()) {
-		return e.Owner, nil
+	e, ok := l.Entries[k]
+	switch {
+	case !ok || e.Expired(s.now()):
+		return "", nil
+	case want != "" && e.Owner != want:
+		return "", fmt.Errorf("%w: %s on %s", portalloc.ErrHeld, k, id)
 	}
-	return "", nil
+	return e.Owner, nil
 }
 
 // Bind records that owner's port k on entry point id now routes to service
