@@ -131,32 +131,40 @@ func (in *Installer) timeout(d time.Duration) time.Duration {
 
 // Check validates what a request names before anything is fetched or written.
 func (in *Installer) Check(req Request) error {
+	_, err := in.checked(req)
+	return err
+}
+
+// checked is Check, answering the release's values as well: they are expanded
+// once per operation.
+func (in *Installer) checked(req Request) (map[string]any, error) {
 	if err := CheckReleaseName(req.ReleaseName); err != nil {
-		return err
+		return nil, err
 	}
 	if err := in.Policy.CheckNamespace(req.Namespace); err != nil {
-		return err
+		return nil, err
 	}
 	if req.CreateNamespace && !in.Policy.AllowCreateNamespace {
-		return fmt.Errorf("%w: createNamespace (ALLOW_CREATE_NAMESPACE is off)", ErrNamespaceNotAllowed)
+		return nil, fmt.Errorf("%w: createNamespace (ALLOW_CREATE_NAMESPACE is off)", ErrNamespaceNotAllowed)
 	}
 	if req.Timeout < 0 || req.Timeout > time.Hour {
-		return fmt.Errorf("%w: timeout must be between 0 and 1h", ErrBadRequest)
+		return nil, fmt.Errorf("%w: timeout must be between 0 and 1h", ErrBadRequest)
 	}
 	if b, _ := json.Marshal([]any{req.Values, req.ValuesObject}); len(b) > in.Policy.MaxValuesBytes {
-		return fmt.Errorf("%w: values are %d bytes, over %d", ErrBadRequest, len(b), in.Policy.MaxValuesBytes)
+		return nil, fmt.Errorf("%w: values are %d bytes, over %d", ErrBadRequest, len(b), in.Policy.MaxValuesBytes)
 	}
 	if req.Chart.Version != "" && (len(req.Chart.Version) > 64 || strings.ContainsAny(req.Chart.Version, " /\\\n")) {
-		return fmt.Errorf("%w: version %q", ErrBadRequest, problem.Clip(req.Chart.Version))
+		return nil, fmt.Errorf("%w: version %q", ErrBadRequest, problem.Clip(req.Chart.Version))
 	}
 	vals, err := Values(req.Values, req.ValuesObject)
-	if err == nil {
-		// Dotted keys expand (list[9] is ten entries): bound what they became.
-		if b, _ := json.Marshal(vals); len(b) > in.Policy.MaxValuesBytes {
-			err = fmt.Errorf("%w: values expand to %d bytes, over %d", ErrBadRequest, len(b), in.Policy.MaxValuesBytes)
-		}
+	if err != nil {
+		return nil, err
 	}
-	return err
+	// Dotted keys expand (list[9] is ten entries): bound what they became.
+	if b, _ := json.Marshal(vals); len(b) > in.Policy.MaxValuesBytes {
+		return nil, fmt.Errorf("%w: values expand to %d bytes, over %d", ErrBadRequest, len(b), in.Policy.MaxValuesBytes)
+	}
+	return vals, nil
 }
 
 // Install installs a release, or answers the existing one when it already has
@@ -164,10 +172,10 @@ func (in *Installer) Check(req Request) error {
 // with anything different is ErrExists unless req.Upgrade. A release left
 // pending past its timeout is marked failed and installed or upgraded again.
 func (in *Installer) Install(ctx context.Context, req Request) (Release, bool, error) {
-	if err := in.Check(req); err != nil {
+	vals, err := in.checked(req)
+	if err != nil {
 		return Release{}, false, err
 	}
-	vals, _ := Values(req.Values, req.ValuesObject)
 	c, src, err := in.Fetcher.Load(ctx, req.Chart)
 	if err != nil {
 		return Release{}, false, err
@@ -316,10 +324,10 @@ func (in *Installer) upgrade(ctx context.Context, cfg *action.Configuration, req
 
 // Upgrade upgrades an existing release to the chart and values of req.
 func (in *Installer) Upgrade(ctx context.Context, req Request) (Release, error) {
-	if err := in.Check(req); err != nil {
+	vals, err := in.checked(req)
+	if err != nil {
 		return Release{}, err
 	}
-	vals, _ := Values(req.Values, req.ValuesObject)
 	c, src, err := in.Fetcher.Load(ctx, req.Chart)
 	if err != nil {
 		return Release{}, err
