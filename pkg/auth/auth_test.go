@@ -14,9 +14,8 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
-	authnv1 "k8s.io/api/authentication/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -25,6 +24,7 @@ import (
 	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/localrun"
 	"github.com/berth-dev/berth/pkg/problem"
 )
 
@@ -62,17 +62,12 @@ func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { retur
 func tenant(t testing.TB, ns, name, audience string) string {
 	t.Helper()
 	ctx := context.Background()
-	if _, err := cp.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
 	_, err := cp.Client.RbacV1().ClusterRoles().Create(ctx, &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "berth-tenant-test"},
 		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"berth.dev"}, Resources: []string{"releases"}, Verbs: []string{"get"}}}}, metav1.CreateOptions{})
-	if err != nil && !strings.Contains(err.Error(), "already exists") {
+	if err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	if _, err := cp.Client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
-		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "berth-tenant-test"},
-		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}}}, metav1.CreateOptions{}); err != nil {
+	if err := localrun.ServiceAccount(ctx, cp.Client, ns, name, "berth-tenant-test"); err != nil {
 		t.Fatal(err)
 	}
 	return mint(t, ns, name, audience)
@@ -80,12 +75,11 @@ func tenant(t testing.TB, ns, name, audience string) string {
 
 func mint(t testing.TB, ns, name, audience string) string {
 	t.Helper()
-	tr, err := cp.Client.CoreV1().ServiceAccounts(ns).CreateToken(context.Background(), name,
-		&authnv1.TokenRequest{Spec: authnv1.TokenRequestSpec{Audiences: []string{audience}}}, metav1.CreateOptions{})
+	tok, err := localrun.Token(context.Background(), cp.Client, ns, name, audience, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return tr.Status.Token
+	return tok
 }
 
 func request(token string) *http.Request {

@@ -18,9 +18,7 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
-	authnv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -32,6 +30,7 @@ import (
 	"github.com/berth-dev/berth/pkg/cluster"
 	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/localrun"
 	"github.com/berth-dev/berth/pkg/portalloc"
 )
 
@@ -481,24 +480,15 @@ type tokens struct{ berth, broker string }
 func tenantTokens(t *testing.T, ctx context.Context, ns, name, role, brokerAudience string) tokens {
 	t.Helper()
 	cs := env.cluster.Client
-	if _, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+	if err := localrun.ServiceAccount(ctx, cs, ns, name, role); err != nil {
 		t.Fatal(err)
 	}
-	if role != "" {
-		if _, err := cs.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: name},
-			RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
-			Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}}}, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-	}
 	mint := func(aud string) string {
-		secs := int64(3600)
-		tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{
-			Spec: authnv1.TokenRequestSpec{Audiences: []string{aud}, ExpirationSeconds: &secs}}, metav1.CreateOptions{})
+		tok, err := localrun.Token(ctx, cs, ns, name, aud, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return tr.Status.Token
+		return tok
 	}
 	return tokens{berth: mint("berth"), broker: mint(brokerAudience)}
 }

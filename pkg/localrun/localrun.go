@@ -165,21 +165,21 @@ func (env *Env) tenants(ctx context.Context) error {
 		return err
 	}
 	for _, ns := range o.Namespaces { // config/ makes AppsNamespace's
-		if err := ServiceAccount(ctx, env.CP, ns, Deployer, Deployer); err != nil {
+		if err := ServiceAccount(ctx, env.CP.Client, ns, Deployer, Deployer); err != nil {
 			return err
 		}
 	}
-	if err := ServiceAccount(ctx, env.CP, AppsNamespace, DemoTenant, "berth-tenant"); err != nil {
+	if err := ServiceAccount(ctx, env.CP.Client, AppsNamespace, DemoTenant, "berth-tenant"); err != nil {
 		return err
 	}
-	if err := ServiceAccount(ctx, env.CP, SystemNamespace, BrokerIdentity, ""); err != nil {
+	if err := ServiceAccount(ctx, env.CP.Client, SystemNamespace, BrokerIdentity, ""); err != nil {
 		return err
 	}
 	var err error
-	if env.Token, err = Token(ctx, env.CP, AppsNamespace, DemoTenant, Audience, 12*time.Hour); err != nil {
+	if env.Token, err = Token(ctx, env.CP.Client, AppsNamespace, DemoTenant, Audience, 12*time.Hour); err != nil {
 		return err
 	}
-	if env.brokerToken, err = Token(ctx, env.CP, SystemNamespace, BrokerIdentity, Audience, 12*time.Hour); err != nil {
+	if env.brokerToken, err = Token(ctx, env.CP.Client, SystemNamespace, BrokerIdentity, Audience, 12*time.Hour); err != nil {
 		return err
 	}
 	env.TokenFile = filepath.Join(o.Dir, "token")

@@ -139,10 +139,10 @@ func TestTenancy(t *testing.T) {
 	cp := env.CP
 	token := func(ns, name, role, aud string) caller {
 		t.Helper()
-		if err := ServiceAccount(ctx, cp, ns, name, role); err != nil {
+		if err := ServiceAccount(ctx, cp.Client, ns, name, role); err != nil {
 			t.Fatal(err)
 		}
-		tok, err := Token(ctx, cp, ns, name, aud, time.Hour)
+		tok, err := Token(ctx, cp.Client, ns, name, aud, time.Hour)
 		if err != nil {
 			t.Fatal(err)
 		}

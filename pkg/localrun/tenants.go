@@ -12,6 +12,7 @@ import (
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 
 	"github.com/berth-dev/berth/pkg/controlplane"
 )
@@ -40,7 +41,7 @@ const Deployer = "berth-deployer"
 
 // ApplyAccess applies config/'s access RBAC, as shipped.
 func ApplyAccess(ctx context.Context, cp *controlplane.ControlPlane, root string) error {
-	if err := ensureNamespace(ctx, cp, SystemNamespace); err != nil {
+	if err := ensureNamespace(ctx, cp.Client, SystemNamespace); err != nil {
 		return err
 	}
 	for _, f := range accessFiles {
@@ -55,8 +56,8 @@ func ApplyAccess(ctx context.Context, cp *controlplane.ControlPlane, root string
 	return nil
 }
 
-func ensureNamespace(ctx context.Context, cp *controlplane.ControlPlane, ns string) error {
-	_, err := cp.Client.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+func ensureNamespace(ctx context.Context, cs kubernetes.Interface, ns string) error {
+	_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {
 		return nil
 	}
@@ -65,18 +66,18 @@ func ensureNamespace(ctx context.Context, cp *controlplane.ControlPlane, ns stri
 
 // ServiceAccount creates ServiceAccount ns/name if it is missing and, when role
 // is set, binds that ClusterRole to it in ns.
-func ServiceAccount(ctx context.Context, cp *controlplane.ControlPlane, ns, name, role string) error {
-	if err := ensureNamespace(ctx, cp, ns); err != nil {
+func ServiceAccount(ctx context.Context, cs kubernetes.Interface, ns, name, role string) error {
+	if err := ensureNamespace(ctx, cs, ns); err != nil {
 		return err
 	}
-	_, err := cp.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
+	_, err := cs.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return err
 	}
 	if role == "" {
 		return nil
 	}
-	_, err = cp.Client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
+	_, err = cs.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{
 		ObjectMeta: metav1.ObjectMeta{Name: name + "-" + role},
 		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role},
 		Subjects:   []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: name}},
@@ -89,9 +90,9 @@ func ServiceAccount(ctx context.Context, cp *controlplane.ControlPlane, ns, name
 
 // Token mints a token for ServiceAccount ns/name, for audience, valid for ttl:
 // what `kubectl create token name -n ns --audience audience` does.
-func Token(ctx context.Context, cp *controlplane.ControlPlane, ns, name, audience string, ttl time.Duration) (string, error) {
+func Token(ctx context.Context, cs kubernetes.Interface, ns, name, audience string, ttl time.Duration) (string, error) {
 	secs := int64(ttl.Seconds())
-	tr, err := cp.Client.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{
+	tr, err := cs.CoreV1().ServiceAccounts(ns).CreateToken(ctx, name, &authnv1.TokenRequest{
 		Spec: authnv1.TokenRequestSpec{Audiences: []string{audience}, ExpirationSeconds: &secs},
 	}, metav1.CreateOptions{})
 	if err != nil {
