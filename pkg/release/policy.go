@@ -48,6 +48,11 @@ func (p Policy) CheckSource(raw string) error {
 	if err != nil {
 		return err
 	}
+	return p.allows(u)
+}
+
+// allows checks a parsed source against the allowlist.
+func (p Policy) allows(u *url.URL) error {
 	for _, prefix := range p.Sources {
 		if pu, err := ParseSource(prefix); err == nil && Within(u, pu) {
 			return nil

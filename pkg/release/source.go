@@ -264,7 +264,7 @@ func (f *Fetcher) checkSource(raw string) error {
 			return nil
 		}
 	}
-	return f.policy.CheckSource(raw)
+	return f.policy.allows(u)
 }
 
 // parseIndex reads a repository's index.yaml.
