@@ -133,20 +133,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		r = r.WithContext(WithLogger(r.Context(), log))
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes)
 		sw := &statusWriter{ResponseWriter: w}
-		if s.fn.Gate != nil {
-			ctx, err := s.fn.Gate.Authenticate(r)
-			if err != nil {
-				status := problem.Write(sw, err)
-				log.Info("request", "method", r.Method, "path", r.URL.Path, "status", status, "error", err.Error(),
-					"duration_ms", float64(time.Since(start).Microseconds())/1000)
-				return
-			}
-			r = r.WithContext(ctx)
-			if c, ok := auth.CallerFrom(ctx); ok {
-				log = log.With("user", c.User.GetName())
-				r = r.WithContext(WithLogger(ctx, log))
-			}
-		}
+		var refused error
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
@@ -157,9 +144,26 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 					problem.Write(sw, errors.New("panic"))
 				}
 			}
-			log.Info("request", "method", r.Method, "path", r.URL.Path, "status", sw.status,
-				"duration_ms", float64(time.Since(start).Microseconds())/1000)
+			args := []any{"method", r.Method, "path", r.URL.Path, "status", sw.status,
+				"duration_ms", float64(time.Since(start).Microseconds()) / 1000}
+			if refused != nil {
+				args = append(args, "error", refused.Error())
+			}
+			log.Info("request", args...)
 		}()
+		if s.fn.Gate != nil {
+			ctx, err := s.fn.Gate.Authenticate(r)
+			if err != nil {
+				refused = err
+				problem.Write(sw, err)
+				return
+			}
+			if c, ok := auth.CallerFrom(ctx); ok {
+				log = log.With("user", c.User.GetName())
+				ctx = WithLogger(ctx, log)
+			}
+			r = r.WithContext(ctx)
+		}
 		next.ServeHTTP(sw, r)
 	})
 }
