@@ -29,18 +29,12 @@ var errUnexpectedEvent = problem.New(problem.ErrInvalid, "getport does not consu
 // no namespace of its own.
 var errNoNamespace = problem.New(problem.ErrInvalid, "name the namespace the port is for (owner <namespace>/<name>, or namespace)")
 
-// access authorizes the caller of a request: auth.Guard.
-type access interface {
-	Check(ctx context.Context, a auth.Attributes) error
-	Allowed(ctx context.Context, a auth.Attributes) (bool, error)
-}
-
 type handler struct {
 	svc    *reservation.Service
-	access access
+	access auth.Access
 }
 
-func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac access) *handler {
+func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access) *handler {
 	return &handler{svc: cfg.Settings.New(core, gw), access: ac}
 }
 

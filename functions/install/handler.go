@@ -45,14 +45,8 @@ var (
 	errNoCredentials        = problem.New(problem.ErrUnprocessable, "the credentials Secret is missing, lacks username and password, or names no chart source")
 )
 
-// access authorizes the caller of a request: auth.Guard.
-type access interface {
-	Check(ctx context.Context, a auth.Attributes) error
-	Allowed(ctx context.Context, a auth.Attributes) (bool, error)
-}
-
 type handler struct {
-	access    access
+	access    auth.Access
 	allowed   []string
 	in        *release.Installer
 	core      kubernetes.Interface
@@ -62,7 +56,7 @@ type handler struct {
 	log       *slog.Logger
 }
 
-func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, ac access, log *slog.Logger) *handler {
+func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, ac auth.Access, log *slog.Logger) *handler {
 	p := release.Policy{
 		Namespaces: cfg.AllowedNamespaces, Sources: cfg.AllowedChartSources,
 		AllowPrivateAddresses: cfg.AllowPrivateChartSources, MaxValuesBytes: cfg.MaxValuesBytes,

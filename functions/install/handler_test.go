@@ -64,7 +64,7 @@ func serve(t testing.TB, sink string) (string, string) {
 
 // serveWith is serve with ac deciding who may do what, and each of configure
 // changing the configuration.
-func serveWith(t testing.TB, sink string, ac access, configure ...func(*Config)) (string, string) {
+func serveWith(t testing.TB, sink string, ac auth.Access, configure ...func(*Config)) (string, string) {
 	t.Helper()
 	ns := cp.Namespace(t)
 	cfg := Config{

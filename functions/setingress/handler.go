@@ -32,21 +32,15 @@ var (
 	errForeignOwner    = problem.New(problem.ErrForbidden, "an exposure's owner must be in its target Service's namespace")
 )
 
-// access authorizes the caller of a request: auth.Guard.
-type access interface {
-	Check(ctx context.Context, a auth.Attributes) error
-	Allowed(ctx context.Context, a auth.Attributes) (bool, error)
-}
-
 type handler struct {
 	exp       *expose.Exposer
 	ports     *reservation.Service
-	access    access
+	access    auth.Access
 	allowed   []string
 	defaultNS string
 }
 
-func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac access) *handler {
+func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access) *handler {
 	backends := map[string]expose.Backend{
 		entrypoint.BackendIngressNginx: &expose.IngressNginxBackend{Core: core, Backoff: expose.DefaultBackoff},
 		entrypoint.BackendSharedIP:     &expose.SharedIPBackend{Core: core, Annotations: cfg.SharedIPAnnotations, Backoff: expose.DefaultBackoff},

@@ -411,6 +411,13 @@ type Allower interface {
 	Allowed(ctx context.Context, a Attributes) (bool, error)
 }
 
+// Access authorizes the caller of a request: Guard. Every function's handler
+// takes one; its tests pass what suits them.
+type Access interface {
+	Allower
+	Check(ctx context.Context, a Attributes) error
+}
+
 // Visible keeps the items in namespaces where the caller of ctx may list
 // resource, asking once per namespace. An item whose namespace is "" is kept
 // only for a caller who may list resource cluster-wide.
