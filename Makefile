@@ -31,7 +31,7 @@ controlplane: ## Build etcd and kube-apiserver and gather CRDs into $(CONTROLPLA
 
 .PHONY: run
 run: controlplane ## Run berth locally: control plane, the three functions chained by events, one demo install. Ctrl-C stops.
-	@$(GO) build -o $(RUN_BIN) ./pkg/localrun/cmd/berth-run
+	@$(GO) build -o $(RUN_BIN) ./pkg/testing/berth-run
 	@exec $(RUN_BIN)
 
 .PHONY: test
@@ -42,7 +42,7 @@ test: controlplane ko-cli ## Run every test (unit and real API-server integratio
 lint: ## gofmt and go vet (the e2e test included).
 	@out=$$(gofmt -l $$(git ls-files --cached --others --exclude-standard '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
-	$(GO) vet -tags e2e ./pkg/e2e/
+	$(GO) vet -tags e2e ./pkg/testing/e2e/
 
 .PHONY: cluster
 cluster: ## Build the e2e cluster's parts (kubelet, kube-proxy, CoreDNS, MetalLB, Knative) into $(CONTROLPLANE) (first time: about 13 min).
@@ -50,7 +50,7 @@ cluster: ## Build the e2e cluster's parts (kubelet, kube-proxy, CoreDNS, MetalLB
 
 .PHONY: e2e
 e2e: cluster ko-cli ## Prove berth on a real single-node cluster with Knative (root; Debian's containerd, runc, CNI plugins, iptables).
-	$(GO) test -tags e2e -count=1 -timeout 60m -v ./pkg/e2e/
+	$(GO) test -tags e2e -count=1 -timeout 60m -v ./pkg/testing/e2e/
 
 HELM_VERSION ?= v3.22.0
 KO_VERSION ?= v0.18.1

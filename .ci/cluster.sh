@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds what berth's single-node e2e cluster needs beyond the test control plane,
-# from the Go module proxy, into the same cache (pkg/cluster runs it; `make e2e`):
+# from the Go module proxy, into the same cache (pkg/testing/cluster runs it; `make e2e`):
 #   - kubelet, kube-controller-manager, kube-scheduler, kube-proxy (via controlplane.sh)
 #   - CoreDNS, MetalLB's controller
 #   - a module requiring Knative Serving and Eventing, that ko builds their images in,

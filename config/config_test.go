@@ -27,8 +27,8 @@ import (
 	"knative.dev/pkg/apis"
 	servingv1 "knative.dev/serving/pkg/apis/serving/v1"
 
-	"github.com/berth-dev/berth/pkg/controlplane"
-	"github.com/berth-dev/berth/pkg/localrun"
+	"github.com/berth-dev/berth/pkg/testing/controlplane"
+	"github.com/berth-dev/berth/pkg/testing/localrun"
 )
 
 var cp *controlplane.ControlPlane

@@ -10,10 +10,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/berth-dev/berth/pkg/chartrepo"
-	"github.com/berth-dev/berth/pkg/localrun"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/release"
+	"github.com/berth-dev/berth/pkg/testing/chartrepo"
+	"github.com/berth-dev/berth/pkg/testing/localrun"
 )
 
 // writeChart packs a chart named name with the given templates.

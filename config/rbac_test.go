@@ -24,13 +24,13 @@ import (
 	"k8s.io/client-go/restmapper"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
-	"github.com/berth-dev/berth/pkg/chartrepo"
 	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/expose"
-	"github.com/berth-dev/berth/pkg/localrun"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/release"
 	"github.com/berth-dev/berth/pkg/reservation"
+	"github.com/berth-dev/berth/pkg/testing/chartrepo"
+	"github.com/berth-dev/berth/pkg/testing/localrun"
 )
 
 var applyOnce sync.Once

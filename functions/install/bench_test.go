@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/pkg/controlplane"
+	"github.com/berth-dev/berth/pkg/testing/controlplane"
 )
 
 // BenchmarkInstall prints, from one run against one API server and one chart

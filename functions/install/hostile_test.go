@@ -14,7 +14,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/berth-dev/berth/pkg/chartrepo"
+	"github.com/berth-dev/berth/pkg/testing/chartrepo"
 )
 
 // TestHostileSourcesAndInputs posts, as a tenant would, chart sources and

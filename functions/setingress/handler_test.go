@@ -19,17 +19,17 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/berth-dev/berth/pkg/auth"
-	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/reservation"
+	"github.com/berth-dev/berth/pkg/testing/controlplane"
 )
 
 var cp *controlplane.ControlPlane
 
 // allowAll lets every caller do everything: these tests are about what each
-// operation does; the tenancy test (pkg/localrun) is about who may do it.
+// operation does; the tenancy test (pkg/testing/localrun) is about who may do it.
 type allowAll struct{}
 
 func (allowAll) Check(context.Context, auth.Attributes) error           { return nil }

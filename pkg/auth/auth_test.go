@@ -21,11 +21,11 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/berth-dev/berth/pkg/auth"
-	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
-	"github.com/berth-dev/berth/pkg/localrun"
 	"github.com/berth-dev/berth/pkg/problem"
+	"github.com/berth-dev/berth/pkg/testing/controlplane"
+	"github.com/berth-dev/berth/pkg/testing/localrun"
 )
 
 var cp *controlplane.ControlPlane

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/pkg/chartrepo"
 	"github.com/berth-dev/berth/pkg/problem"
+	"github.com/berth-dev/berth/pkg/testing/chartrepo"
 )
 
 // allocated runs f and returns the bytes it allocated, and the heap in use

@@ -24,7 +24,7 @@ func TestEndToEnd(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	root, _ := filepath.Abs("../..")
+	root, _ := filepath.Abs("../../..")
 	env, err := Start(ctx, Options{Root: root, Dir: t.TempDir(), Out: testWriter{t}})
 	if err != nil {
 		t.Fatal(err)

@@ -14,8 +14,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"github.com/berth-dev/berth/pkg/cluster"
-	"github.com/berth-dev/berth/pkg/controlplane"
+	"github.com/berth-dev/berth/pkg/testing/cluster"
+	"github.com/berth-dev/berth/pkg/testing/controlplane"
 )
 
 // Autoscaler settings for the test: Knative's defaults keep an idle revision

@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -26,6 +27,7 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
+	"helm.sh/helm/v3/pkg/ignore"
 	"sigs.k8s.io/yaml"
 )
 
@@ -140,12 +142,32 @@ func Package(dir, version string) (Chart, error) {
 		_, err := tw.Write(data)
 		return err
 	}
+	// The chart's .helmignore applies, as it does to `helm package`.
+	rules := ignore.Empty()
+	if r, err := ignore.ParseFile(filepath.Join(dir, ignore.HelmIgnore)); err == nil {
+		rules = r
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return Chart{}, err
+	}
 	err = filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
-		if err != nil || d.IsDir() {
+		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(dir, p)
 		rel = filepath.ToSlash(rel)
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if rel != "." && rules.Ignore(rel, fi) {
+			if d.IsDir() {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if d.IsDir() {
+			return nil
+		}
 		if rel == "Chart.yaml" {
 			return add(rel, raw)
 		}

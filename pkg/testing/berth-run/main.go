@@ -11,7 +11,7 @@ import (
 	"path/filepath"
 	"syscall"
 
-	"github.com/berth-dev/berth/pkg/localrun"
+	"github.com/berth-dev/berth/pkg/testing/localrun"
 )
 
 func main() {

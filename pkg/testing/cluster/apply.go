@@ -4,7 +4,7 @@ import (
 	"context"
 	"time"
 
-	"github.com/berth-dev/berth/pkg/controlplane"
+	"github.com/berth-dev/berth/pkg/testing/controlplane"
 )
 
 // Apply server-side applies every object of manifest to the cluster, retrying

@@ -30,9 +30,9 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/berth-dev/berth/pkg/auth"
-	"github.com/berth-dev/berth/pkg/chartrepo"
-	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/testing/chartrepo"
+	"github.com/berth-dev/berth/pkg/testing/controlplane"
 )
 
 // The demo's namespaces and entry points. Addresses are from TEST-NET-1.

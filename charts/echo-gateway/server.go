@@ -1,7 +1,7 @@
 // Package echogateway is the sample gateway that charts/echo-gateway runs: a
 // small TCP and UDP server to copy. Each TCP connection gets a greeting line,
 // then its bytes echoed back; each UDP datagram gets "<greeting>: <datagram>".
-package echogateway
+package main
 
 import (
 	"context"

@@ -21,9 +21,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/berth-dev/berth/pkg/auth"
-	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/testing/controlplane"
 )
 
 // tenantB is the second tenant's namespace.
@@ -129,7 +129,7 @@ func TestTenancy(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	root, _ := filepath.Abs("../..")
+	root, _ := filepath.Abs("../../..")
 	env, err := Start(ctx, Options{Root: root, Dir: t.TempDir(), Out: testWriter{t}, Namespaces: []string{tenantB},
 		Env: []string{"MAX_PORTS_PER_NAMESPACE=6", "RATE_LIMIT_QPS=2", "RATE_LIMIT_BURST=60", "AUTH_CACHE_TTL=2s"}})
 	if err != nil {

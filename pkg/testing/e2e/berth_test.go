@@ -26,12 +26,12 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/berth-dev/berth/pkg/auth"
-	"github.com/berth-dev/berth/pkg/chartrepo"
-	"github.com/berth-dev/berth/pkg/cluster"
-	"github.com/berth-dev/berth/pkg/controlplane"
 	"github.com/berth-dev/berth/pkg/events"
-	"github.com/berth-dev/berth/pkg/localrun"
 	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/testing/chartrepo"
+	"github.com/berth-dev/berth/pkg/testing/cluster"
+	"github.com/berth-dev/berth/pkg/testing/controlplane"
+	"github.com/berth-dev/berth/pkg/testing/localrun"
 )
 
 const (

@@ -1,4 +1,4 @@
-package echogateway
+package main
 
 import (
 	"bufio"

@@ -19,7 +19,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 
-	"github.com/berth-dev/berth/pkg/chartrepo"
+	"github.com/berth-dev/berth/pkg/testing/chartrepo"
 )
 
 // registryAddr is where the e2e run's image registry listens. Images are

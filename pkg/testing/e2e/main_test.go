@@ -11,8 +11,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/berth-dev/berth/pkg/cluster"
-	"github.com/berth-dev/berth/pkg/controlplane"
+	"github.com/berth-dev/berth/pkg/testing/cluster"
+	"github.com/berth-dev/berth/pkg/testing/controlplane"
 )
 
 // The run's shared parts, set up once by TestMain.
@@ -42,7 +42,7 @@ func run(m *testing.M) int {
 	defer cancel()
 	fail := func(err error) int { fmt.Fprintln(os.Stderr, "e2e setup:", err); return 1 }
 
-	root, err := filepath.Abs("../..")
+	root, err := filepath.Abs("../../..")
 	if err != nil {
 		return fail(err)
 	}
@@ -56,11 +56,11 @@ func run(m *testing.M) int {
 	}
 	defer env.images.Close()
 	koConfig := filepath.Join(root, "ko.yaml")
-	pause, err := env.images.build(ctx, root, "berth/pause", koConfig, "./pkg/cluster/cmd/pause")
+	pause, err := env.images.build(ctx, root, "berth/pause", koConfig, "./pkg/testing/pause")
 	if err != nil {
 		return fail(err)
 	}
-	if env.echo, err = env.images.build(ctx, root, "berth/echo-gateway", koConfig, "./pkg/echogateway/cmd/echo-gateway"); err != nil {
+	if env.echo, err = env.images.build(ctx, root, "berth/echo-gateway", koConfig, "./charts/echo-gateway"); err != nil {
 		return fail(err)
 	}
 	reportf("images: pause and echo-gateway built with ko in %s", time.Since(t0).Round(time.Second))

@@ -11,8 +11,6 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
-
-	"github.com/berth-dev/berth/pkg/echogateway"
 )
 
 func main() {
@@ -28,7 +26,7 @@ func main() {
 
 func run(tcpAddr, udpAddr, settingsPath string) error {
 	log := slog.New(slog.NewJSONHandler(os.Stdout, nil))
-	s, err := echogateway.LoadSettings(settingsPath)
+	s, err := LoadSettings(settingsPath)
 	if err != nil {
 		return err
 	}
@@ -42,7 +40,7 @@ func run(tcpAddr, udpAddr, settingsPath string) error {
 	if err != nil {
 		return err
 	}
-	srv := &echogateway.Server{Settings: s, Log: log, IdleTimeout: 5 * time.Minute, MaxBytes: 1 << 20}
+	srv := &Server{Settings: s, Log: log, IdleTimeout: 5 * time.Minute, MaxBytes: 1 << 20}
 	log.Info("serving", "tcp", ln.Addr().String(), "udp", pc.LocalAddr().String())
 	errc := make(chan error, 2)
 	go func() { errc <- srv.ServeTCP(ctx, ln) }()
