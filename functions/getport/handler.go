@@ -254,7 +254,7 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 	out := event.New()
 	out.SetType(events.PortReserved)
 	out.SetSubject(res.Owner)
-	out.SetExtension("berthcause", e.ID())
+	out.SetExtension(events.ExtensionCause, e.ID())
 	err = out.SetData(cloudevents.ApplicationJSON, events.PortReservedData{
 		EntryPoint: res.EntryPoint, IP: res.IP, Port: res.Port, Protocol: string(res.Protocol), Owner: res.Owner,
 		Expose: data.Expose, Release: data.Release,

@@ -242,7 +242,7 @@ func TestEvents(t *testing.T) {
 	var ports []int
 	for range 2 {
 		e := newEvent("ev-3", events.PortRequested, events.PortRequestedData{Protocol: "UDP"})
-		e.SetExtension(auth.ExtensionTenant, "tenant-1")
+		e.SetExtension(events.ExtensionTenant, "tenant-1")
 		reply, res := c.Request(ctx, e)
 		var got events.PortReservedData
 		if !cloudevents.IsACK(res) || reply == nil || reply.DataAs(&got) != nil {

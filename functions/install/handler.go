@@ -368,9 +368,9 @@ func uninstalledEvent(rel release.Release, cause string) event.Event {
 	e := event.New()
 	e.SetType(events.ReleaseUninstalled)
 	e.SetSubject(rel.Namespace + "/" + rel.Name)
-	e.SetExtension(auth.ExtensionTenant, rel.Namespace)
+	e.SetExtension(events.ExtensionTenant, rel.Namespace)
 	if cause != "" {
-		e.SetExtension("berthcause", cause)
+		e.SetExtension(events.ExtensionCause, cause)
 	}
 	_ = e.SetData(cloudevents.ApplicationJSON, events.ReleaseUninstalledData{Release: eventRelease(rel)})
 	return e
@@ -496,7 +496,7 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 		out := event.New()
 		out.SetType(events.ReleaseInstalled)
 		out.SetSubject(rel.Namespace + "/" + rel.Name)
-		out.SetExtension("berthcause", e.ID())
+		out.SetExtension(events.ExtensionCause, e.ID())
 		if b.Expose != nil {
 			out.SetExtension(events.ExtensionExpose, "true")
 		}

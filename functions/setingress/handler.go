@@ -281,7 +281,7 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 	out := event.New()
 	out.SetType(events.EndpointExposed)
 	out.SetSubject(end.Owner)
-	out.SetExtension("berthcause", e.ID())
+	out.SetExtension(events.ExtensionCause, e.ID())
 	err = out.SetData(cloudevents.ApplicationJSON, events.EndpointExposedData{
 		IP: end.IP, Port: end.Port, Protocol: string(end.Protocol), EntryPoint: end.EntryPoint,
 		Backend: end.Backend, Owner: end.Owner, Service: end.Service, Release: in.Release,

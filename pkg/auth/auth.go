@@ -68,11 +68,6 @@ const (
 // requestTypes are the events tenants send; each tenant's are rate-limited.
 var requestTypes = []string{events.InstallRequested, events.UninstallRequested, events.PortRequested}
 
-// ExtensionTenant names the namespace an event acts in. The Broker's
-// EventPolicies let a tenant's ServiceAccounts send events only with their own
-// namespace here; the functions refuse an event whose data names another.
-const ExtensionTenant = "berthtenant"
-
 var (
 	// ErrNoToken is a request without a bearer token.
 	ErrNoToken = problem.New(problem.ErrUnauthenticated, "a bearer token for berth's audience is required")
@@ -302,7 +297,7 @@ func (g *Guard) AuthorizeDelivery(ctx context.Context, e event.Event) (context.C
 	}
 	tenant := Tenant(e)
 	if tenant != "" && len(validation.IsDNS1123Label(tenant)) > 0 {
-		return nil, fmt.Errorf("%w: %s is not a namespace name", ErrWrongTenant, ExtensionTenant)
+		return nil, fmt.Errorf("%w: %s is not a namespace name", ErrWrongTenant, events.ExtensionTenant)
 	}
 	// A tenant's requests come through berth's own (unlimited) identities: they
 	// share one bucket per tenant. The chain's own events are not limited.
@@ -318,7 +313,7 @@ func (g *Guard) AuthorizeDelivery(ctx context.Context, e event.Event) (context.C
 // Tenant is the namespace event e acts in, by its berthtenant extension ("" if
 // it names none).
 func Tenant(e event.Event) string {
-	t, _ := e.Extensions()[ExtensionTenant].(string)
+	t, _ := e.Extensions()[events.ExtensionTenant].(string)
 	return t
 }
 

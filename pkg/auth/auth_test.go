@@ -210,7 +210,7 @@ func TestRateLimit(t *testing.T) {
 	deliver := func(typ, tenant string) int {
 		e := event.New()
 		e.SetType(typ)
-		e.SetExtension(auth.ExtensionTenant, tenant)
+		e.SetExtension(events.ExtensionTenant, tenant)
 		var err error
 		for range 20 { // the delivery Role may take a moment to be seen
 			if _, err = g.AuthorizeDelivery(dctx, e); !errors.Is(err, auth.ErrDenied) {

@@ -25,9 +25,21 @@ const (
 	PingSourcePing = "dev.knative.sources.ping"
 )
 
-// ExtensionExpose is set to "true" on a release.installed event whose release
-// asks to be exposed, so that a Trigger can filter on it.
-const ExtensionExpose = "berthexpose"
+// The CloudEvent extensions berth sets and reads.
+const (
+	// ExtensionExpose is set to "true" on a release.installed event whose release
+	// asks to be exposed, so that a Trigger can filter on it.
+	ExtensionExpose = "berthexpose"
+	// ExtensionCause is the id of the event a reply answers.
+	ExtensionCause = "berthcause"
+	// ExtensionCorrelation is copied from a request to every reply down the
+	// chain, so that a caller can follow its request.
+	ExtensionCorrelation = "berthcorrelation"
+	// ExtensionTenant names the namespace an event acts in. The Broker's
+	// EventPolicies let a tenant's ServiceAccounts send events only with their own
+	// namespace here; the functions refuse an event whose data names another.
+	ExtensionTenant = "berthtenant"
+)
 
 // Expose says which Service port of a release to make reachable on a shared IP.
 type Expose struct {

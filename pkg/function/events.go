@@ -15,7 +15,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
 
-	"github.com/berth-dev/berth/pkg/auth"
+	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/problem"
 )
 
@@ -110,10 +110,10 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	if t, ok := e.Extensions()[auth.ExtensionTenant]; ok {
-		if _, set := reply.Extensions()[auth.ExtensionTenant]; !set {
+	if t, ok := e.Extensions()[events.ExtensionTenant]; ok {
+		if _, set := reply.Extensions()[events.ExtensionTenant]; !set {
 			// A reply acts in its cause's tenant, so the chain stays in it.
-			reply.SetExtension(auth.ExtensionTenant, t)
+			reply.SetExtension(events.ExtensionTenant, t)
 		}
 	}
 	complete(reply, rc.name, rc.cfg.CEOverrides)
@@ -177,9 +177,9 @@ func Reply(in event.Event, failedType string, err error) (*event.Event, error) {
 	}
 	out := event.New()
 	out.SetType(failedType)
-	out.SetExtension("berthcause", in.ID())
-	if s, ok := in.Extensions()["berthcorrelation"]; ok {
-		out.SetExtension("berthcorrelation", s)
+	out.SetExtension(events.ExtensionCause, in.ID())
+	if s, ok := in.Extensions()[events.ExtensionCorrelation]; ok {
+		out.SetExtension(events.ExtensionCorrelation, s)
 	}
 	_ = out.SetData(cloudevents.ApplicationJSON, Failure{Problem: d, CauseType: in.Type(), CauseID: in.ID()})
 	return &out, nil

@@ -25,7 +25,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/dynamic"
 
-	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/testing/chartrepo"
@@ -540,7 +539,7 @@ func refusals(t *testing.T, ctx context.Context, hc *http.Client, revisions map[
 }
 
 func withTenant(e event.Event, tenant string) event.Event {
-	e.SetExtension(auth.ExtensionTenant, tenant)
+	e.SetExtension(events.ExtensionTenant, tenant)
 	return e
 }
 

@@ -29,7 +29,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
-	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/testing/chartrepo"
 	"github.com/berth-dev/berth/pkg/testing/controlplane"
@@ -297,7 +296,7 @@ func InstallRequest(id, release, lbip string) event.Event {
 	e.SetID(id)
 	e.SetSource("/berth/localrun")
 	e.SetType(events.InstallRequested)
-	e.SetExtension(auth.ExtensionTenant, AppsNamespace)
+	e.SetExtension(events.ExtensionTenant, AppsNamespace)
 	_ = e.SetData(cloudevents.ApplicationJSON, map[string]any{
 		"chartName": "demo/echo-gateway", "releaseName": release, "namespace": AppsNamespace,
 		"values": map[string]any{"settings.greeting": "hello from " + release},

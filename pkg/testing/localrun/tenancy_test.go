@@ -20,7 +20,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
 	"github.com/berth-dev/berth/pkg/testing/controlplane"
@@ -93,7 +92,7 @@ func tenantEvent(id, typ, tenant string, data any) event.Event {
 	e.SetSource("/tenancy-test")
 	e.SetType(typ)
 	if tenant != "" {
-		e.SetExtension(auth.ExtensionTenant, tenant)
+		e.SetExtension(events.ExtensionTenant, tenant)
 	}
 	_ = e.SetData(cloudevents.ApplicationJSON, data)
 	return e
