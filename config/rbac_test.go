@@ -26,6 +26,7 @@ import (
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/expose"
+	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/release"
 	"github.com/berth-dev/berth/pkg/reservation"
@@ -175,10 +176,10 @@ func TestRBACSetingress(t *testing.T) {
 	gw := gatewayclient.NewForConfigOrDie(rc)
 	s := settings
 	s.TCPServicesConfigMap, s.UDPServicesConfigMap = "tcp-services", "udp-services"
-	exp := &expose.Exposer{Core: core, Ports: s.New(core, gw), Backoff: expose.DefaultBackoff, Backends: map[string]expose.Backend{
-		entrypoint.BackendGatewayAPI:   &expose.GatewayBackend{Client: gw, Backoff: expose.DefaultBackoff},
-		entrypoint.BackendIngressNginx: &expose.IngressNginxBackend{Core: core, Backoff: expose.DefaultBackoff},
-		entrypoint.BackendSharedIP:     &expose.SharedIPBackend{Core: core, Backoff: expose.DefaultBackoff},
+	exp := &expose.Exposer{Core: core, Ports: s.New(core, gw), Backoff: kube.ConflictBackoff, Backends: map[string]expose.Backend{
+		entrypoint.BackendGatewayAPI:   &expose.GatewayBackend{Client: gw, Backoff: kube.ConflictBackoff},
+		entrypoint.BackendIngressNginx: &expose.IngressNginxBackend{Core: core, Backoff: kube.ConflictBackoff},
+		entrypoint.BackendSharedIP:     &expose.SharedIPBackend{Core: core, Backoff: kube.ConflictBackoff},
 	}}
 	app(t, "exposed")
 	for _, lbip := range []string{localrun.SharedIP, localrun.NginxIP, localrun.GatewayIP} {

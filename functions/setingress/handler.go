@@ -20,6 +20,7 @@ import (
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/expose"
 	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/reservation"
@@ -42,15 +43,15 @@ type handler struct {
 
 func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access) *handler {
 	backends := map[string]expose.Backend{
-		entrypoint.BackendIngressNginx: &expose.IngressNginxBackend{Core: core, Backoff: expose.DefaultBackoff},
-		entrypoint.BackendSharedIP:     &expose.SharedIPBackend{Core: core, Annotations: cfg.SharedIPAnnotations, Backoff: expose.DefaultBackoff},
+		entrypoint.BackendIngressNginx: &expose.IngressNginxBackend{Core: core, Backoff: kube.ConflictBackoff},
+		entrypoint.BackendSharedIP:     &expose.SharedIPBackend{Core: core, Annotations: cfg.SharedIPAnnotations, Backoff: kube.ConflictBackoff},
 	}
 	if gw != nil {
-		backends[entrypoint.BackendGatewayAPI] = &expose.GatewayBackend{Client: gw, Backoff: expose.DefaultBackoff}
+		backends[entrypoint.BackendGatewayAPI] = &expose.GatewayBackend{Client: gw, Backoff: kube.ConflictBackoff}
 	}
 	ports := cfg.Settings.New(core, gw)
 	return &handler{
-		exp:   &expose.Exposer{Core: core, Ports: ports, Backends: backends, Backoff: expose.DefaultBackoff},
+		exp:   &expose.Exposer{Core: core, Ports: ports, Backends: backends, Backoff: kube.ConflictBackoff},
 		ports: ports, access: ac, allowed: cfg.AllowedNamespaces, defaultNS: cfg.DefaultServiceNamespace,
 	}
 }

@@ -3,16 +3,13 @@ package expose
 import (
 	"context"
 	"sync"
-	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
-)
 
-// DefaultBackoff bounds retries on conflict for routing objects, which many
-// exposures share (a Gateway, a ConfigMap, a LoadBalancer Service).
-var DefaultBackoff = wait.Backoff{Duration: 2 * time.Millisecond, Factor: 1.3, Jitter: 1.0, Steps: 25}
+	"github.com/berth-dev/berth/pkg/kube"
+)
 
 // casUpdate reads an object, lets change alter it, and writes it with the
 // resourceVersion it was read at; on a conflict it reads again. change reports
@@ -28,7 +25,7 @@ func casUpdate[T any](ctx context.Context, key string, b wait.Backoff, get func(
 		return err
 	}
 	defer unlock()
-	return retry.OnError(b, retriable, func() error {
+	return retry.OnError(b, kube.LostRace, func() error {
 		obj, err := get(ctx)
 		if apierrors.IsNotFound(err) && create != nil {
 			return create(ctx)
@@ -43,10 +40,6 @@ func casUpdate[T any](ctx context.Context, key string, b wait.Backoff, get func(
 		return put(ctx, obj)
 	})
 }
-
-// retriable is a write lost to another writer: a stale resourceVersion, or a
-// create that another writer won.
-func retriable(err error) bool { return apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err) }
 
 func isNotFound(err error) bool { return apierrors.IsNotFound(err) }
 

@@ -20,6 +20,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
@@ -60,15 +61,15 @@ func newFixture(t testing.TB, backend string) *fixture {
 	}
 	ports := &reservation.Service{
 		EntryPoints: &entrypoint.Finder{Core: cp.Client, Gateway: gw, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services"},
-		Ledgers:     ledger.NewStore(cp.Client.CoreV1(), ledger.DefaultBackoff),
+		Ledgers:     ledger.NewStore(cp.Client.CoreV1(), kube.ConflictBackoff),
 		Services:    reservation.KubeServices{Client: cp.Client},
 		Range:       portalloc.Range{Min: 20000, Max: 30000},
 		TTL:         10 * time.Minute,
 	}
-	f.exp = &Exposer{Core: cp.Client, Ports: ports, Backoff: DefaultBackoff, Backends: map[string]Backend{
-		entrypoint.BackendGatewayAPI:   &GatewayBackend{Client: gw, Backoff: DefaultBackoff},
-		entrypoint.BackendIngressNginx: &IngressNginxBackend{Core: cp.Client, Backoff: DefaultBackoff},
-		entrypoint.BackendSharedIP: &SharedIPBackend{Core: cp.Client, Backoff: DefaultBackoff,
+	f.exp = &Exposer{Core: cp.Client, Ports: ports, Backoff: kube.ConflictBackoff, Backends: map[string]Backend{
+		entrypoint.BackendGatewayAPI:   &GatewayBackend{Client: gw, Backoff: kube.ConflictBackoff},
+		entrypoint.BackendIngressNginx: &IngressNginxBackend{Core: cp.Client, Backoff: kube.ConflictBackoff},
+		entrypoint.BackendSharedIP: &SharedIPBackend{Core: cp.Client, Backoff: kube.ConflictBackoff,
 			Annotations: map[string]string{"metallb.io/allow-shared-ip": "berth", "metallb.io/loadBalancerIPs": "{ip}"}},
 	}}
 	return f

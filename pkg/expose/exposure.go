@@ -12,14 +12,12 @@ import (
 
 // Labels and annotations berth sets on what it writes.
 const (
-	LabelManagedBy       = "app.kubernetes.io/managed-by"
 	LabelEntryPoint      = "berth.dev/entry-point"
 	LabelPort            = "berth.dev/port"
 	AnnotationOwner      = "berth.dev/owner"
 	AnnotationEndpoint   = "berth.dev/endpoint"
 	LabelGateway         = "berth.dev/gateway"
 	labelNamespaceName   = "kubernetes.io/metadata.name"
-	managedBy            = "berth"
 	maxGatewayListeners  = 64
 	maxListenerSetListen = 64
 )

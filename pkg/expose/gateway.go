@@ -14,6 +14,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
 )
 
@@ -136,7 +137,7 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 			s := &gatewayv1.ListenerSet{
 				ObjectMeta: metav1.ObjectMeta{
 					Name:   freeSetName(ep.Name, ls),
-					Labels: map[string]string{LabelManagedBy: managedBy, LabelGateway: ep.Name},
+					Labels: map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelGateway: ep.Name},
 				},
 				Spec: gatewayv1.ListenerSetSpec{
 					ParentRef: gatewayv1.ParentGatewayReference{Name: gatewayv1.ObjectName(ep.Name)},
@@ -197,7 +198,7 @@ func (g *GatewayBackend) routeSpec(ep entrypoint.EntryPoint, x Exposure, p paren
 func routeMeta(ep entrypoint.EntryPoint, x Exposure) metav1.ObjectMeta {
 	return metav1.ObjectMeta{
 		Name: objectName(ep, x.Key), Namespace: x.Namespace,
-		Labels:      map[string]string{LabelManagedBy: managedBy, LabelEntryPoint: ep.ID(), LabelPort: x.Key.String()},
+		Labels:      map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelEntryPoint: ep.ID(), LabelPort: x.Key.String()},
 		Annotations: map[string]string{AnnotationOwner: x.Owner},
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/kube"
 )
 
 // SharedIPBackend exposes a port as a LoadBalancer Service of its own in the
@@ -36,7 +37,7 @@ func (b *SharedIPBackend) desired(ep entrypoint.EntryPoint, x Exposure, lbClass 
 	return &corev1.Service{
 		ObjectMeta: metav1.ObjectMeta{
 			Name: objectName(ep, x.Key), Namespace: x.Namespace, Annotations: ann,
-			Labels: map[string]string{LabelManagedBy: managedBy, LabelEntryPoint: ep.ID(), LabelPort: x.Key.String()},
+			Labels: map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelEntryPoint: ep.ID(), LabelPort: x.Key.String()},
 		},
 		Spec: corev1.ServiceSpec{
 			Type:              corev1.ServiceTypeLoadBalancer,

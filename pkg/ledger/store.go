@@ -24,21 +24,16 @@ import (
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 	"k8s.io/client-go/util/retry"
 
+	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
 )
 
 // Labels on every ledger ConfigMap.
 const (
-	LabelManagedBy = "app.kubernetes.io/managed-by"
-	LabelLedger    = "berth.dev/ledger"
+	LabelLedger = "berth.dev/ledger"
 	// AnnotationEntryPoint names the entry point a ledger belongs to.
 	AnnotationEntryPoint = "berth.dev/entry-point"
 )
-
-// DefaultBackoff bounds the retries on conflict: 25 attempts, jittered and
-// growing from 2 ms to about 1 s, 5 to 10 s in all before ErrContended. (No Cap:
-// wait.Backoff stops retrying once its Cap is reached.)
-var DefaultBackoff = wait.Backoff{Duration: 2 * time.Millisecond, Factor: 1.3, Jitter: 1.0, Steps: 25}
 
 // Op changes a ledger. It must either change it and return nil, or return an
 // error and change nothing: it may be applied again to a fresher copy.
@@ -219,7 +214,7 @@ func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
 var errStaleCache = errors.New("cached ledger may be stale")
 
 func retryable(err error) bool {
-	return err == errStaleCache || apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)
+	return err == errStaleCache || kube.LostRace(err)
 }
 
 // read returns the ledger's ConfigMap, or a new unsaved one when it is missing.
@@ -228,7 +223,7 @@ func (s *Store) read(ctx context.Context, ref Ref) (*corev1.ConfigMap, error) {
 	if apierrors.IsNotFound(err) {
 		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
 			Name: ref.Name, Namespace: ref.Namespace,
-			Labels:      map[string]string{LabelManagedBy: "berth", LabelLedger: "true"},
+			Labels:      map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelLedger: "true"},
 			Annotations: map[string]string{AnnotationEntryPoint: ref.EntryPoint},
 		}}, nil
 	}

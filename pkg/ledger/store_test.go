@@ -13,6 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/testing/controlplane"
@@ -44,7 +45,7 @@ func testRef(t *testing.T) Ref {
 func TestStaleCacheNeverOverwrites(t *testing.T) {
 	ctx := context.Background()
 	ref := testRef(t)
-	a, b := NewStore(cp.Client.CoreV1(), DefaultBackoff), NewStore(cp.Client.CoreV1(), DefaultBackoff)
+	a, b := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff), NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
 	var pa1, pb, pa2 int
 	for _, step := range []struct {
 		s  *Store
@@ -70,7 +71,7 @@ func TestStaleCacheNeverOverwrites(t *testing.T) {
 func TestOpErrorsAreTheirOwn(t *testing.T) {
 	ctx := context.Background()
 	ref := testRef(t)
-	s := NewStore(cp.Client.CoreV1(), DefaultBackoff)
+	s := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
 	var p int
 	errNo := problem.New(problem.ErrInvalid, "no")
 	if err := s.Update(ctx, ref, func(*portalloc.Ledger) error { return errNo }); !errors.Is(err, errNo) {
@@ -103,7 +104,7 @@ func TestCorruptLedgerIsLeftAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewStore(cp.Client.CoreV1(), DefaultBackoff)
+	s := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
 	var p int
 	if err := s.Update(ctx, ref, reserve("a", &p)); !errors.Is(err, portalloc.ErrCorrupt) || problem.Status(err) != 422 {
 		t.Errorf("Update of a corrupt ledger = %v, want ErrCorrupt (422)", err)
@@ -117,7 +118,7 @@ func TestCorruptLedgerIsLeftAlone(t *testing.T) {
 func TestOverOneMiBIs422(t *testing.T) {
 	ctx := context.Background()
 	ref := testRef(t)
-	s := NewStore(cp.Client.CoreV1(), DefaultBackoff)
+	s := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
 	long := strings.Repeat("o", 240)
 	err := s.Update(ctx, ref, func(l *portalloc.Ledger) error {
 		for p := 20000; p < 25000; p++ {

@@ -15,6 +15,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 
+	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/ledger"
 )
 
@@ -93,7 +94,7 @@ func contended(b *testing.B, maxBatch int) (perSec float64, p50, p99 time.Durati
 	svcs := make([]*Service, benchInstances)
 	for i := range svcs {
 		core := instanceClient(b)
-		store := ledger.NewStore(core.CoreV1(), ledger.DefaultBackoff)
+		store := ledger.NewStore(core.CoreV1(), kube.ConflictBackoff)
 		store.MaxBatch = maxBatch
 		svcs[i] = newService(core, nil, ns, wide)
 		svcs[i].Ledgers = store

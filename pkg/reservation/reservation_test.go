@@ -22,6 +22,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
@@ -47,7 +48,7 @@ var wide = portalloc.Range{Min: 20000, Max: 30000}
 func newService(core kubernetes.Interface, gw gatewayclient.Interface, ns string, r portalloc.Range) *Service {
 	return &Service{
 		EntryPoints: &entrypoint.Finder{Core: core, Gateway: gw, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services"},
-		Ledgers:     ledger.NewStore(core.CoreV1(), ledger.DefaultBackoff),
+		Ledgers:     ledger.NewStore(core.CoreV1(), kube.ConflictBackoff),
 		Services:    KubeServices{Client: core},
 		Range:       r,
 		TTL:         10 * time.Minute,

@@ -10,6 +10,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/portalloc"
 )
@@ -81,7 +82,7 @@ func (s Settings) New(core kubernetes.Interface, gw gatewayclient.Interface) *Se
 	}
 	return &Service{
 		EntryPoints: finder,
-		Ledgers:     ledger.NewStore(core.CoreV1(), ledger.DefaultBackoff),
+		Ledgers:     ledger.NewStore(core.CoreV1(), kube.ConflictBackoff),
 		Services:    KubeServices{Client: core},
 		Range:       s.Range(),
 		TTL:         s.ReservationTTL,
