@@ -1,6 +1,7 @@
 package release
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -103,17 +104,20 @@ data:
 func TestLocksGoWhenUnused(t *testing.T) {
 	in := &Installer{}
 	done := make(chan struct{})
-	unlock := in.lock("ns", "a")
+	ctx := context.Background()
+	unlock, _ := in.lock(ctx, "ns", "a")
 	go func() {
 		defer close(done)
-		in.lock("ns", "a")() // waits for the first holder
+		u, _ := in.lock(ctx, "ns", "a") // waits for the first holder
+		u()
 	}()
 	for i := 0; i < 100; i++ {
-		in.lock("ns", fmt.Sprintf("r%d", i))()
+		u, _ := in.lock(ctx, "ns", fmt.Sprintf("r%d", i))
+		u()
 	}
 	unlock()
 	<-done
-	if n := len(in.locks); n != 0 {
+	if n := in.locks.Len(); n != 0 {
 		t.Errorf("%d locks left after every operation ended, want 0", n)
 	}
 }

@@ -9,7 +9,6 @@ import (
 	"reflect"
 	"slices"
 	"strings"
-	"sync"
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
@@ -22,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/keyed"
 	"github.com/berth-dev/berth/pkg/problem"
 )
 
@@ -35,8 +35,7 @@ type Installer struct {
 	DefaultTimeout time.Duration
 	Log            *slog.Logger
 
-	locksMu sync.Mutex
-	locks   map[string]*releaseLock // namespace/name: one operation per release per instance
+	locks keyed.Locks // namespace/name: one operation per release per instance
 }
 
 // Request asks for a release to be installed or upgraded.
@@ -91,35 +90,9 @@ type ResourceRef struct {
 	Name string `json:"name"`
 }
 
-// releaseLock is a release's lock, counted so that it goes when unused: a
-// caller naming ever new releases does not grow the map.
-type releaseLock struct {
-	sync.Mutex
-	users int
-}
-
-func (in *Installer) lock(ns, name string) func() {
-	key := ns + "/" + name
-	in.locksMu.Lock()
-	if in.locks == nil {
-		in.locks = map[string]*releaseLock{}
-	}
-	l := in.locks[key]
-	if l == nil {
-		l = &releaseLock{}
-		in.locks[key] = l
-	}
-	l.users++
-	in.locksMu.Unlock()
-	l.Lock()
-	return func() {
-		l.Unlock()
-		in.locksMu.Lock()
-		if l.users--; l.users == 0 {
-			delete(in.locks, key)
-		}
-		in.locksMu.Unlock()
-	}
+// lock waits for the release's lock: one operation at a time per release.
+func (in *Installer) lock(ctx context.Context, ns, name string) (func(), error) {
+	return in.locks.Lock(ctx, ns+"/"+name)
 }
 
 func (in *Installer) timeout(d time.Duration) time.Duration {
@@ -172,19 +145,12 @@ func (in *Installer) checked(req Request) (map[string]any, error) {
 // with anything different is ErrExists unless req.Upgrade. A release left
 // pending past its timeout is marked failed and installed or upgraded again.
 func (in *Installer) Install(ctx context.Context, req Request) (Release, bool, error) {
-	vals, err := in.checked(req)
+	op, err := in.begin(ctx, req)
 	if err != nil {
 		return Release{}, false, err
 	}
-	c, src, err := in.Fetcher.Load(ctx, req.Chart)
-	if err != nil {
-		return Release{}, false, err
-	}
-	defer in.lock(req.Namespace, req.ReleaseName)()
-	cfg, err := in.Configs(req.Namespace)
-	if err != nil {
-		return Release{}, false, err
-	}
+	defer op.unlock()
+	cfg, c, vals, src := op.cfg, op.chart, op.vals, op.src
 	if req.DryRun {
 		return in.install(ctx, cfg, req, c, vals, src, false)
 	}
@@ -208,6 +174,40 @@ func (in *Installer) Install(ctx context.Context, req Request) (Release, bool, e
 	}
 	r.Source = &src
 	return r, false, nil
+}
+
+// operation is what Install and Upgrade hold once they begin: the request's
+// checked values, its chart, the release's lock and its namespace's Helm
+// configuration.
+type operation struct {
+	vals   map[string]any
+	chart  *chart.Chart
+	src    Source
+	cfg    *action.Configuration
+	unlock func()
+}
+
+// begin checks req, loads its chart (before the lock: a slow source does not
+// hold up other operations on the release) and takes the release's lock.
+func (in *Installer) begin(ctx context.Context, req Request) (*operation, error) {
+	vals, err := in.checked(req)
+	if err != nil {
+		return nil, err
+	}
+	c, src, err := in.Fetcher.Load(ctx, req.Chart)
+	if err != nil {
+		return nil, err
+	}
+	unlock, err := in.lock(ctx, req.Namespace, req.ReleaseName)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := in.Configs(req.Namespace)
+	if err != nil {
+		unlock()
+		return nil, err
+	}
+	return &operation{vals: vals, chart: c, src: src, cfg: cfg, unlock: unlock}, nil
 }
 
 // current returns the release's latest revision, nil when there is none. A
@@ -324,19 +324,12 @@ func (in *Installer) upgrade(ctx context.Context, cfg *action.Configuration, req
 
 // Upgrade upgrades an existing release to the chart and values of req.
 func (in *Installer) Upgrade(ctx context.Context, req Request) (Release, error) {
-	vals, err := in.checked(req)
+	op, err := in.begin(ctx, req)
 	if err != nil {
 		return Release{}, err
 	}
-	c, src, err := in.Fetcher.Load(ctx, req.Chart)
-	if err != nil {
-		return Release{}, err
-	}
-	defer in.lock(req.Namespace, req.ReleaseName)()
-	cfg, err := in.Configs(req.Namespace)
-	if err != nil {
-		return Release{}, err
-	}
+	defer op.unlock()
+	cfg, c, vals, src := op.cfg, op.chart, op.vals, op.src
 	cur, err := in.current(cfg, req)
 	if err != nil {
 		return Release{}, err
@@ -404,7 +397,11 @@ func (in *Installer) Uninstall(ctx context.Context, ns, name string, timeout tim
 	if err := in.checkName(ns, name); err != nil {
 		return Release{}, false, err
 	}
-	defer in.lock(ns, name)()
+	unlock, err := in.lock(ctx, ns, name)
+	if err != nil {
+		return Release{}, false, err
+	}
+	defer unlock()
 	cfg, err := in.Configs(ns)
 	if err != nil {
 		return Release{}, false, err
@@ -438,7 +435,11 @@ func (in *Installer) Rollback(ctx context.Context, ns, name string, revision int
 	if revision < 0 {
 		return Release{}, fmt.Errorf("%w: revision must be positive", ErrBadRequest)
 	}
-	defer in.lock(ns, name)()
+	unlock, err := in.lock(ctx, ns, name)
+	if err != nil {
+		return Release{}, err
+	}
+	defer unlock()
 	cfg, err := in.Configs(ns)
 	if err != nil {
 		return Release{}, err
