@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -104,8 +105,7 @@ type installRequest struct {
 	ValuesObject      map[string]any `json:"valuesObject"`
 	ReuseValues       bool           `json:"reuseValues"`
 	CreateNamespace   bool           `json:"createNamespace"`
-	// Timeout is a duration ("90s", "5m").
-	Timeout           string         `json:"timeout"`
+	Timeout           timeout        `json:"timeout"`
 	Wait              bool           `json:"wait"`
 	Atomic            bool           `json:"atomic"`
 	Upgrade           bool           `json:"upgrade"`
@@ -139,19 +139,11 @@ func (h *handler) authorize(ctx context.Context, ns, name string, verbs ...strin
 // verbs on the release, reading credentials from their Secret.
 func (h *handler) toRequest(ctx context.Context, b installRequest, verbs ...string) (release.Request, error) {
 	b.Namespace = h.namespace(ctx, b.Namespace)
-	var timeout time.Duration
-	if b.Timeout != "" {
-		d, err := time.ParseDuration(b.Timeout)
-		if err != nil {
-			return release.Request{}, fmt.Errorf("%w: timeout %q is not a duration", release.ErrBadRequest, b.Timeout)
-		}
-		timeout = d
-	}
 	req := release.Request{
 		Chart:       release.ChartRef{Name: b.ChartName, Repo: b.PrivateChartsRepo, Version: b.Version},
 		ReleaseName: b.ReleaseName, Namespace: b.Namespace, Values: b.Values, ValuesObject: b.ValuesObject,
 		ReuseValues: b.ReuseValues, CreateNamespace: b.CreateNamespace, Wait: b.Wait, Atomic: b.Atomic,
-		Timeout: timeout, Upgrade: b.Upgrade,
+		Timeout: time.Duration(b.Timeout), Upgrade: b.Upgrade,
 	}
 	if err := h.in.Check(req); err != nil {
 		return release.Request{}, err
@@ -439,8 +431,28 @@ func (h *handler) history(w http.ResponseWriter, r *http.Request) {
 // rollbackRequest is the body of POST /releases/{ns}/{name}/rollback; revision
 // 0 or absent is the previous one.
 type rollbackRequest struct {
-	Revision int    `json:"revision"`
-	Timeout  string `json:"timeout"`
+	Revision int     `json:"revision"`
+	Timeout  timeout `json:"timeout"`
+}
+
+// timeout is a request's duration ("90s", "5m"), checked as the body is read.
+type timeout time.Duration
+
+func (d *timeout) UnmarshalJSON(b []byte) error {
+	var s string
+	if err := json.Unmarshal(b, &s); err != nil {
+		return fmt.Errorf("timeout must be a duration such as \"90s\"")
+	}
+	if s == "" { // absent: the default
+		*d = 0
+		return nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil || v < 0 {
+		return fmt.Errorf("timeout %q is not a duration such as \"90s\"", problem.Clip(s))
+	}
+	*d = timeout(v)
+	return nil
 }
 
 func (h *handler) rollback(w http.ResponseWriter, r *http.Request) {
@@ -455,16 +467,7 @@ func (h *handler) rollback(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var timeout time.Duration
-	if b.Timeout != "" {
-		d, err := time.ParseDuration(b.Timeout)
-		if err != nil {
-			problem.Write(w, fmt.Errorf("%w: timeout %q", release.ErrBadRequest, b.Timeout))
-			return
-		}
-		timeout = d
-	}
-	rel, err := h.in.Rollback(r.Context(), r.PathValue("namespace"), r.PathValue("name"), b.Revision, timeout)
+	rel, err := h.in.Rollback(r.Context(), r.PathValue("namespace"), r.PathValue("name"), b.Revision, time.Duration(b.Timeout))
 	if err != nil {
 		problem.Write(w, h.chartMessage(r.Context(), r.PathValue("namespace"), err))
 		return
