@@ -2,6 +2,7 @@ package release
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"path"
@@ -68,10 +69,8 @@ func ParseSource(raw string) (*url.URL, error) {
 	if err != nil || u.Host == "" || u.Hostname() == "" {
 		return nil, fmt.Errorf("%w: %q is not a URL", ErrBadRequest, problem.Clip(raw))
 	}
-	switch u.Scheme {
-	case "https", "http", "oci":
-	default:
-		return nil, fmt.Errorf("%w: scheme %q (want https, http or oci)", ErrBadRequest, problem.Clip(u.Scheme))
+	if _, ok := sourceKinds[u.Scheme]; !ok {
+		return nil, fmt.Errorf("%w: scheme %q (want %s)", ErrBadRequest, problem.Clip(u.Scheme), schemes())
 	}
 	if u.User != nil {
 		return nil, fmt.Errorf("%w: credentials belong in a Secret, not in the URL", ErrBadRequest)
@@ -93,6 +92,11 @@ func ParseSource(raw string) (*url.URL, error) {
 		return nil, fmt.Errorf("%w: port of %q", ErrBadRequest, problem.Clip(raw))
 	}
 	return u, nil
+}
+
+// schemes lists the chart source schemes, for messages.
+func schemes() string {
+	return strings.Join(slices.Sorted(maps.Keys(sourceKinds)), ", ")
 }
 
 // Within reports whether source u lies within prefix: the same scheme, host

@@ -188,50 +188,84 @@ func (f *Fetcher) control(_, address string, _ syscall.RawConn) error {
 	return nil
 }
 
-// Resolve turns a reference into the source URL it names: an oci:// chart
-// reference, or a repository base URL plus the chart's name in it.
-func (f *Fetcher) Resolve(ref ChartRef) (repoURL, chartName string, err error) {
-	switch {
-	case strings.HasPrefix(ref.Name, "oci://"):
+// sourceKind fetches charts from one kind of chart source.
+type sourceKind struct {
+	// chartInURL: a chart is named by its own URL (oci://host/path/chart), not
+	// by a repository's base URL and the chart's name in the repository.
+	chartInURL bool
+	// fetch returns the archive of chart name at base (name is empty when
+	// chartInURL), within the limits of f.
+	fetch func(f *Fetcher, ctx context.Context, base, name string, ref ChartRef) ([]byte, Source, error)
+}
+
+// sourceKinds are the kinds of chart source by URL scheme: the one place a kind
+// is registered. Every source URL, allowlist entry and configured repository
+// is checked against it. (Filled in init: a fetch refers back to the checks
+// that read the table.)
+var sourceKinds map[string]sourceKind
+
+func init() {
+	sourceKinds = map[string]sourceKind{
+		"https": {fetch: (*Fetcher).fromRepo},
+		"http":  {fetch: (*Fetcher).fromRepo},
+		"oci":   {chartInURL: true, fetch: (*Fetcher).pullOCI},
+	}
+}
+
+// kindOf returns the kind of source raw's scheme names.
+func kindOf(raw string) (sourceKind, bool) {
+	scheme, _, ok := strings.Cut(raw, "://")
+	if !ok {
+		return sourceKind{}, false
+	}
+	k, ok := sourceKinds[scheme]
+	return k, ok
+}
+
+// resolve turns a reference into the source it names: a base URL, and the
+// chart's name within it unless the kind names a chart by its URL.
+func (f *Fetcher) resolve(ref ChartRef) (base, chartName string, kind sourceKind, err error) {
+	if k, ok := kindOf(ref.Name); ok && k.chartInURL {
 		if ref.Repo != "" {
-			return "", "", fmt.Errorf("%w: an oci:// chart takes no privateChartsRepo", ErrBadRequest)
+			return "", "", k, fmt.Errorf("%w: a chart named by its URL (%s) takes no privateChartsRepo", ErrBadRequest, problem.Clip(ref.Name))
 		}
-		return ref.Name, "", nil
+		return ref.Name, "", k, nil
+	}
+	switch {
 	case ref.Name == "" || strings.ContainsAny(ref.Name, " \t\n?#\\") || strings.Contains(ref.Name, ".."):
-		return "", "", fmt.Errorf("%w: chartName %q", ErrBadRequest, problem.Clip(ref.Name))
+		return "", "", kind, fmt.Errorf("%w: chartName %q", ErrBadRequest, problem.Clip(ref.Name))
 	case ref.Repo != "":
-		base := strings.TrimSuffix(strings.TrimSuffix(ref.Repo, "index.yaml"), "/")
-		return base, ref.Name[strings.LastIndex(ref.Name, "/")+1:], nil
+		base = strings.TrimSuffix(strings.TrimSuffix(ref.Repo, "index.yaml"), "/")
+		chartName = ref.Name[strings.LastIndex(ref.Name, "/")+1:]
+	default:
+		repoName, name, ok := strings.Cut(ref.Name, "/")
+		configured, known := f.repos[repoName]
+		if !ok || !known || strings.Contains(name, "/") {
+			return "", "", kind, fmt.Errorf("%w: chart %q names no configured repository; give privateChartsRepo or an oci:// reference", ErrBadRequest, problem.Clip(ref.Name))
+		}
+		base, chartName = strings.TrimSuffix(configured, "/"), name
 	}
-	name, chartName, ok := strings.Cut(ref.Name, "/")
-	base, known := f.repos[name]
-	if !ok || !known || strings.Contains(chartName, "/") {
-		return "", "", fmt.Errorf("%w: chart %q names no configured repository; give privateChartsRepo or an oci:// reference", ErrBadRequest, problem.Clip(ref.Name))
+	kind, ok := kindOf(base)
+	if !ok {
+		return "", "", kind, fmt.Errorf("%w: %q is not a chart source (want %s)", ErrBadRequest, problem.Clip(base), schemes())
 	}
-	base = strings.TrimSuffix(base, "/")
-	if strings.HasPrefix(base, "oci://") {
-		return base + "/" + chartName, "", nil
+	if kind.chartInURL {
+		return base + "/" + chartName, "", kind, nil
 	}
-	return base, chartName, nil
+	return base, chartName, kind, nil
 }
 
 // Load fetches and loads the chart ref names, after checking its source
 // against the policy. Configured repositories are allowed by being configured.
 func (f *Fetcher) Load(ctx context.Context, ref ChartRef) (*chart.Chart, Source, error) {
-	base, name, err := f.Resolve(ref)
+	base, name, kind, err := f.resolve(ref)
 	if err != nil {
 		return nil, Source{}, err
 	}
 	if err := f.checkSource(base); err != nil {
 		return nil, Source{}, err
 	}
-	var data []byte
-	var src Source
-	if name == "" {
-		data, src, err = f.pullOCI(ctx, base, ref)
-	} else {
-		data, src, err = f.fromRepo(ctx, base, name, ref)
-	}
+	data, src, err := kind.fetch(f, ctx, base, name, ref)
 	if err != nil {
 		return nil, Source{}, err
 	}
@@ -400,7 +434,7 @@ func (f *Fetcher) getBounded(ctx context.Context, u string, creds *Credentials, 
 
 // pullOCI pulls an oci:// chart through Helm's registry client, over the same
 // guarded HTTP client.
-func (f *Fetcher) pullOCI(ctx context.Context, ref string, cr ChartRef) ([]byte, Source, error) {
+func (f *Fetcher) pullOCI(ctx context.Context, ref, _ string, cr ChartRef) ([]byte, Source, error) {
 	full := strings.TrimPrefix(ref, "oci://")
 	if cr.Version != "" {
 		if strings.ContainsAny(cr.Version, "<>=~^* ") {
