@@ -171,8 +171,7 @@ func structured(r *http.Request) bool {
 // input's data is not copied: it may carry values that are secrets.
 func Reply(in event.Event, failedType string, err error) (*event.Event, error) {
 	d := problem.For(err)
-	switch {
-	case d.Status >= 500, d.Status == http.StatusRequestTimeout, d.Status == http.StatusConflict, d.Status == http.StatusTooManyRequests:
+	if Redeliverable(d.Status) {
 		return nil, err
 	}
 	out := event.New()
@@ -183,6 +182,17 @@ func Reply(in event.Event, failedType string, err error) (*event.Event, error) {
 	}
 	_ = out.SetData(cloudevents.ApplicationJSON, Failure{Problem: d, CauseType: in.Type(), CauseID: in.ID()})
 	return &out, nil
+}
+
+// Redeliverable reports whether a delivery answered status may succeed when
+// delivered again (5xx, 408, 409, 429): the statuses Knative's delivery retries,
+// but 404, which berth answers only for what is not there.
+func Redeliverable(status int) bool {
+	switch status {
+	case http.StatusRequestTimeout, http.StatusConflict, http.StatusTooManyRequests:
+		return true
+	}
+	return status >= 500
 }
 
 // Failure is the data of a dev.berth.*.failed event.

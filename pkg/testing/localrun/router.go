@@ -14,6 +14,7 @@ import (
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 
 	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/function"
 )
 
 // Trigger routes events of a type (and, if set, an extension value) to a
@@ -101,11 +102,8 @@ func (rt *router) send(name string, e event.Event) {
 		if err == nil {
 			_, _ = io.Copy(io.Discard, resp.Body) // the reply arrives through K_SINK
 			resp.Body.Close()
-			switch s := resp.StatusCode; {
-			case s < 300:
-				return
-			case s < 500 && s != 404 && s != 408 && s != 409 && s != 429:
-				return // dead-lettered, as Knative would
+			if s := resp.StatusCode; s < 300 || !function.Redeliverable(s) && s != http.StatusNotFound {
+				return // delivered, or dead-lettered as Knative would
 			}
 		}
 		time.Sleep(backoff)
