@@ -345,7 +345,7 @@ func TestUninstallReleasesOnlyUnboundPorts(t *testing.T) {
 	list, _ := h.svc.List(ctx, reservation.Filter{Owner: "tenant/gw"})
 	for _, r := range list {
 		if r.Protocol == "UDP" {
-			if _, err := h.svc.Bind(ctx, r.EntryPoint, portalloc.Key{Protocol: r.Protocol, Port: r.Port}, r.Owner, "tenant/gw"); err != nil {
+			if _, _, err := h.svc.Bind(ctx, r.EntryPoint, portalloc.Key{Protocol: r.Protocol, Port: r.Port}, r.Owner, "tenant/gw"); err != nil {
 				t.Fatal(err)
 			}
 		}

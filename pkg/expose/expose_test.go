@@ -445,6 +445,105 @@ func TestSharedIPNeedsSelector(t *testing.T) {
 	}
 }
 
+// TestRoutedElsewhereWritesNothing: a port that something not berth's routes
+// (a Gateway listener, a port on the ingress-nginx controller's Service, a
+// Service with berth's name) is 409, and the refused exposure leaves the cluster
+// as it was: no routing object, and the ledger as before, whether the port was
+// reserved by this call or by the caller with getport.
+func TestRoutedElsewhereWritesNothing(t *testing.T) {
+	ctx := context.Background()
+	for _, backend := range backends {
+		t.Run(backend, func(t *testing.T) {
+			f := newFixture(t, backend)
+			f.app(t, "gw-1")
+			ports := f.exp.Ports.(*reservation.Service)
+			// A getport reservation for the exposure to name, made before the
+			// foreign object appears (as when it appears in between).
+			owner := f.ns + "/gw-1:1883"
+			res, err := ports.Reserve(ctx, reservation.Request{Owner: owner, Protocol: portalloc.TCP, EntryPoint: f.ep})
+			if err != nil {
+				t.Fatal(err)
+			}
+			k := portalloc.Key{Protocol: portalloc.TCP, Port: res.Port}
+			f.foreign(t, backend, k)
+			before := f.state(t)
+			req := f.request("gw-1", intstr.FromInt(1883), portalloc.TCP)
+			req.Port = res.Port
+			if _, err := f.exp.Expose(ctx, req); problem.Status(err) != 409 || !errors.Is(err, ErrTaken) {
+				t.Fatalf("Expose of a port routed elsewhere = %v, want 409 ErrTaken", err)
+			}
+			if after := f.state(t); after != before {
+				t.Errorf("a refused exposure wrote:\n%s\nwas\n%s", after, before)
+			}
+		})
+	}
+	// Without a named port, the port berth reserves itself is freed again.
+	t.Run("reserved by the call", func(t *testing.T) {
+		f := newFixture(t, entrypoint.BackendSharedIP)
+		f.app(t, "gw-1")
+		f.app(t, "gw-2")
+		first, err := f.exp.Expose(ctx, f.request("gw-1", intstr.FromInt(1883), portalloc.TCP))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The next free port is named by a Service that is not berth's.
+		f.foreign(t, entrypoint.BackendSharedIP, portalloc.Key{Protocol: portalloc.TCP, Port: first.Port + 1})
+		before := f.state(t)
+		if _, err := f.exp.Expose(ctx, f.request("gw-2", intstr.FromInt(1883), portalloc.TCP)); problem.Status(err) != 409 {
+			t.Fatalf("Expose onto a port routed elsewhere = %v, want 409", err)
+		}
+		if after := f.state(t); after != before {
+			t.Errorf("a refused exposure wrote:\n%s\nwas\n%s", after, before)
+		}
+	})
+}
+
+// foreign routes port k of the fixture's entry point by something not berth's.
+func (f *fixture) foreign(t *testing.T, backend string, k portalloc.Key) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	switch backend {
+	case entrypoint.BackendGatewayAPI:
+		var gw *gatewayv1.Gateway
+		if gw, err = f.gw.GatewayV1().Gateways(f.ns).Get(ctx, "shared", metav1.GetOptions{}); err == nil {
+			gw.Spec.Listeners = append(gw.Spec.Listeners, gatewayv1.Listener{Name: "theirs", Port: gatewayv1.PortNumber(k.Port), Protocol: gatewayv1.TCPProtocolType})
+			_, err = f.gw.GatewayV1().Gateways(f.ns).Update(ctx, gw, metav1.UpdateOptions{})
+		}
+	case entrypoint.BackendIngressNginx:
+		var s *corev1.Service
+		if s, err = cp.Client.CoreV1().Services(f.ns).Get(ctx, "ingress-nginx-controller", metav1.GetOptions{}); err == nil {
+			s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "theirs", Port: int32(k.Port), Protocol: corev1.ProtocolTCP})
+			_, err = cp.Client.CoreV1().Services(f.ns).Update(ctx, s, metav1.UpdateOptions{})
+		}
+	case entrypoint.BackendSharedIP:
+		_, err = cp.Client.CoreV1().Services(f.ns).Create(ctx, &corev1.Service{
+			ObjectMeta: metav1.ObjectMeta{Name: "berth-shared-" + portName(k)},
+			Spec:       corev1.ServiceSpec{Ports: []corev1.ServicePort{{Port: 80}}},
+		}, metav1.CreateOptions{})
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// state is every object in the fixture's namespace with its resourceVersion,
+// but the ledger by its entries: putting the ledger back rewrites it.
+func (f *fixture) state(t *testing.T) string {
+	t.Helper()
+	var lines []string
+	for _, l := range strings.Split(cp.Fingerprint(t, f.ns), "\n") {
+		if !strings.Contains(l, "/berth-ports-") {
+			lines = append(lines, l)
+		}
+	}
+	held, err := f.exp.Ports.List(context.Background(), reservation.Filter{EntryPoint: f.ep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Join(lines, "\n") + fmt.Sprintf("\nledger: %+v", held)
+}
+
 // TestRetryRepairs: what a crash (or a person) left half done is finished by
 // the next Expose of the same request.
 func TestRetryRepairs(t *testing.T) {

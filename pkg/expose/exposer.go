@@ -7,6 +7,7 @@ package expose
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -28,7 +29,8 @@ type Ports interface {
 	Choose(ctx context.Context, req reservation.Request) (entrypoint.EntryPoint, error)
 	Reserve(ctx context.Context, req reservation.Request) (reservation.Reservation, error)
 	EntryPoint(ctx context.Context, id string) (entrypoint.EntryPoint, error)
-	Bind(ctx context.Context, id string, k portalloc.Key, owner, service string) (reservation.Reservation, error)
+	Bind(ctx context.Context, id string, k portalloc.Key, owner, service string) (reservation.Reservation, portalloc.Entry, error)
+	Unbind(ctx context.Context, id string, k portalloc.Key, owner, service string, prev portalloc.Entry) error
 	Release(ctx context.Context, id string, k portalloc.Key, owner string) (bool, error)
 	List(ctx context.Context, f reservation.Filter) ([]reservation.Reservation, error)
 }
@@ -143,7 +145,8 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 		}
 		id, key.Port = res.EntryPoint, res.Port
 	}
-	if _, err := e.Ports.Bind(ctx, id, key, req.Owner, t.NamespacedName()); err != nil {
+	_, prev, err := e.Ports.Bind(ctx, id, key, req.Owner, t.NamespacedName())
+	if err != nil {
 		return Endpoint{}, err
 	}
 	x := Exposure{
@@ -151,6 +154,22 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 		Port: t.ServicePort.Port, TargetPort: t.ServicePort.TargetPort, Selector: t.Service.Spec.Selector, Proxy: req.Proxy,
 	}
 	if err := backend.Expose(ctx, ep, x); err != nil {
+		// Routed elsewhere by something not berth's: this request can never
+		// succeed. A backend answers ErrTaken before writing anything, so only
+		// the ledger is put back: a port reserved here is free again, a port
+		// the caller reserved is its reservation again. (A port bound before
+		// this call, a retry, is left as it was.)
+		if errors.Is(err, ErrTaken) && prev.State != portalloc.Bound {
+			var uerr error
+			if req.Port == 0 {
+				_, uerr = e.Ports.Release(ctx, id, key, req.Owner)
+			} else {
+				uerr = e.Ports.Unbind(ctx, id, key, req.Owner, t.NamespacedName(), prev)
+			}
+			if uerr != nil {
+				return Endpoint{}, fmt.Errorf("%w (and putting the ledger back failed: %v)", err, uerr)
+			}
+		}
 		return Endpoint{}, err
 	}
 	end := Endpoint{IP: ep.Address, Port: key.Port, Protocol: key.Protocol, EntryPoint: id, Backend: ep.Backend, Owner: req.Owner, Service: t.NamespacedName()}

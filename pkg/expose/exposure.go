@@ -47,6 +47,8 @@ type Exposure struct {
 
 // Backend writes and removes the routing objects of one kind of entry point.
 // Both calls are idempotent: a retry finishes what a crash left half done.
+// Expose answers ErrTaken, when the port is routed by something not berth's,
+// before it writes anything: the Exposer then puts the ledger back.
 type Backend interface {
 	Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error
 	Unexpose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error

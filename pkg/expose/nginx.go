@@ -54,6 +54,17 @@ func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoi
 	if err != nil {
 		return err
 	}
+	pname := portName(x.Key)
+	svcs := n.Core.CoreV1().Services(ep.Namespace)
+	// The controller's Service first, read only: a port there that is not
+	// berth's is refused before the ConfigMap is written.
+	s, err := svcs.Get(ctx, ep.Name, metav1.GetOptions{})
+	if err != nil {
+		return fmt.Errorf("read entry point %s: %w", ep.ID(), err)
+	}
+	if err := portTaken(s, pname, x.Key); err != nil {
+		return err
+	}
 	key, value := fmt.Sprint(x.Key.Port), StreamEntry(x)
 	cms := n.Core.CoreV1().ConfigMaps(ns)
 	err = casUpdate(ctx, "configmap/"+ns+"/"+name, n.Backoff,
@@ -82,18 +93,14 @@ func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoi
 	if err != nil {
 		return fmt.Errorf("ingress-nginx entry %s in %s/%s: %w", key, ns, name, err)
 	}
-	pname := portName(x.Key)
-	svcs := n.Core.CoreV1().Services(ep.Namespace)
 	err = casUpdate(ctx, "service/"+ep.Namespace+"/"+ep.Name, n.Backoff,
 		func(ctx context.Context) (*corev1.Service, error) { return svcs.Get(ctx, ep.Name, metav1.GetOptions{}) },
 		func(s *corev1.Service) (bool, error) {
-			for _, p := range s.Spec.Ports {
-				if p.Name == pname {
-					return false, nil
-				}
-				if int(p.Port) == x.Key.Port && string(p.Protocol) == string(x.Key.Protocol) {
-					return false, fmt.Errorf("%w: Service port %s uses %d", ErrTaken, p.Name, p.Port)
-				}
+			if slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == pname }) {
+				return false, nil
+			}
+			if err := portTaken(s, pname, x.Key); err != nil {
+				return false, err
 			}
 			s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{
 				Name: pname, Port: int32(x.Key.Port), TargetPort: intstr.FromInt(x.Key.Port), Protocol: corev1.Protocol(x.Key.Protocol),
@@ -107,6 +114,17 @@ func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoi
 		nil)
 	if err != nil {
 		return fmt.Errorf("port %s on Service %s: %w", pname, ep.ID(), err)
+	}
+	return nil
+}
+
+// portTaken refuses k when the controller's Service has it under a name other
+// than berth's pname.
+func portTaken(s *corev1.Service, pname string, k portalloc.Key) error {
+	for _, p := range s.Spec.Ports {
+		if p.Name != pname && int(p.Port) == k.Port && string(p.Protocol) == string(k.Protocol) {
+			return fmt.Errorf("%w: Service port %s uses %d", ErrTaken, p.Name, p.Port)
+		}
 	}
 	return nil
 }

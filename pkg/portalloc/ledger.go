@@ -288,6 +288,18 @@ func (l *Ledger) Bind(k Key, owner, service string, now time.Time) (Entry, error
 	return e, nil
 }
 
+// Unbind undoes owner's Bind of k to service, whose routing could not be made:
+// the entry becomes prev again, what it was before the Bind. It reports whether
+// there was such a binding; anything else at k is left alone.
+func (l *Ledger) Unbind(k Key, owner, service string, prev Entry) bool {
+	e, ok := l.Entries[k]
+	if !ok || e.Owner != owner || e.State != Bound || e.Service != service {
+		return false
+	}
+	l.Entries[k] = prev
+	return true
+}
+
 // Expire drops every lapsed reservation and returns their keys.
 func (l *Ledger) Expire(now time.Time) []Key {
 	var gone []Key

@@ -322,23 +322,42 @@ func (s *Service) Holder(ctx context.Context, id string, k portalloc.Key, want s
 }
 
 // Bind records that owner's port k on entry point id now routes to service
-// (namespace/name).
-func (s *Service) Bind(ctx context.Context, id string, k portalloc.Key, owner, service string) (Reservation, error) {
+// (namespace/name). It answers the entry as it was before, for Unbind.
+func (s *Service) Bind(ctx context.Context, id string, k portalloc.Key, owner, service string) (Reservation, portalloc.Entry, error) {
 	ep, err := s.EntryPoint(ctx, id)
 	if err != nil {
-		return Reservation{}, err
+		return Reservation{}, portalloc.Entry{}, err
 	}
 	now := s.now()
-	var e portalloc.Entry
+	var e, prev portalloc.Entry
 	err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
 		var err error
+		prev = l.Entries[k]
 		e, err = l.Bind(k, owner, service, now)
 		return err
 	})
 	if err != nil {
-		return Reservation{}, fmt.Errorf("bind %s on %s: %w", k, id, err)
+		return Reservation{}, portalloc.Entry{}, fmt.Errorf("bind %s on %s: %w", k, id, err)
 	}
-	return reservationOf(ep, k, e), nil
+	return reservationOf(ep, k, e), prev, nil
+}
+
+// Unbind undoes a Bind whose routing could not be made: owner's port k, bound
+// to service, is prev again (what Bind answered), so that a reservation a
+// caller made with getport is as it was.
+func (s *Service) Unbind(ctx context.Context, id string, k portalloc.Key, owner, service string, prev portalloc.Entry) error {
+	ep, err := s.EntryPoint(ctx, id)
+	if err != nil {
+		return err
+	}
+	err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+		l.Unbind(k, owner, service, prev)
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("unbind %s on %s: %w", k, id, err)
+	}
+	return nil
 }
 
 // Filter narrows List.

@@ -361,13 +361,13 @@ func TestTTLAndSweep(t *testing.T) {
 	gone, _ := svc.Reserve(ctx, Request{Owner: "gone"})
 	cp.LoadBalancer(t, ns, "app", "", nil)
 	key := func(r Reservation) portalloc.Key { return portalloc.Key{Protocol: r.Protocol, Port: r.Port} }
-	if _, err := svc.Bind(ctx, kept.EntryPoint, key(kept), "kept", ns+"/app"); err != nil {
+	if _, _, err := svc.Bind(ctx, kept.EntryPoint, key(kept), "kept", ns+"/app"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Bind(ctx, gone.EntryPoint, key(gone), "gone", ns+"/deleted-app"); err != nil {
+	if _, _, err := svc.Bind(ctx, gone.EntryPoint, key(gone), "gone", ns+"/deleted-app"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := svc.Bind(ctx, gone.EntryPoint, key(gone), "kept", ns+"/app"); problem.Status(err) != 409 {
+	if _, _, err := svc.Bind(ctx, gone.EntryPoint, key(gone), "kept", ns+"/app"); problem.Status(err) != 409 {
 		t.Errorf("Bind of another owner's port = %v, want 409", err)
 	}
 
