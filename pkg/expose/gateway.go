@@ -65,7 +65,6 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 	name, proto, allowed := g.listener(x)
 	port := gatewayv1.PortNumber(x.Key.Port)
 	gws := g.Client.GatewayV1().Gateways(ep.Namespace)
-	sets := g.Client.GatewayV1().ListenerSets(ep.Namespace)
 	var found parent
 	var full bool
 	err := casUpdate(ctx, "gateway/"+ep.Namespace+"/"+ep.Name, g.Backoff,
@@ -116,27 +115,26 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 	}
 	// The Gateway is full: add the listener to a ListenerSet with room, or to a
 	// new one. A lost race is a conflict, and the whole choice is made again.
-	err = casUpdate(ctx, "listenersets/"+ep.Namespace+"/"+ep.Name, g.Backoff,
-		func(ctx context.Context) ([]gatewayv1.ListenerSet, error) { return g.berthSets(ctx, ep) },
-		func(ls []gatewayv1.ListenerSet) (bool, error) {
+	err = casUpdate(ctx, "listenersets/"+ep.Namespace+"/"+ep.Name, g.Backoff, g.readSets(ep),
+		func(w *setWrite) (bool, error) {
 			entry := gatewayv1.ListenerEntry{Name: name, Port: port, Protocol: proto, AllowedRoutes: allowed}
-			for i := range ls {
-				if slices.ContainsFunc(ls[i].Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == name }) {
-					found = parent{"ListenerSet", ls[i].Name}
+			for i := range w.sets {
+				if slices.ContainsFunc(w.sets[i].Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == name }) {
+					found = parent{"ListenerSet", w.sets[i].Name}
 					return false, nil
 				}
 			}
-			for i := range ls {
-				if len(ls[i].Spec.Listeners) < maxListenerSetListen {
-					ls[i].Spec.Listeners = append(ls[i].Spec.Listeners, entry)
-					_, err := sets.Update(ctx, &ls[i], metav1.UpdateOptions{})
-					found = parent{"ListenerSet", ls[i].Name}
-					return false, err
+			for i := range w.sets {
+				if len(w.sets[i].Spec.Listeners) < maxListenerSetListen {
+					w.sets[i].Spec.Listeners = append(w.sets[i].Spec.Listeners, entry)
+					w.op, w.set = setUpdate, &w.sets[i]
+					found = parent{"ListenerSet", w.set.Name}
+					return true, nil
 				}
 			}
-			s := &gatewayv1.ListenerSet{
+			w.op, w.set = setCreate, &gatewayv1.ListenerSet{
 				ObjectMeta: metav1.ObjectMeta{
-					Name:   freeSetName(ep.Name, ls),
+					Name:   freeSetName(ep.Name, w.sets),
 					Labels: map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelGateway: ep.Name},
 				},
 				Spec: gatewayv1.ListenerSetSpec{
@@ -144,12 +142,57 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 					Listeners: []gatewayv1.ListenerEntry{entry},
 				},
 			}
-			_, err := sets.Create(ctx, s, metav1.CreateOptions{})
-			found = parent{"ListenerSet", s.Name}
-			return false, err
+			found = parent{"ListenerSet", w.set.Name}
+			return true, nil
 		},
-		func(context.Context, []gatewayv1.ListenerSet) error { return nil }, nil)
+		g.writeSet(ep), nil)
 	return found, err
+}
+
+// setWrite is one write to berth's ListenerSets of an entry point: the sets as
+// read, and what a casUpdate change decided to do to one of them.
+type setWrite struct {
+	sets []gatewayv1.ListenerSet
+	op   setOp
+	set  *gatewayv1.ListenerSet
+}
+
+type setOp int
+
+const (
+	setNone setOp = iota
+	setCreate
+	setUpdate
+	setDelete
+)
+
+// readSets reads berth's ListenerSets of ep, for casUpdate.
+func (g *GatewayBackend) readSets(ep entrypoint.EntryPoint) func(context.Context) (*setWrite, error) {
+	return func(ctx context.Context) (*setWrite, error) {
+		ls, err := g.berthSets(ctx, ep)
+		return &setWrite{sets: ls}, err
+	}
+}
+
+// writeSet makes the write a change decided, at the resourceVersion the set
+// was read at: a lost race is a conflict, and casUpdate reads again.
+func (g *GatewayBackend) writeSet(ep entrypoint.EntryPoint) func(context.Context, *setWrite) error {
+	sets := g.Client.GatewayV1().ListenerSets(ep.Namespace)
+	return func(ctx context.Context, w *setWrite) error {
+		var err error
+		switch w.op {
+		case setCreate:
+			_, err = sets.Create(ctx, w.set, metav1.CreateOptions{})
+		case setUpdate:
+			_, err = sets.Update(ctx, w.set, metav1.UpdateOptions{})
+		case setDelete:
+			err = sets.Delete(ctx, w.set.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &w.set.ResourceVersion}})
+			if apierrors.IsNotFound(err) {
+				err = nil
+			}
+		}
+		return err
+	}
 }
 
 // freeSetName is the first berth-<gateway>-<n> not taken.
@@ -286,28 +329,23 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove listener %s from %s: %w", section, ep.ID(), err)
 	}
-	sets := g.Client.GatewayV1().ListenerSets(ep.Namespace)
-	return casUpdate(ctx, "listenersets/"+ep.Namespace+"/"+ep.Name, g.Backoff,
-		func(ctx context.Context) ([]gatewayv1.ListenerSet, error) { return g.berthSets(ctx, ep) },
-		func(ls []gatewayv1.ListenerSet) (bool, error) {
-			for i := range ls {
-				n := len(ls[i].Spec.Listeners)
-				ls[i].Spec.Listeners = slices.DeleteFunc(ls[i].Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section })
+	return casUpdate(ctx, "listenersets/"+ep.Namespace+"/"+ep.Name, g.Backoff, g.readSets(ep),
+		func(w *setWrite) (bool, error) {
+			for i := range w.sets {
+				n := len(w.sets[i].Spec.Listeners)
+				w.sets[i].Spec.Listeners = slices.DeleteFunc(w.sets[i].Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section })
 				switch {
-				case len(ls[i].Spec.Listeners) == n:
-				case len(ls[i].Spec.Listeners) == 0:
-					err := sets.Delete(ctx, ls[i].Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &ls[i].ResourceVersion}})
-					if apierrors.IsNotFound(err) {
-						return false, nil
-					}
-					return false, err
+				case len(w.sets[i].Spec.Listeners) == n:
+					continue
+				case len(w.sets[i].Spec.Listeners) == 0:
+					w.op = setDelete
 				default:
-					_, err := sets.Update(ctx, &ls[i], metav1.UpdateOptions{})
-					return false, err
+					w.op = setUpdate
 				}
+				w.set = &w.sets[i]
+				return true, nil
 			}
 			return false, nil
 		},
-		func(context.Context, []gatewayv1.ListenerSet) error { return nil },
-		nil)
+		g.writeSet(ep), nil)
 }
