@@ -24,7 +24,6 @@ import (
 	"k8s.io/client-go/restmapper"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
-	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/expose"
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
@@ -124,7 +123,7 @@ func TestRBACGetport(t *testing.T) {
 			// setingress would bind it; the sweep then asks whether its Service exists.
 			admin := settings.New(cp.Client, nil)
 			app(t, "swept")
-			if _, err := admin.Bind(ctx, r.EntryPoint, portalloc.Key{Protocol: r.Protocol, Port: r.Port}, r.Owner, localrun.AppsNamespace+"/swept"); err != nil {
+			if _, _, err := admin.Bind(ctx, r.EntryPoint, portalloc.Key{Protocol: r.Protocol, Port: r.Port}, r.Owner, localrun.AppsNamespace+"/swept"); err != nil {
 				t.Fatal(err)
 			}
 		}
@@ -176,11 +175,7 @@ func TestRBACSetingress(t *testing.T) {
 	gw := gatewayclient.NewForConfigOrDie(rc)
 	s := settings
 	s.TCPServicesConfigMap, s.UDPServicesConfigMap = "tcp-services", "udp-services"
-	exp := &expose.Exposer{Core: core, Ports: s.New(core, gw), Backoff: kube.ConflictBackoff, Backends: map[string]expose.Backend{
-		entrypoint.BackendGatewayAPI:   &expose.GatewayBackend{Client: gw, Backoff: kube.ConflictBackoff},
-		entrypoint.BackendIngressNginx: &expose.IngressNginxBackend{Core: core, Backoff: kube.ConflictBackoff},
-		entrypoint.BackendSharedIP:     &expose.SharedIPBackend{Core: core, Backoff: kube.ConflictBackoff},
-	}}
+	exp := &expose.Exposer{Core: core, Ports: s.New(core, gw), Backoff: kube.ConflictBackoff, Backends: expose.NewBackends(expose.Deps{Core: core, Gateway: gw, Backoff: kube.ConflictBackoff})}
 	app(t, "exposed")
 	for _, lbip := range []string{localrun.SharedIP, localrun.NginxIP, localrun.GatewayIP} {
 		for _, proto := range []portalloc.Protocol{"TCP", "UDP"} {

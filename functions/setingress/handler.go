@@ -16,7 +16,6 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/auth"
-	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/expose"
 	"github.com/berth-dev/berth/pkg/function"
@@ -42,13 +41,7 @@ type handler struct {
 }
 
 func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access) *handler {
-	backends := map[string]expose.Backend{
-		entrypoint.BackendIngressNginx: &expose.IngressNginxBackend{Core: core, Backoff: kube.ConflictBackoff},
-		entrypoint.BackendSharedIP:     &expose.SharedIPBackend{Core: core, Annotations: cfg.SharedIPAnnotations, Backoff: kube.ConflictBackoff},
-	}
-	if gw != nil {
-		backends[entrypoint.BackendGatewayAPI] = &expose.GatewayBackend{Client: gw, Backoff: kube.ConflictBackoff}
-	}
+	backends := expose.NewBackends(expose.Deps{Core: core, Gateway: gw, SharedIPAnnotations: cfg.SharedIPAnnotations, Backoff: kube.ConflictBackoff})
 	ports := cfg.Settings.New(core, gw)
 	return &handler{
 		exp:   &expose.Exposer{Core: core, Ports: ports, Backends: backends, Backoff: kube.ConflictBackoff},

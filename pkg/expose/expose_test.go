@@ -66,12 +66,8 @@ func newFixture(t testing.TB, backend string) *fixture {
 		Range:       portalloc.Range{Min: 20000, Max: 30000},
 		TTL:         10 * time.Minute,
 	}
-	f.exp = &Exposer{Core: cp.Client, Ports: ports, Backoff: kube.ConflictBackoff, Backends: map[string]Backend{
-		entrypoint.BackendGatewayAPI:   &GatewayBackend{Client: gw, Backoff: kube.ConflictBackoff},
-		entrypoint.BackendIngressNginx: &IngressNginxBackend{Core: cp.Client, Backoff: kube.ConflictBackoff},
-		entrypoint.BackendSharedIP: &SharedIPBackend{Core: cp.Client, Backoff: kube.ConflictBackoff,
-			Annotations: map[string]string{"metallb.io/allow-shared-ip": "berth", "metallb.io/loadBalancerIPs": "{ip}"}},
-	}}
+	f.exp = &Exposer{Core: cp.Client, Ports: ports, Backoff: kube.ConflictBackoff, Backends: NewBackends(Deps{Core: cp.Client, Gateway: gw, Backoff: kube.ConflictBackoff,
+		SharedIPAnnotations: map[string]string{"metallb.io/allow-shared-ip": "berth", "metallb.io/loadBalancerIPs": "{ip}"}})}
 	return f
 }
 

@@ -134,8 +134,10 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 	if !ok {
 		return Endpoint{}, fmt.Errorf("%w: %q on %s", ErrNoBackend, ep.Backend, ep.ID())
 	}
-	if ep.Backend == entrypoint.BackendSharedIP && len(t.Service.Spec.Selector) == 0 {
-		return Endpoint{}, fmt.Errorf("%w: %s", ErrNoSelector, t.NamespacedName())
+	if a, ok := backend.(Admitter); ok {
+		if err := a.Admit(t.Service); err != nil {
+			return Endpoint{}, err
+		}
 	}
 	if req.Port == 0 {
 		rreq.EntryPoint = ep.ID()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
@@ -52,6 +53,12 @@ type Exposure struct {
 type Backend interface {
 	Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error
 	Unexpose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error
+}
+
+// An Admitter is a Backend that can refuse a target Service it cannot route,
+// before any port is reserved for it.
+type Admitter interface {
+	Admit(svc *corev1.Service) error
 }
 
 // portName is the name berth gives a port or listener: "tcp-20001".

@@ -50,6 +50,15 @@ func (b *SharedIPBackend) desired(ep entrypoint.EntryPoint, x Exposure, lbClass 
 	}
 }
 
+// Admit refuses a target without a selector: a shared-IP Service routes to the
+// target's pods, so it needs the selector to copy.
+func (b *SharedIPBackend) Admit(svc *corev1.Service) error {
+	if len(svc.Spec.Selector) == 0 {
+		return fmt.Errorf("%w: %s/%s", ErrNoSelector, svc.Namespace, svc.Name)
+	}
+	return nil
+}
+
 // Expose creates the Service, or brings it back to what it should be.
 func (b *SharedIPBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error {
 	if len(x.Selector) == 0 {

@@ -261,3 +261,22 @@ func TestFullLedgerFitsAConfigMap(t *testing.T) {
 		t.Errorf("a full TCP range of %d entries encodes to %d bytes, over a ConfigMap's 1 MiB", r.Size(), size)
 	}
 }
+
+func TestUnbindPutsBackWhatBindChanged(t *testing.T) {
+	l := New()
+	k, reserved, _ := l.Reserve("a", TCP, small, none, t0, ttl)
+	if _, err := l.Bind(k, "a", "ns/svc", t0.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	for _, other := range []struct{ owner, service string }{{"b", "ns/svc"}, {"a", "ns/other"}} {
+		if l.Unbind(k, other.owner, other.service, reserved) {
+			t.Errorf("Unbind(%s, %s) undid a binding of a to ns/svc", other.owner, other.service)
+		}
+	}
+	if !l.Unbind(k, "a", "ns/svc", reserved) || l.Entries[k] != reserved {
+		t.Fatalf("after Unbind the entry is %+v, want the reservation %+v", l.Entries[k], reserved)
+	}
+	if l.Unbind(k, "a", "ns/svc", reserved) {
+		t.Error("Unbind of a reservation reported a binding")
+	}
+}
