@@ -26,7 +26,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/static"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 	"helm.sh/helm/v3/pkg/ignore"
 	"sigs.k8s.io/yaml"
 )
@@ -301,62 +307,41 @@ func (s *Server) serveRepo(w http.ResponseWriter, r *http.Request) {
 }
 
 // push uploads c's config and archive as blobs and tags a manifest
-// charts/<name>:<version>, through the OCI distribution API.
+// charts/<name>:<version>, with go-containerregistry's client. The blobs are
+// pushed as they are, not loaded: a hostile chart is published as it is.
 func (s *Server) push(c Chart) error {
-	base := s.reg.URL + "/v2/charts/" + c.Name
-	blob := func(data []byte) (string, error) {
-		sum := sha256.Sum256(data)
-		digest := "sha256:" + hex.EncodeToString(sum[:])
-		resp, err := http.Post(base+"/blobs/uploads/", "", nil)
+	repo, err := name.NewRepository(s.Registry+"/charts/"+c.Name, name.Insecure)
+	if err != nil {
+		return err
+	}
+	config, archive := static.NewLayer(c.Metadata, ConfigMediaType), static.NewLayer(c.Archive, ChartMediaType)
+	m := v1.Manifest{SchemaVersion: 2, MediaType: types.OCIManifestSchema1}
+	for i, l := range []v1.Layer{config, archive} {
+		if err := remote.WriteLayer(repo, l); err != nil {
+			return fmt.Errorf("push %s blob: %w", repo, err)
+		}
+		d, err := partial.Descriptor(l)
 		if err != nil {
-			return "", err
+			return err
 		}
-		resp.Body.Close()
-		loc := resp.Header.Get("Location")
-		if !strings.HasPrefix(loc, "http") {
-			loc = s.reg.URL + loc
+		if i == 0 {
+			m.Config = *d
+		} else {
+			m.Layers = append(m.Layers, *d)
 		}
-		sep := "?"
-		if strings.Contains(loc, "?") {
-			sep = "&"
-		}
-		req, _ := http.NewRequest(http.MethodPut, loc+sep+"digest="+digest, bytes.NewReader(data))
-		req.Header.Set("Content-Type", "application/octet-stream")
-		resp, err = http.DefaultClient.Do(req)
-		if err != nil {
-			return "", err
-		}
-		defer resp.Body.Close()
-		if resp.StatusCode != http.StatusCreated {
-			b, _ := io.ReadAll(resp.Body)
-			return "", fmt.Errorf("upload blob: %s: %s", resp.Status, b)
-		}
-		return digest, nil
 	}
-	cfg, err := blob(c.Metadata)
+	raw, err := json.Marshal(m)
 	if err != nil {
 		return err
 	}
-	layer, err := blob(c.Archive)
-	if err != nil {
-		return err
-	}
-	manifest, _ := json.Marshal(map[string]any{
-		"schemaVersion": 2,
-		"mediaType":     "application/vnd.oci.image.manifest.v1+json",
-		"config":        map[string]any{"mediaType": ConfigMediaType, "digest": cfg, "size": len(c.Metadata)},
-		"layers":        []any{map[string]any{"mediaType": ChartMediaType, "digest": layer, "size": len(c.Archive)}},
-	})
-	req, _ := http.NewRequest(http.MethodPut, base+"/manifests/"+c.Version, bytes.NewReader(manifest))
-	req.Header.Set("Content-Type", "application/vnd.oci.image.manifest.v1+json")
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusCreated {
-		b, _ := io.ReadAll(resp.Body)
-		return fmt.Errorf("push manifest: %s: %s", resp.Status, b)
+	if err := remote.Put(repo.Tag(c.Version), manifest(raw)); err != nil {
+		return fmt.Errorf("push %s:%s manifest: %w", repo, c.Version, err)
 	}
 	return nil
 }
+
+// manifest is an OCI image manifest, as remote.Put takes it.
+type manifest []byte
+
+func (m manifest) RawManifest() ([]byte, error)        { return m, nil }
+func (m manifest) MediaType() (types.MediaType, error) { return types.OCIManifestSchema1, nil }
