@@ -34,6 +34,10 @@ run: controlplane ## Run berth locally: control plane, the three functions chain
 	@$(GO) build -o $(RUN_BIN) ./pkg/testing/berth-run
 	@exec $(RUN_BIN)
 
+.PHONY: test-unit
+test-unit: ## The fast lane: every test that needs no control plane (-short; nothing to build first).
+	$(GO) test -short -count=1 ./...
+
 .PHONY: test
 test: controlplane ko-cli ## Run every test (unit and real API-server integration).
 	$(GO) test $(TEST_FLAGS) ./...

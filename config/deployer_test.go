@@ -38,6 +38,7 @@ const restrictedPod = `      securityContext: {runAsNonRoot: true, runAsUser: 10
 // Secrets of other namespaces stay out of reach of templates, and a chart that
 // needs more is refused with 403 and leaves nothing.
 func TestDeployer(t *testing.T) {
+	cp.Require(t)
 	applyRBAC(t)
 	ctx := context.Background()
 	secret, err := cp.Client.CoreV1().Secrets("berth").Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{GenerateName: "credentials-"},

@@ -22,6 +22,7 @@ import (
 // builds from the module proxy), onto a static base image made offline, pushes
 // them to a registry on loopback, and applies the resolved YAML (dry run).
 func TestKoResolve(t *testing.T) {
+	cp.Require(t)
 	if testing.Short() {
 		t.Skip("builds three images")
 	}

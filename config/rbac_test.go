@@ -109,6 +109,7 @@ func app(t *testing.T, name string) {
 var settings = reservation.Settings{LoadBalancerNamespace: localrun.IngressNamespace, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute}
 
 func TestRBACGetport(t *testing.T) {
+	cp.Require(t)
 	applyRBAC(t)
 	ctx := context.Background()
 	rc := as("getport")
@@ -168,6 +169,7 @@ func TestRBACGetport(t *testing.T) {
 }
 
 func TestRBACSetingress(t *testing.T) {
+	cp.Require(t)
 	applyRBAC(t)
 	ctx := context.Background()
 	rc := as("setingress")
@@ -215,6 +217,7 @@ func TestRBACSetingress(t *testing.T) {
 }
 
 func TestRBACInstall(t *testing.T) {
+	cp.Require(t)
 	applyRBAC(t)
 	ctx := context.Background()
 	c, err := chartrepo.Package("../charts/echo-gateway", "")
@@ -303,6 +306,7 @@ func TestRBACInstall(t *testing.T) {
 // TestRBACAccessReviews: each function may ask TokenReviews and
 // SubjectAccessReviews, and gains nothing else by it.
 func TestRBACAccessReviews(t *testing.T) {
+	cp.Require(t)
 	applyRBAC(t)
 	ctx := context.Background()
 	for _, fn := range []string{"install", "getport", "setingress"} {
@@ -332,6 +336,7 @@ func TestRBACAccessReviews(t *testing.T) {
 // a tenant bound in its namespace, a viewer, the platform team, and Knative's
 // delivery identities in berth.
 func TestRBACTenantRoles(t *testing.T) {
+	cp.Require(t)
 	applyRBAC(t)
 	ctx := context.Background()
 	ns := cp.Namespace(t)

@@ -77,6 +77,7 @@ func do(t *testing.T, method, url, contentType, body string) (*http.Response, []
 }
 
 func TestBadRequests(t *testing.T) {
+	cp.Require(t)
 	url, ns := serve(t, 30000)
 	// One port held by "a", so that a release by someone else is refused.
 	if resp, b := do(t, "GET", url+"/getport?owner=ns/a", "", ""); resp.StatusCode != 200 {
@@ -132,6 +133,7 @@ func TestBadRequests(t *testing.T) {
 }
 
 func TestFullRangeIs422(t *testing.T) {
+	cp.Require(t)
 	url, ns := serve(t, 20000)
 	if resp, _ := do(t, "GET", url+"/getport?owner=ns/a", "", ""); resp.StatusCode != 200 {
 		t.Fatal("first reservation failed")
@@ -147,6 +149,7 @@ func TestFullRangeIs422(t *testing.T) {
 }
 
 func TestSeedAndResourceRoutes(t *testing.T) {
+	cp.Require(t)
 	url, _ := serve(t, 30000)
 	resp, b := do(t, "GET", url+"/getport?owner=tenant/gw&protocol=udp", "", "")
 	var seed map[string]any
@@ -201,6 +204,7 @@ func newEvent(id, typ string, data any) event.Event {
 }
 
 func TestEvents(t *testing.T) {
+	cp.Require(t)
 	url, ns := serve(t, 30000)
 	c, err := cloudevents.NewClientHTTP(cloudevents.WithTarget(url))
 	if err != nil {
@@ -293,6 +297,7 @@ func TestEvents(t *testing.T) {
 }
 
 func TestNoEntryPointIsRetried(t *testing.T) {
+	cp.Require(t)
 	ns := cp.Namespace(t)
 	cfg := Config{Config: function.Config{MaxRequestBytes: 2048},
 		Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute}}
@@ -327,6 +332,7 @@ func TestSeedVariableNames(t *testing.T) {
 }
 
 func TestUninstallReleasesOnlyUnboundPorts(t *testing.T) {
+	cp.Require(t)
 	url, ns := serve(t, 30000)
 	c, _ := cloudevents.NewClientHTTP(cloudevents.WithTarget(url))
 	ctx := context.Background()

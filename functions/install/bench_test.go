@@ -17,6 +17,7 @@ import (
 // in-process) beside the helm CLI's, exec'd per request with `repo add` and
 // `repo update` first, as the 2018 service ran it.
 func BenchmarkInstall(b *testing.B) {
+	cp.Require(b)
 	const n = 8
 	dir, err := controlplane.AssetsDir()
 	if err != nil {

@@ -116,6 +116,7 @@ func releaseSecrets(t *testing.T, ns string) int {
 }
 
 func TestBadRequests(t *testing.T) {
+	cp.Require(t)
 	u, ns := serve(t, "")
 	good := `"chartName":"berth/echo-gateway","releaseName":"gw"`
 	tests := []struct {
@@ -176,6 +177,7 @@ func TestBadRequests(t *testing.T) {
 }
 
 func TestRoutes(t *testing.T) {
+	cp.Require(t)
 	u, ns := serve(t, "")
 	body := `{"chartName":"anything/echo-gateway","privateChartsRepo":"` + charts.RepoURL + `","releaseName":"gw","values":{"tcpPort":1883}}`
 	if status, b, _ := do(t, "POST", u+"/install?dryRun=true", body); status != 200 || !strings.Contains(string(b), "kind: Deployment") {
@@ -221,6 +223,7 @@ func TestRoutes(t *testing.T) {
 }
 
 func TestCredentialsComeFromASecret(t *testing.T) {
+	cp.Require(t)
 	u, ns := serve(t, "")
 	secret := func(name, source string) {
 		t.Helper()
@@ -279,6 +282,7 @@ func (n noGet) Allowed(ctx context.Context, a auth.Attributes) (bool, error) {
 // may read the release; a dry run needs that too, and answers rendered Secrets
 // redacted.
 func TestChartMessagesAndDryRuns(t *testing.T) {
+	cp.Require(t)
 	for _, c := range []struct {
 		name string
 		tmpl string
@@ -323,6 +327,7 @@ func installEvent(id string, data any) event.Event {
 }
 
 func TestEvents(t *testing.T) {
+	cp.Require(t)
 	got := make(chan event.Event, 4)
 	p, _ := cloudevents.NewHTTP()
 	recv, _ := cloudevents.NewHTTPReceiveHandler(context.Background(), p, func(e event.Event) { got <- e })

@@ -22,6 +22,7 @@ import (
 // is refused with its status; no release record is written, and servers that
 // are not to be reached receive nothing.
 func TestHostileSourcesAndInputs(t *testing.T) {
+	cp.Require(t)
 	// unlisted is off the allowlist: nothing may reach it.
 	unlisted, err := chartrepo.Start()
 	if err != nil {

@@ -83,6 +83,7 @@ func do(t *testing.T, method, url, ct, body string) (int, []byte, string) {
 }
 
 func TestBadRequests(t *testing.T) {
+	cp.Require(t)
 	url, ns := serve(t)
 	const js = "application/json"
 	body := func(fields string) string { return `{"serviceNamespace":"` + ns + `",` + fields + `}` }
@@ -132,6 +133,7 @@ func TestBadRequests(t *testing.T) {
 }
 
 func TestSeedRoutesAndResources(t *testing.T) {
+	cp.Require(t)
 	url, ns := serve(t)
 	status, b, _ := do(t, "GET", url+"/setingress?serviceName=app&servicePort=1883", "", "")
 	var seed map[string]any
@@ -169,6 +171,7 @@ func TestSeedRoutesAndResources(t *testing.T) {
 func jsonString(v any) string { b, _ := json.Marshal(v); return strings.Trim(string(b), `"`) }
 
 func TestEventChain(t *testing.T) {
+	cp.Require(t)
 	url, ns := serve(t)
 	ctx := context.Background()
 	c, _ := cloudevents.NewClientHTTP(cloudevents.WithTarget(url))

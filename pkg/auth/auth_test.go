@@ -94,6 +94,7 @@ func request(token string) *http.Request {
 // denials and bad tokens too, and an API server that cannot be asked is a 503,
 // not a 401.
 func TestGuard(t *testing.T) {
+	cp.Require(t)
 	ns := cp.Namespace(t)
 	good := tenant(t, ns, "alice", "berth")
 	var rv reviews
@@ -165,6 +166,7 @@ func TestGuard(t *testing.T) {
 // TestRateLimit: a caller past its burst gets 429 with a wait; another caller
 // does not; berth's own ServiceAccounts are not limited.
 func TestRateLimit(t *testing.T) {
+	cp.Require(t)
 	ns := cp.Namespace(t)
 	s := settings
 	s.RateLimitQPS, s.RateLimitBurst, s.SystemNamespace = 1, 3, ns
@@ -239,6 +241,7 @@ func TestRateLimit(t *testing.T) {
 // reads the API server (as berth's routes do) served with authentication and
 // authorization, warm caches, beside the same request served without.
 func BenchmarkAuthentication(b *testing.B) {
+	cp.Require(b)
 	const n = 400
 	ns := cp.Namespace(b)
 	token := tenant(b, ns, "bench", "berth")

@@ -17,6 +17,7 @@ import (
 // exposures/s and p50/p99 latency of 100 concurrent exposures on one entry point
 // beside 100 sequential ones (one at a time, no contention) as the baseline.
 func BenchmarkExposures(b *testing.B) {
+	cp.Require(b)
 	const n = 100
 	for range b.N {
 		for _, backend := range backends {

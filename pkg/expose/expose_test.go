@@ -101,6 +101,7 @@ func (f *fixture) endpointAnnotation(t *testing.T, name string) string {
 var backends = []string{entrypoint.BackendGatewayAPI, entrypoint.BackendIngressNginx, entrypoint.BackendSharedIP}
 
 func TestExposeReapplyUnexpose(t *testing.T) {
+	cp.Require(t)
 	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
 			ctx := context.Background()
@@ -210,6 +211,7 @@ func checkRouted(t *testing.T, f *fixture, backend string, end Endpoint, want bo
 }
 
 func TestHundredConcurrentExposures(t *testing.T) {
+	cp.Require(t)
 	const n = 100
 	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
@@ -366,6 +368,7 @@ func TestStreamEntry(t *testing.T) {
 }
 
 func TestInvalidExposuresWriteNothing(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	f := newFixture(t, entrypoint.BackendIngressNginx)
 	f.app(t, "gw-1")
@@ -418,6 +421,7 @@ func TestInvalidExposuresWriteNothing(t *testing.T) {
 }
 
 func TestSharedIPNeedsSelector(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	f := newFixture(t, entrypoint.BackendSharedIP)
 	_, err := cp.Client.CoreV1().Services(f.ns).Create(ctx, &corev1.Service{
@@ -447,6 +451,7 @@ func TestSharedIPNeedsSelector(t *testing.T) {
 // as it was: no routing object, and the ledger as before, whether the port was
 // reserved by this call or by the caller with getport.
 func TestRoutedElsewhereWritesNothing(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {
@@ -543,6 +548,7 @@ func (f *fixture) state(t *testing.T) string {
 // TestRetryRepairs: what a crash (or a person) left half done is finished by
 // the next Expose of the same request.
 func TestRetryRepairs(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	for _, backend := range backends {
 		t.Run(backend, func(t *testing.T) {

@@ -43,6 +43,7 @@ func testRef(t *testing.T) Ref {
 // TestStaleCacheNeverOverwrites: two instances take turns; each one's cached copy
 // goes stale, and neither loses the other's entry.
 func TestStaleCacheNeverOverwrites(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ref := testRef(t)
 	a, b := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff), NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
@@ -69,6 +70,7 @@ func TestStaleCacheNeverOverwrites(t *testing.T) {
 }
 
 func TestOpErrorsAreTheirOwn(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ref := testRef(t)
 	s := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
@@ -95,6 +97,7 @@ func TestOpErrorsAreTheirOwn(t *testing.T) {
 }
 
 func TestCorruptLedgerIsLeftAlone(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ref := testRef(t)
 	_, err := cp.Client.CoreV1().ConfigMaps(ref.Namespace).Create(ctx, &corev1.ConfigMap{
@@ -116,6 +119,7 @@ func TestCorruptLedgerIsLeftAlone(t *testing.T) {
 }
 
 func TestOverOneMiBIs422(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ref := testRef(t)
 	s := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)

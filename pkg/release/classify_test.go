@@ -20,6 +20,7 @@ import (
 // middle of an install is a failure that may pass (5xx, which Knative
 // retries), not a chart that cannot be installed (422); a render error is 422.
 func TestUnknownErrorsAreRetried(t *testing.T) {
+	cp.Require(t)
 	ns := cp.Namespace(t)
 	in := newInstaller(t, ns)
 	rc := rest.CopyConfig(cp.Config)
@@ -56,6 +57,7 @@ func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f
 // TestMissingDependencies: a chart that declares a dependency it does not
 // carry is not installable (422), as helm install says, and nothing is written.
 func TestMissingDependencies(t *testing.T) {
+	cp.Require(t)
 	dir := filepath.Join(t.TempDir(), "needs-dep")
 	if err := os.MkdirAll(filepath.Join(dir, "templates"), 0o755); err != nil {
 		t.Fatal(err)

@@ -63,6 +63,7 @@ func newInstaller(t *testing.T, namespaces ...string) *Installer {
 }
 
 func TestInstallFromEachSource(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	refs := map[string]ChartRef{
 		"privateChartsRepo": {Name: "anything/echo-gateway", Repo: charts.RepoURL},
@@ -92,6 +93,7 @@ func TestInstallFromEachSource(t *testing.T) {
 }
 
 func TestLifecycle(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ns := cp.Namespace(t)
 	in := newInstaller(t, ns)
@@ -150,6 +152,7 @@ func settings(t *testing.T, ns, name string) map[string]any {
 }
 
 func TestValuesOfEveryTypeArriveVerbatim(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ns := cp.Namespace(t)
 	in := newInstaller(t, ns)
@@ -187,6 +190,7 @@ func TestValuesOfEveryTypeArriveVerbatim(t *testing.T) {
 }
 
 func TestInstallIsIdempotent(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ns := cp.Namespace(t)
 	in := newInstaller(t, ns)
@@ -236,6 +240,7 @@ func TestInstallIsIdempotent(t *testing.T) {
 }
 
 func TestStuckPendingRelease(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ns := cp.Namespace(t)
 	in := newInstaller(t, ns)
@@ -271,6 +276,7 @@ func TestStuckPendingRelease(t *testing.T) {
 }
 
 func TestDryRunAndCache(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ns := cp.Namespace(t)
 	in := newInstaller(t, ns)
@@ -291,6 +297,7 @@ func TestDryRunAndCache(t *testing.T) {
 }
 
 func TestBadRequestsInstallNothing(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ns := cp.Namespace(t)
 	in := newInstaller(t, ns)
@@ -369,6 +376,7 @@ func TestLoopbackRefusedByDefault(t *testing.T) {
 // answers (and announces an uninstall) for the namespace it read, never the
 // one the record claims.
 func TestForgedRecordStaysInItsNamespace(t *testing.T) {
+	cp.Require(t)
 	ns := cp.Namespace(t)
 	in := newInstaller(t, ns)
 	cfg, err := in.Configs(ns)

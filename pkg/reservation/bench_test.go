@@ -34,6 +34,7 @@ func instanceClient(b *testing.B) kubernetes.Interface {
 // ceiling of uncontended single-writer ConfigMap updates/s; their ratio; and the
 // duplicates the 2018 list-then-pick algorithm hands out at the same concurrency.
 func BenchmarkReservations(b *testing.B) {
+	cp.Require(b)
 	for range b.N {
 		ceiling := ceilingUpdates(b, 300)
 		batched, p50, p99, failed := contended(b, 0)

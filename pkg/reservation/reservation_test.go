@@ -129,6 +129,7 @@ func kubeconfigFile(t *testing.T) string {
 // point get 400 distinct ports, and the ledger holds exactly 400 entries; the
 // same with releases mixed in.
 func TestConcurrentProcesses(t *testing.T) {
+	cp.Require(t)
 	const procs, each = 8, 50
 	for _, mix := range []bool{false, true} {
 		t.Run(fmt.Sprintf("mix=%v", mix), func(t *testing.T) {
@@ -204,6 +205,7 @@ func (w *bufferWriter) Write(p []byte) (int, error) {
 func (w *bufferWriter) String() string { w.mu.Lock(); defer w.mu.Unlock(); return string(w.b) }
 
 func TestReplayedOwnerGetsItsPort(t *testing.T) {
+	cp.Require(t)
 	svc, ns := testService(t, wide)
 	cp.LoadBalancer(t, ns, "a", "192.0.2.1", nil)
 	cp.LoadBalancer(t, ns, "b", "192.0.2.2", nil)
@@ -242,6 +244,7 @@ func TestReplayedOwnerGetsItsPort(t *testing.T) {
 }
 
 func TestChoice(t *testing.T) {
+	cp.Require(t)
 	svc, ns := testService(t, portalloc.Range{Min: 20000, Max: 20009})
 	ctx := context.Background()
 	if _, err := svc.Reserve(ctx, Request{Owner: "x"}); !errors.Is(err, ErrNoEntryPoint) || problem.Status(err) != 503 {
@@ -281,6 +284,7 @@ func TestChoice(t *testing.T) {
 }
 
 func TestIngressNginxAndGatewayPortsInUse(t *testing.T) {
+	cp.Require(t)
 	svc, ns := testService(t, portalloc.Range{Min: 20000, Max: 20003})
 	ctx := context.Background()
 	cp.LoadBalancer(t, ns, "ingress-nginx-controller", "192.0.2.30", map[string]string{"app.kubernetes.io/name": "ingress-nginx"})
@@ -327,6 +331,7 @@ func TestIngressNginxAndGatewayPortsInUse(t *testing.T) {
 }
 
 func TestFullRange(t *testing.T) {
+	cp.Require(t)
 	svc, ns := testService(t, portalloc.Range{Min: 20000, Max: 20001})
 	cp.LoadBalancer(t, ns, "lb", "192.0.2.40", nil)
 	ctx := context.Background()
@@ -349,6 +354,7 @@ func TestFullRange(t *testing.T) {
 }
 
 func TestTTLAndSweep(t *testing.T) {
+	cp.Require(t)
 	svc, ns := testService(t, portalloc.Range{Min: 20000, Max: 20003})
 	cp.LoadBalancer(t, ns, "lb", "192.0.2.50", nil)
 	ctx := context.Background()
@@ -402,6 +408,7 @@ func TestTTLAndSweep(t *testing.T) {
 }
 
 func TestReleaseValidation(t *testing.T) {
+	cp.Require(t)
 	svc, ns := testService(t, wide)
 	cp.LoadBalancer(t, ns, "lb", "192.0.2.60", nil)
 	ctx := context.Background()

@@ -8,9 +8,11 @@ package controlplane
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
+	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -109,8 +111,17 @@ func (cp *ControlPlane) Stop() error { return cp.env.Stop() }
 // their configuration from $KUBECONFIG.
 func (cp *ControlPlane) KubeConfig() []byte { return cp.env.KubeConfig }
 
+// Require skips t when the package runs without a control plane (-short).
+func (cp *ControlPlane) Require(t TB) {
+	if cp == nil {
+		t.Helper()
+		t.Skip("needs the real API server: not in -short (make test-unit)")
+	}
+}
+
 // TB is the part of testing.TB the harness uses.
 type TB interface {
+	Skip(args ...any)
 	Helper()
 	Name() string
 	Fatalf(format string, args ...any)
@@ -163,7 +174,15 @@ type M interface{ Run() int }
 
 // RunTests starts a control plane for a test package, stores it in *cp, runs the
 // tests and stops it. TestMain calls it: os.Exit(controlplane.RunTests(m, &cp)).
+// With -short (make test-unit) it starts none: *cp stays nil, and each test
+// that needs one skips itself with cp.Require(t).
 func RunTests(m M, cp **ControlPlane) int {
+	if !flag.Parsed() {
+		flag.Parse()
+	}
+	if testing.Short() {
+		return m.Run()
+	}
 	c, err := Start()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)

@@ -28,6 +28,7 @@ func TestMain(m *testing.M) { os.Exit(RunTests(m, &cp)) }
 // TestStaleWriteConflicts proves the API server is real: a fake clientset never
 // answers a stale resourceVersion with 409.
 func TestStaleWriteConflicts(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ns := cp.Namespace(t)
 	cms := cp.Client.CoreV1().ConfigMaps(ns)
@@ -78,6 +79,7 @@ var (
 )
 
 func TestKnativeObjects(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ns := cp.Namespace(t)
 
@@ -147,6 +149,7 @@ func obj(kind, name, ns string, spec map[string]any) *unstructured.Unstructured 
 }
 
 func TestGatewayAPICRDsServed(t *testing.T) {
+	cp.Require(t)
 	res, err := cp.Client.Discovery().ServerResourcesForGroupVersion("gateway.networking.k8s.io/v1")
 	if err != nil {
 		t.Fatal(err)
@@ -211,6 +214,7 @@ func TestReapOrphans(t *testing.T) {
 }
 
 func TestFingerprint(t *testing.T) {
+	cp.Require(t)
 	ctx := context.Background()
 	ns := cp.Namespace(t)
 	cm, err := cp.Client.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
