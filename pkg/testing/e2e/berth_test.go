@@ -111,27 +111,31 @@ func TestBerthOnCluster(t *testing.T) {
 	tenant := tenantTokens(t, ctx, appsNS, "e2e-client", "berth-tenant", audience)
 
 	// Cold start: each function from zero, through the activator.
-	waitZero(t, ctx, "after deploy")
-	for _, fn := range functions {
-		url := "http://" + revisions[fn] + "." + berthNS + ".svc.cluster.local" + coldStartOn[fn]
-		t0 := time.Now()
-		req, _ := http.NewRequest(http.MethodGet, url, nil)
-		req.Header.Set("Authorization", "Bearer "+tenant.berth)
-		resp, err := hc.Do(req)
-		if err != nil {
-			t.Fatalf("%s cold start: %v", fn, err)
+	step(t, "cold start", func(t *testing.T) {
+		waitZero(t, ctx, "after deploy")
+		for _, fn := range functions {
+			url := "http://" + revisions[fn] + "." + berthNS + ".svc.cluster.local" + coldStartOn[fn]
+			t0 := time.Now()
+			req, _ := http.NewRequest(http.MethodGet, url, nil)
+			req.Header.Set("Authorization", "Bearer "+tenant.berth)
+			resp, err := hc.Do(req)
+			if err != nil {
+				t.Fatalf("%s cold start: %v", fn, err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("%s cold start: GET %s = %s", fn, url, resp.Status)
+			}
+			reportf("cold start: %s from zero to 200 on GET %s in %s", fn, coldStartOn[fn], time.Since(t0).Round(time.Millisecond))
 		}
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			t.Fatalf("%s cold start: GET %s = %s", fn, url, resp.Status)
-		}
-		reportf("cold start: %s from zero to 200 on GET %s in %s", fn, coldStartOn[fn], time.Since(t0).Round(time.Millisecond))
-	}
+	})
 
 	// Who may call: without a token a function's Revision answers 401; the
 	// Broker refuses a ServiceAccount no EventPolicy lists, a tenant's event for
 	// another namespace, and a tenant's event of a type only berth sends.
-	refusals(t, ctx, hc, revisions, broker, audience)
+	step(t, "refusals", func(t *testing.T) {
+		refusals(t, ctx, hc, revisions, broker, audience)
+	})
 
 	post := func(t *testing.T, hc *http.Client, url string, e event.Event) { postAs(t, hc, url, tenant.broker, e) }
 
@@ -139,160 +143,191 @@ func TestBerthOnCluster(t *testing.T) {
 	// subscription and, while its token cache is cold, mints an OIDC token per
 	// delivery behind its client's rate limit. One event through the whole
 	// fan-out (a chart the repository lacks: install.failed comes back) fills it.
-	tw := time.Now()
-	post(t, hc, broker, tenantEvent("warm-up", events.InstallRequested, "", map[string]any{
-		"privateChartsRepo": repo.RepoURL, "chartName": "no-such-chart", "releaseName": "warm-up", "namespace": appsNS}))
-	outcomes.nextEvent(t, 3*time.Minute, events.InstallFailed)
-	reportf("warm-up: one install.requested through the fan-out with cold OIDC token caches -> install.failed in %s", time.Since(tw).Round(time.Millisecond))
+	step(t, "warm-up", func(t *testing.T) {
+		tw := time.Now()
+		post(t, hc, broker, tenantEvent("warm-up", events.InstallRequested, "", map[string]any{
+			"privateChartsRepo": repo.RepoURL, "chartName": "no-such-chart", "releaseName": "warm-up", "namespace": appsNS}))
+		outcomes.nextEvent(t, 3*time.Minute, events.InstallFailed)
+		reportf("warm-up: one install.requested through the fan-out with cold OIDC token caches -> install.failed in %s", time.Since(tw).Round(time.Millisecond))
+	})
 
+	// What the steps hand on: the first event's time, each gateway's TCP and
+	// UDP endpoints, and the gateway uninstalled.
+	var (
+		t0       time.Time
+		tcp, udp map[string]events.EndpointExposedData
+		gone     = appsNS + "/gw-07"
+	)
 	// 20 gateways, each through one install.requested event.
-	t0 := time.Now()
-	var wg sync.WaitGroup
-	for i := 1; i <= gateways; i++ {
-		wg.Go(func() { post(t, hc, broker, installRequested(i, repo.RepoURL, env.echo)) })
-	}
-	wg.Wait()
-	tcp := map[string]events.EndpointExposedData{}
-	for len(tcp) < gateways {
-		d := outcomes.next(t, events.EndpointExposed, 8*time.Minute)
-		tcp[d.Owner] = d
-	}
-	exposedIn := time.Since(t0)
-	reportf("20 gateways: install.requested ×20 -> 20 endpoint.exposed (TCP) in %s", exposedIn.Round(time.Millisecond))
+	step(t, "20 gateways by install.requested", func(t *testing.T) {
+		t0 = time.Now()
+		var wg sync.WaitGroup
+		for i := 1; i <= gateways; i++ {
+			wg.Go(func() { post(t, hc, broker, installRequested(i, repo.RepoURL, env.echo)) })
+		}
+		wg.Wait()
+		tcp = map[string]events.EndpointExposedData{}
+		for len(tcp) < gateways {
+			d := outcomes.next(t, events.EndpointExposed, 8*time.Minute)
+			tcp[d.Owner] = d
+		}
+		exposedIn := time.Since(t0)
+		reportf("20 gateways: install.requested ×20 -> 20 endpoint.exposed (TCP) in %s", exposedIn.Round(time.Millisecond))
+	})
 
 	// The UDP port of each gateway, through port.requested.
-	t1 := time.Now()
-	for _, d := range tcp {
-		wg.Go(func() { post(t, hc, broker, portRequested(d)) })
-	}
-	wg.Wait()
-	udp := map[string]events.EndpointExposedData{}
-	for len(udp) < gateways {
-		d := outcomes.next(t, events.EndpointExposed, 5*time.Minute)
-		if d.Protocol == "UDP" {
-			udp[d.Owner] = d
+	step(t, "UDP ports by port.requested", func(t *testing.T) {
+		t1 := time.Now()
+		var wg sync.WaitGroup
+		for _, d := range tcp {
+			wg.Go(func() { post(t, hc, broker, portRequested(d)) })
 		}
-	}
-	reportf("20 gateways: port.requested (UDP) ×20 -> 20 endpoint.exposed in %s", time.Since(t1).Round(time.Millisecond))
+		wg.Wait()
+		udp = map[string]events.EndpointExposedData{}
+		for len(udp) < gateways {
+			d := outcomes.next(t, events.EndpointExposed, 5*time.Minute)
+			if d.Protocol == "UDP" {
+				udp[d.Owner] = d
+			}
+		}
+		reportf("20 gateways: port.requested (UDP) ×20 -> 20 endpoint.exposed in %s", time.Since(t1).Round(time.Millisecond))
+	})
 
 	// Traffic from the node to <shared ip>:<port>, TCP and UDP, for each.
-	t2 := time.Now()
-	seen := map[int]string{}
-	for owner, d := range tcp {
-		name := owner[strings.Index(owner, "/")+1:]
-		if d.IP != sharedIP {
-			t.Errorf("%s exposed on %s, want the shared %s", owner, d.IP, sharedIP)
+	step(t, "traffic on the shared IP", func(t *testing.T) {
+		t2 := time.Now()
+		seen := map[int]string{}
+		for owner, d := range tcp {
+			name := owner[strings.Index(owner, "/")+1:]
+			if d.IP != sharedIP {
+				t.Errorf("%s exposed on %s, want the shared %s", owner, d.IP, sharedIP)
+			}
+			if prev, dup := seen[d.Port]; dup {
+				t.Errorf("%s and %s both got TCP port %d", owner, prev, d.Port)
+			}
+			seen[d.Port] = owner
+			want := "hello from " + name
+			addr := net.JoinHostPort(d.IP, strconv.Itoa(d.Port))
+			var greeting string
+			if err := eventually(ctx, 3*time.Minute, func() (err error) { greeting, err = tcpGreeting(addr); return err }); err != nil || greeting != want {
+				t.Errorf("%s: TCP %s: greeting %q, %v", owner, addr, greeting, err)
+			}
+			u := udp[owner]
+			if u.IP != d.IP || u.Port != d.Port {
+				t.Errorf("%s: UDP on %s:%d, want the TCP port's %s:%d", owner, u.IP, u.Port, d.IP, d.Port)
+			}
+			uaddr := net.JoinHostPort(u.IP, strconv.Itoa(u.Port))
+			var answer string
+			if err := eventually(ctx, time.Minute, func() (err error) { answer, err = udpExchange(uaddr); return err }); err != nil || answer != want+": ping" {
+				t.Errorf("%s: UDP %s: answer %q, %v", owner, uaddr, answer, err)
+			}
 		}
-		if prev, dup := seen[d.Port]; dup {
-			t.Errorf("%s and %s both got TCP port %d", owner, prev, d.Port)
+		if t.Failed() {
+			t.FailNow()
 		}
-		seen[d.Port] = owner
-		want := "hello from " + name
-		addr := net.JoinHostPort(d.IP, strconv.Itoa(d.Port))
-		var greeting string
-		if err := eventually(ctx, 3*time.Minute, func() (err error) { greeting, err = tcpGreeting(addr); return err }); err != nil || greeting != want {
-			t.Errorf("%s: TCP %s: greeting %q, %v", owner, addr, greeting, err)
-		}
-		u := udp[owner]
-		if u.IP != d.IP || u.Port != d.Port {
-			t.Errorf("%s: UDP on %s:%d, want the TCP port's %s:%d", owner, u.IP, u.Port, d.IP, d.Port)
-		}
-		uaddr := net.JoinHostPort(u.IP, strconv.Itoa(u.Port))
-		var answer string
-		if err := eventually(ctx, time.Minute, func() (err error) { answer, err = udpExchange(uaddr); return err }); err != nil || answer != want+": ping" {
-			t.Errorf("%s: UDP %s: answer %q, %v", owner, uaddr, answer, err)
-		}
-	}
-	if t.Failed() {
-		t.FailNow()
-	}
-	reportf("20 gateways: all answered TCP (greeting + echo) and UDP on %s, each on one port for both, %d distinct ports, in %s after exposure; total %s from the first event",
-		sharedIP, len(seen), time.Since(t2).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+		reportf("20 gateways: all answered TCP (greeting + echo) and UDP on %s, each on one port for both, %d distinct ports, in %s after exposure; total %s from the first event",
+			sharedIP, len(seen), time.Since(t2).Round(time.Millisecond), time.Since(t0).Round(time.Millisecond))
+	})
 
 	// Uninstall one: its ports stop answering and go back to the pool.
-	gone := appsNS + "/gw-07"
-	t3 := time.Now()
-	post(t, hc, broker, uninstallRequested(gone))
-	outcomes.next(t, events.ReleaseUninstalled, 3*time.Minute)
-	addr := net.JoinHostPort(sharedIP, strconv.Itoa(tcp[gone].Port))
-	if err := eventually(ctx, 2*time.Minute, func() error {
-		if _, err := tcpGreeting(addr); err == nil {
-			return fmt.Errorf("%s still answers", addr)
+	step(t, "uninstall", func(t *testing.T) {
+		t3 := time.Now()
+		post(t, hc, broker, uninstallRequested(gone))
+		outcomes.next(t, events.ReleaseUninstalled, 3*time.Minute)
+		addr := net.JoinHostPort(sharedIP, strconv.Itoa(tcp[gone].Port))
+		if err := eventually(ctx, 2*time.Minute, func() error {
+			if _, err := tcpGreeting(addr); err == nil {
+				return fmt.Errorf("%s still answers", addr)
+			}
+			if l := ledgerEntries(t, ctx, gone); len(l) > 0 {
+				return fmt.Errorf("ledger still holds %v for %s", l, gone)
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
 		}
-		if l := ledgerEntries(t, ctx, gone); len(l) > 0 {
-			return fmt.Errorf("ledger still holds %v for %s", l, gone)
+		if _, err := udpExchange(net.JoinHostPort(sharedIP, strconv.Itoa(udp[gone].Port))); err == nil {
+			t.Errorf("UDP %d still answers after uninstall", udp[gone].Port)
 		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := udpExchange(net.JoinHostPort(sharedIP, strconv.Itoa(udp[gone].Port))); err == nil {
-		t.Errorf("UDP %d still answers after uninstall", udp[gone].Port)
-	}
-	reportf("uninstall: %s's TCP %d and UDP %d stopped answering and left the ledger %s after uninstall.requested",
-		gone, tcp[gone].Port, udp[gone].Port, time.Since(t3).Round(time.Millisecond))
+		reportf("uninstall: %s's TCP %d and UDP %d stopped answering and left the ledger %s after uninstall.requested",
+			gone, tcp[gone].Port, udp[gone].Port, time.Since(t3).Round(time.Millisecond))
+	})
 
 	// The freed port is the lowest free one again: the next gateway gets it.
-	post(t, hc, broker, installRequested(21, repo.RepoURL, env.echo))
-	d := outcomes.next(t, events.EndpointExposed, 5*time.Minute)
-	for d.Owner != appsNS+"/gw-21" || d.Protocol != "TCP" {
-		d = outcomes.next(t, events.EndpointExposed, 5*time.Minute)
-	}
-	if d.Port != tcp[gone].Port {
-		t.Errorf("gw-21 got port %d, want the freed %d", d.Port, tcp[gone].Port)
-	}
-	if err := eventually(ctx, 3*time.Minute, func() error {
-		g, err := tcpGreeting(net.JoinHostPort(d.IP, strconv.Itoa(d.Port)))
-		if err == nil && g != "hello from gw-21" {
-			return fmt.Errorf("greeting %q", g)
+	step(t, "reuse of the freed port", func(t *testing.T) {
+		post(t, hc, broker, installRequested(21, repo.RepoURL, env.echo))
+		d := outcomes.next(t, events.EndpointExposed, 5*time.Minute)
+		for d.Owner != appsNS+"/gw-21" || d.Protocol != "TCP" {
+			d = outcomes.next(t, events.EndpointExposed, 5*time.Minute)
 		}
-		return err
-	}); err != nil {
-		t.Fatal(err)
-	}
-	reportf("reuse: gw-21 got the freed port %d and answers on it", d.Port)
+		if d.Port != tcp[gone].Port {
+			t.Errorf("gw-21 got port %d, want the freed %d", d.Port, tcp[gone].Port)
+		}
+		if err := eventually(ctx, 3*time.Minute, func() error {
+			g, err := tcpGreeting(net.JoinHostPort(d.IP, strconv.Itoa(d.Port)))
+			if err == nil && g != "hello from gw-21" {
+				return fmt.Errorf("greeting %q", g)
+			}
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		reportf("reuse: gw-21 got the freed port %d and answers on it", d.Port)
+	})
 
 	// Bad requests through the chain: each comes back as install.failed with a
 	// 4xx problem, and nothing is installed.
-	bad := []struct {
-		name   string
-		data   map[string]any
-		status int
-	}{
-		{"namespace not allowed", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "echo-gateway", "releaseName": "bad-1", "namespace": "kube-system"}, 403},
-		{"chart source not allowed", map[string]any{"privateChartsRepo": "http://169.254.169.254/latest", "chartName": "echo-gateway", "releaseName": "bad-2", "namespace": appsNS}, 403},
-		{"shell in the release name", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "echo-gateway", "releaseName": "gw;rm -rf /", "namespace": appsNS}, 400},
-		{"no such chart", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "no-such-chart", "releaseName": "bad-4", "namespace": appsNS}, 422},
-		{"a privileged hostPath pod (Pod Security)", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "privileged", "releaseName": "bad-5", "namespace": appsNS}, 403},
-	}
-	before := releaseCount(t, ctx)
-	for i, b := range bad {
-		post(t, hc, broker, tenantEvent(fmt.Sprintf("bad-%d", i+1), events.InstallRequested, "", b.data))
-		e := outcomes.nextEvent(t, 3*time.Minute, events.InstallFailed)
-		var f struct {
-			Problem struct {
-				Status int `json:"status"`
-			} `json:"problem"`
-			CauseID string `json:"causeId"`
+	step(t, "bad input through the chain", func(t *testing.T) {
+		bad := []struct {
+			name   string
+			data   map[string]any
+			status int
+		}{
+			{"namespace not allowed", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "echo-gateway", "releaseName": "bad-1", "namespace": "kube-system"}, 403},
+			{"chart source not allowed", map[string]any{"privateChartsRepo": "http://169.254.169.254/latest", "chartName": "echo-gateway", "releaseName": "bad-2", "namespace": appsNS}, 403},
+			{"shell in the release name", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "echo-gateway", "releaseName": "gw;rm -rf /", "namespace": appsNS}, 400},
+			{"no such chart", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "no-such-chart", "releaseName": "bad-4", "namespace": appsNS}, 422},
+			{"a privileged hostPath pod (Pod Security)", map[string]any{"privateChartsRepo": repo.RepoURL, "chartName": "privileged", "releaseName": "bad-5", "namespace": appsNS}, 403},
 		}
-		if err := e.DataAs(&f); err != nil {
-			t.Fatal(err)
+		before := releaseCount(t, ctx)
+		for i, b := range bad {
+			post(t, hc, broker, tenantEvent(fmt.Sprintf("bad-%d", i+1), events.InstallRequested, "", b.data))
+			e := outcomes.nextEvent(t, 3*time.Minute, events.InstallFailed)
+			var f struct {
+				Problem struct {
+					Status int `json:"status"`
+				} `json:"problem"`
+				CauseID string `json:"causeId"`
+			}
+			if err := e.DataAs(&f); err != nil {
+				t.Fatal(err)
+			}
+			if f.Problem.Status != b.status || f.CauseID != fmt.Sprintf("bad-%d", i+1) {
+				t.Errorf("%s: install.failed %s, want status %d for bad-%d", b.name, e.Data(), b.status, i+1)
+			}
 		}
-		if f.Problem.Status != b.status || f.CauseID != fmt.Sprintf("bad-%d", i+1) {
-			t.Errorf("%s: install.failed %s, want status %d for bad-%d", b.name, e.Data(), b.status, i+1)
+		if after := releaseCount(t, ctx); after != before {
+			t.Errorf("bad requests changed the release records: %d, then %d", before, after)
 		}
-	}
-	if after := releaseCount(t, ctx); after != before {
-		t.Errorf("bad requests changed the release records: %d, then %d", before, after)
-	}
-	if _, err := cs.CoreV1().Pods(appsNS).Get(ctx, "bad-5", metav1.GetOptions{}); err == nil {
-		t.Error("the privileged pod exists")
-	}
-	if t.Failed() {
+		if _, err := cs.CoreV1().Pods(appsNS).Get(ctx, "bad-5", metav1.GetOptions{}); err == nil {
+			t.Error("the privileged pod exists")
+		}
+		if t.Failed() {
+			t.FailNow()
+		}
+		reportf("bad input: %d bad install.requested events (a privileged hostPath pod among them, refused by Pod Security) each came back as install.failed with its 4xx, and no release was written", len(bad))
+	})
+
+	step(t, "scale to zero", func(t *testing.T) { waitZero(t, ctx, "after the gateways") })
+}
+
+// step runs one step of the e2e as a subtest, so that a failure names its
+// step; the steps after a failed one do not run, as each builds on the last.
+func step(t *testing.T, name string, f func(t *testing.T)) {
+	t.Helper()
+	if !t.Run(name, f) {
 		t.FailNow()
 	}
-	reportf("bad input: %d bad install.requested events (a privileged hostPath pod among them, refused by Pod Security) each came back as install.failed with its 4xx, and no release was written", len(bad))
-	waitZero(t, ctx, "after the gateways")
 }
 
 // deployBerth builds berth's images with ko, applies config/ (chart source
