@@ -1,6 +1,6 @@
 //go:build e2e
 
-// Package e2e proves berth on a real single-node cluster (pkg/cluster), with
+// Package e2e proves berth on a real single-node cluster (pkg/testing/cluster), with
 // Knative Serving and Eventing built from their modules: `make e2e`.
 package e2e
 
