@@ -499,6 +499,48 @@ func TestRoutedElsewhereWritesNothing(t *testing.T) {
 	})
 }
 
+// TestRoutedElsewhereKeepsTheOwnersReservation: an exposure that names no port
+// but an owner already holding one is given that port back; refused, the
+// owner's reservation stays as it was (not freed).
+func TestRoutedElsewhereKeepsTheOwnersReservation(t *testing.T) {
+	cp.Require(t)
+	ctx := context.Background()
+	f := newFixture(t, entrypoint.BackendSharedIP)
+	f.app(t, "gw-1")
+	owner := f.ns + "/gw-1"
+	res, err := f.exp.Ports.Reserve(ctx, reservation.Request{Owner: owner, Protocol: portalloc.TCP, EntryPoint: f.ep})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.foreign(t, entrypoint.BackendSharedIP, portalloc.Key{Protocol: portalloc.TCP, Port: res.Port})
+	// Reserve renews the reservation's expiry, so the ledger is compared by
+	// who holds what, and the rest by resourceVersion.
+	held := func() string {
+		l, err := f.exp.Ports.List(ctx, reservation.Filter{EntryPoint: f.ep})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, r := range l {
+			out = append(out, fmt.Sprintf("%s %s/%d %s %s", r.Owner, r.Protocol, r.Port, r.State, r.Service))
+		}
+		return strings.Join(out, "; ")
+	}
+	before, heldBefore := f.state(t), held()
+	before = before[:strings.LastIndex(before, "\nledger:")]
+	req := f.request("gw-1", intstr.FromInt(1883), portalloc.TCP)
+	req.Owner = owner
+	if _, err := f.exp.Expose(ctx, req); problem.Status(err) != 409 {
+		t.Fatalf("Expose onto the owner's port routed elsewhere = %v, want 409", err)
+	}
+	if after := f.state(t); after[:strings.LastIndex(after, "\nledger:")] != before {
+		t.Errorf("a refused exposure wrote:\n%s\nwas\n%s", after, before)
+	}
+	if got := held(); got != heldBefore {
+		t.Errorf("the ledger holds %q after the refused exposure, want the owner's reservation as before: %q", got, heldBefore)
+	}
+}
+
 // foreign routes port k of the fixture's entry point by something not berth's.
 func (f *fixture) foreign(t *testing.T, backend string, k portalloc.Key) {
 	t.Helper()

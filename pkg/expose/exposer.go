@@ -139,36 +139,34 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 			return Endpoint{}, err
 		}
 	}
+	var created bool // the port was reserved by this call
 	if req.Port == 0 {
 		rreq.EntryPoint = ep.ID()
 		res, err := e.Ports.Reserve(ctx, rreq)
 		if err != nil {
 			return Endpoint{}, err
 		}
-		id, key.Port = res.EntryPoint, res.Port
+		id, key.Port, created = res.EntryPoint, res.Port, res.Created
 	}
 	_, prev, err := e.Ports.Bind(ctx, id, key, req.Owner, t.NamespacedName())
 	if err != nil {
 		return Endpoint{}, err
+	}
+	if created {
+		prev = portalloc.Entry{} // putting the ledger back frees the port
 	}
 	x := Exposure{
 		Key: key, Owner: req.Owner, IP: ep.Address, Namespace: t.Namespace, Service: t.Name,
 		Port: t.ServicePort.Port, TargetPort: t.ServicePort.TargetPort, Selector: t.Service.Spec.Selector, Proxy: req.Proxy,
 	}
 	if err := backend.Expose(ctx, ep, x); err != nil {
-		// Routed elsewhere by something not berth's: this request can never
-		// succeed. A backend answers ErrTaken before writing anything, so only
-		// the ledger is put back: a port reserved here is free again, a port
-		// the caller reserved is its reservation again. (A port bound before
-		// this call, a retry, is left as it was.)
+		// Routed elsewhere by something not berth's. A backend answers
+		// ErrTaken having written nothing, so only the ledger is put back: a
+		// port reserved by this call is free again, a port the owner held
+		// before is its reservation again. (A port bound before this call, a
+		// retry, is left as it was.)
 		if errors.Is(err, ErrTaken) && prev.State != portalloc.Bound {
-			var uerr error
-			if req.Port == 0 {
-				_, uerr = e.Ports.Release(ctx, id, key, req.Owner)
-			} else {
-				uerr = e.Ports.Unbind(ctx, id, key, req.Owner, t.NamespacedName(), prev)
-			}
-			if uerr != nil {
+			if uerr := e.Ports.Unbind(ctx, id, key, req.Owner, t.NamespacedName(), prev); uerr != nil {
 				return Endpoint{}, fmt.Errorf("%w (and putting the ledger back failed: %v)", err, uerr)
 			}
 		}

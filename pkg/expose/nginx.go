@@ -2,6 +2,7 @@ package expose
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -112,6 +113,14 @@ func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoi
 			return err
 		},
 		nil)
+	if errors.Is(err, ErrTaken) {
+		// A port that appeared on the controller's Service since the check
+		// above: take back the entry, so that ErrTaken still means nothing
+		// of this exposure is written.
+		if rerr := n.removeEntry(ctx, ep, x); rerr != nil {
+			return fmt.Errorf("port %s on Service %s: %w (and removing the entry failed: %v)", pname, ep.ID(), err, rerr)
+		}
+	}
 	if err != nil {
 		return fmt.Errorf("port %s on Service %s: %w", pname, ep.ID(), err)
 	}
@@ -149,6 +158,12 @@ func (n *IngressNginxBackend) Unexpose(ctx context.Context, ep entrypoint.EntryP
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("close port %s on %s: %w", pname, ep.ID(), err)
 	}
+	return n.removeEntry(ctx, ep, x)
+}
+
+// removeEntry removes the exposure's stream entry if it still routes to the
+// exposure's Service.
+func (n *IngressNginxBackend) removeEntry(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error {
 	ns, name, err := streamConfigMap(ep, x.Key.Protocol)
 	if err != nil {
 		return nil // nothing was ever written

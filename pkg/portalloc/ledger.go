@@ -289,14 +289,19 @@ func (l *Ledger) Bind(k Key, owner, service string, now time.Time) (Entry, error
 }
 
 // Unbind undoes owner's Bind of k to service, whose routing could not be made:
-// the entry becomes prev again, what it was before the Bind. It reports whether
-// there was such a binding; anything else at k is left alone.
+// the entry becomes prev again, what it was before the Bind (the zero Entry:
+// none, the port is free). It reports whether there was such a binding;
+// anything else at k is left alone.
 func (l *Ledger) Unbind(k Key, owner, service string, prev Entry) bool {
 	e, ok := l.Entries[k]
 	if !ok || e.Owner != owner || e.State != Bound || e.Service != service {
 		return false
 	}
-	l.Entries[k] = prev
+	if prev == (Entry{}) {
+		delete(l.Entries, k)
+	} else {
+		l.Entries[k] = prev
+	}
 	return true
 }
 

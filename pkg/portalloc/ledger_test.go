@@ -280,3 +280,17 @@ func TestUnbindPutsBackWhatBindChanged(t *testing.T) {
 		t.Error("Unbind of a reservation reported a binding")
 	}
 }
+
+func TestUnbindToNothingFrees(t *testing.T) {
+	l := New()
+	k, _, _ := l.Reserve("a", TCP, small, none, t0, ttl)
+	if _, err := l.Bind(k, "a", "ns/svc", t0); err != nil {
+		t.Fatal(err)
+	}
+	if !l.Unbind(k, "a", "ns/svc", Entry{}) {
+		t.Fatal("Unbind found no binding")
+	}
+	if e, ok := l.Entries[k]; ok {
+		t.Fatalf("after Unbind to no entry, %s holds %+v", k, e)
+	}
+}

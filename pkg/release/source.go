@@ -212,24 +212,26 @@ func init() {
 	}
 }
 
-// kindOf returns the kind of source raw's scheme names.
-func kindOf(raw string) (sourceKind, bool) {
-	scheme, _, ok := strings.Cut(raw, "://")
+// kindOf returns the kind of source raw's scheme names, and raw with its
+// scheme in lower case (as url.Parse and the allowlist read it).
+func kindOf(raw string) (sourceKind, string, bool) {
+	scheme, rest, ok := strings.Cut(raw, "://")
 	if !ok {
-		return sourceKind{}, false
+		return sourceKind{}, raw, false
 	}
+	scheme = strings.ToLower(scheme)
 	k, ok := sourceKinds[scheme]
-	return k, ok
+	return k, scheme + "://" + rest, ok
 }
 
 // resolve turns a reference into the source it names: a base URL, and the
 // chart's name within it unless the kind names a chart by its URL.
 func (f *Fetcher) resolve(ref ChartRef) (base, chartName string, kind sourceKind, err error) {
-	if k, ok := kindOf(ref.Name); ok && k.chartInURL {
+	if k, u, ok := kindOf(ref.Name); ok && k.chartInURL {
 		if ref.Repo != "" {
 			return "", "", k, fmt.Errorf("%w: a chart named by its URL (%s) takes no privateChartsRepo", ErrBadRequest, problem.Clip(ref.Name))
 		}
-		return ref.Name, "", k, nil
+		return u, "", k, nil
 	}
 	switch {
 	case ref.Name == "" || strings.ContainsAny(ref.Name, " \t\n?#\\") || strings.Contains(ref.Name, ".."):
@@ -245,7 +247,7 @@ func (f *Fetcher) resolve(ref ChartRef) (base, chartName string, kind sourceKind
 		}
 		base, chartName = strings.TrimSuffix(configured, "/"), name
 	}
-	kind, ok := kindOf(base)
+	kind, base, ok := kindOf(base)
 	if !ok {
 		return "", "", kind, fmt.Errorf("%w: %q is not a chart source (want %s)", ErrBadRequest, problem.Clip(base), schemes())
 	}

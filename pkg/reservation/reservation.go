@@ -72,6 +72,9 @@ type Reservation struct {
 	Service    string             `json:"service,omitempty"`
 	// ExpiresAt is when a reservation that is not bound lapses.
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+	// Created is set by Reserve when the owner held no port before (rather
+	// than being given back the one it holds).
+	Created bool `json:"-"`
 }
 
 func (s *Service) now() time.Time {
@@ -133,7 +136,10 @@ func (s *Service) Reserve(ctx context.Context, req Request) (Reservation, error)
 	}
 	var k portalloc.Key
 	var e portalloc.Entry
+	var created bool
 	err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+		_, held, ok := l.Find(req.Owner, proto)
+		created = !ok || held.Expired(now)
 		if ns != "" {
 			if _, e, ok := l.Find(req.Owner, proto); !ok || e.Expired(now) {
 				if n := others + l.Held(ns, now); n >= s.MaxPerNamespace {
@@ -148,7 +154,9 @@ func (s *Service) Reserve(ctx context.Context, req Request) (Reservation, error)
 	if err != nil {
 		return Reservation{}, fmt.Errorf("reserve %s port on %s: %w", proto, ep.ID(), err)
 	}
-	return reservationOf(ep, k, e), nil
+	r := reservationOf(ep, k, e)
+	r.Created = created
+	return r, nil
 }
 
 // Choose returns the entry point Reserve would reserve req on, writing
@@ -344,7 +352,8 @@ func (s *Service) Bind(ctx context.Context, id string, k portalloc.Key, owner, s
 
 // Unbind undoes a Bind whose routing could not be made: owner's port k, bound
 // to service, is prev again (what Bind answered), so that a reservation a
-// caller made with getport is as it was.
+// caller made with getport is as it was; with prev the zero Entry, the port is
+// free again. A port no longer bound so is left alone.
 func (s *Service) Unbind(ctx context.Context, id string, k portalloc.Key, owner, service string, prev portalloc.Entry) error {
 	ep, err := s.EntryPoint(ctx, id)
 	if err != nil {
