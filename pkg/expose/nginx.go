@@ -95,7 +95,15 @@ func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoi
 		return fmt.Errorf("ingress-nginx entry %s in %s/%s: %w", key, ns, name, err)
 	}
 	err = casUpdate(ctx, "service/"+ep.Namespace+"/"+ep.Name, n.Backoff,
-		func(ctx context.Context) (*corev1.Service, error) { return svcs.Get(ctx, ep.Name, metav1.GetOptions{}) },
+		func(ctx context.Context) (*corev1.Service, error) {
+			// The first attempt writes at the version checked above; a
+			// conflict reads again.
+			if read := s; read != nil {
+				s = nil
+				return read, nil
+			}
+			return svcs.Get(ctx, ep.Name, metav1.GetOptions{})
+		},
 		func(s *corev1.Service) (bool, error) {
 			if slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == pname }) {
 				return false, nil
