@@ -515,28 +515,16 @@ func TestRoutedElsewhereKeepsTheOwnersReservation(t *testing.T) {
 	f.foreign(t, entrypoint.BackendSharedIP, portalloc.Key{Protocol: portalloc.TCP, Port: res.Port})
 	// Reserve renews the reservation's expiry, so the ledger is compared by
 	// who holds what, and the rest by resourceVersion.
-	held := func() string {
-		l, err := f.exp.Ports.List(ctx, reservation.Filter{EntryPoint: f.ep})
-		if err != nil {
-			t.Fatal(err)
-		}
-		var out []string
-		for _, r := range l {
-			out = append(out, fmt.Sprintf("%s %s/%d %s %s", r.Owner, r.Protocol, r.Port, r.State, r.Service))
-		}
-		return strings.Join(out, "; ")
-	}
-	before, heldBefore := f.state(t), held()
-	before = before[:strings.LastIndex(before, "\nledger:")]
+	before, heldBefore := f.objects(t), f.holders(t, false)
 	req := f.request("gw-1", intstr.FromInt(1883), portalloc.TCP)
 	req.Owner = owner
 	if _, err := f.exp.Expose(ctx, req); problem.Status(err) != 409 {
 		t.Fatalf("Expose onto the owner's port routed elsewhere = %v, want 409", err)
 	}
-	if after := f.state(t); after[:strings.LastIndex(after, "\nledger:")] != before {
+	if after := f.objects(t); after != before {
 		t.Errorf("a refused exposure wrote:\n%s\nwas\n%s", after, before)
 	}
-	if got := held(); got != heldBefore {
+	if got := f.holders(t, false); got != heldBefore {
 		t.Errorf("the ledger holds %q after the refused exposure, want the owner's reservation as before: %q", got, heldBefore)
 	}
 }
@@ -574,17 +562,39 @@ func (f *fixture) foreign(t *testing.T, backend string, k portalloc.Key) {
 // but the ledger by its entries: putting the ledger back rewrites it.
 func (f *fixture) state(t *testing.T) string {
 	t.Helper()
+	return f.objects(t) + "\nledger: " + f.holders(t, true)
+}
+
+// objects is every object in the fixture's namespace but the ledger, with its
+// resourceVersion.
+func (f *fixture) objects(t *testing.T) string {
+	t.Helper()
 	var lines []string
 	for _, l := range strings.Split(cp.Fingerprint(t, f.ns), "\n") {
 		if !strings.Contains(l, "/berth-ports-") {
 			lines = append(lines, l)
 		}
 	}
+	return strings.Join(lines, "\n")
+}
+
+// holders is the ledger's entries: who holds which port, in which state, for
+// which Service, and with expiries when withExpiry.
+func (f *fixture) holders(t *testing.T, withExpiry bool) string {
+	t.Helper()
 	held, err := f.exp.Ports.List(context.Background(), reservation.Filter{EntryPoint: f.ep})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return strings.Join(lines, "\n") + fmt.Sprintf("\nledger: %+v", held)
+	var out []string
+	for _, r := range held {
+		line := fmt.Sprintf("%s %s/%d %s %s", r.Owner, r.Protocol, r.Port, r.State, r.Service)
+		if withExpiry && r.ExpiresAt != nil {
+			line += " until " + r.ExpiresAt.String()
+		}
+		out = append(out, line)
+	}
+	return strings.Join(out, "; ")
 }
 
 // TestRetryRepairs: what a crash (or a person) left half done is finished by
