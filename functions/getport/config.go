@@ -15,6 +15,12 @@ type Config struct {
 	kube.ClientSettings
 	auth.GuardSettings
 	reservation.Settings
+	// AllowedNamespaces are the namespaces apps live in (install's
+	// ALLOWED_NAMESPACES, read from the same setting): a GET /getport that
+	// names no namespace reserves in the caller's own if it is one of them,
+	// else in the first, as install and setingress choose. Empty: the
+	// caller's own.
+	AllowedNamespaces []string `split_words:"true"`
 }
 
 // Validate reports values that parse but cannot work.

@@ -10,7 +10,6 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
-	"github.com/google/uuid"
 	"k8s.io/client-go/kubernetes"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
@@ -20,6 +19,7 @@ import (
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/reservation"
+	"github.com/berth-dev/berth/pkg/seed"
 )
 
 // errUnexpectedEvent is an event type getport does not consume.
@@ -30,12 +30,13 @@ var errUnexpectedEvent = problem.New(problem.ErrInvalid, "getport does not consu
 var errNoNamespace = problem.New(problem.ErrInvalid, "name the namespace the port is for (owner <namespace>/<name>, or namespace)")
 
 type handler struct {
-	svc    *reservation.Service
-	access auth.Access
+	svc     *reservation.Service
+	access  auth.Access
+	allowed []string
 }
 
 func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access) *handler {
-	return &handler{svc: cfg.Settings.New(core, gw), access: ac}
+	return &handler{svc: cfg.Settings.New(core, gw), access: ac, allowed: cfg.AllowedNamespaces}
 }
 
 // reserveFor reserves a port for req.Owner, if the caller may create ports in the
@@ -58,6 +59,14 @@ func ownerNamespaceOf(r reservation.Reservation) string {
 	return ns
 }
 
+// seedRoutes are getport's routes of the 2018 API.
+var seedRoutes = []string{"/getport"}
+
+// fn is getport's function, but for its Gate.
+func (h *handler) fn() function.Function {
+	return function.Function{Name: "getport", API: h.routes(), Events: h.event, Seed: seedRoutes}
+}
+
 func (h *handler) routes() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /getport", h.getport)
@@ -76,31 +85,50 @@ type seedAnswer struct {
 	reservation.Reservation
 }
 
-// getport is the seed-compatible GET /getport?lbip=&protocol=&owner=&namespace=.
-// Without an owner the caller gets a fresh reservation, owned in namespace (by
-// default the caller's own), that lapses unless it is bound.
+// getportSchema reads a 2018 GET /getport: lbip from the query (as 2018
+// documented it) or a JSON body (as its code read it).
+var getportSchema = seed.Schema{
+	{Name: "lbip"}, {Name: "protocol"}, {Name: "owner"}, {Name: "namespace"}, {Name: "entryPoint"},
+}
+
+type getportRequest struct {
+	LBIP       string `json:"lbip"`
+	Protocol   string `json:"protocol"`
+	Owner      string `json:"owner"`
+	Namespace  string `json:"namespace"`
+	EntryPoint string `json:"entryPoint"`
+}
+
+// getport is the 2018 GET /getport?lbip=[&protocol=&owner=&namespace=&entryPoint=].
+// Without an owner the caller gets a fresh reservation (AnonymousOwner) in
+// namespace, by default where install puts releases that name none, which
+// lapses unless it is bound; the next setrule in that namespace may name it.
 func (h *handler) getport(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	owner := q.Get("owner")
-	if !q.Has("owner") {
-		ns := q.Get("namespace")
-		if ns == "" {
-			ns = auth.HomeNamespace(r.Context())
-		}
-		if ns == "" {
-			problem.Write(w, errNoNamespace)
-			return
-		}
-		owner = ns + "/getport-" + uuid.NewString()
-	}
-	res, err := h.reserveFor(r.Context(), reservation.Request{
-		Owner: owner, Protocol: portalloc.Protocol(q.Get("protocol")), LBIP: q.Get("lbip"), EntryPoint: q.Get("entryPoint"),
-	})
-	if err != nil {
-		problem.Write(w, err)
+	var q getportRequest
+	if err := seed.Decode(r, getportSchema, &q); err != nil {
+		seed.WriteError(w, err)
 		return
 	}
-	function.WriteJSON(w, http.StatusOK, seedAnswer{PublicIP: res.IP, Release: res.EntryPoint, Reservation: res})
+	owner := q.Owner
+	if owner == "" {
+		ns := q.Namespace
+		if ns == "" {
+			ns = auth.DefaultNamespace(r.Context(), h.allowed)
+		}
+		if ns == "" {
+			seed.WriteError(w, errNoNamespace)
+			return
+		}
+		owner = reservation.AnonymousOwner(ns)
+	}
+	res, err := h.reserveFor(r.Context(), reservation.Request{
+		Owner: owner, Protocol: portalloc.Protocol(q.Protocol), LBIP: q.LBIP, EntryPoint: q.EntryPoint,
+	})
+	if err != nil {
+		seed.WriteError(w, err)
+		return
+	}
+	seed.Write(w, http.StatusOK, seedAnswer{PublicIP: res.IP, Release: res.EntryPoint, Reservation: res})
 }
 
 // reserveRequest is the body of POST /ports.

@@ -26,6 +26,7 @@ import (
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/reservation"
+	"github.com/berth-dev/berth/pkg/testing/answer"
 	"github.com/berth-dev/berth/pkg/testing/controlplane"
 )
 
@@ -52,7 +53,7 @@ func serve(t *testing.T, portMax int) (string, string) {
 			TCPServicesConfigMap: "tcp-services", UDPServicesConfigMap: "udp-services"},
 	}
 	h := newHandler(cfg, cp.Client, gatewayclient.NewForConfigOrDie(cp.Config), allowAll{})
-	s := function.NewServer(cfg.Config, function.Function{Name: "getport", API: h.routes(), Events: h.event}, slog.New(slog.DiscardHandler))
+	s := function.NewServer(cfg.Config, h.fn(), slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return srv.URL, ns
@@ -113,18 +114,19 @@ func TestBadRequests(t *testing.T) {
 		{"release bad entry point", "DELETE", "/ports/lb/TCP/20000", "", "", 400},
 		{"release another owner's port", "DELETE", "/ports/service.lb/TCP/20000?owner=ns/b", "", "", 409},
 		{"no such route", "PUT", "/ports", js, `{}`, 404},
+		{"getport unknown field", "GET", "/getport?owner=ns/x&port=20001", "", "", 400},
+		{"getport owner twice", "GET", "/getport?owner=ns/x&owner=ns/y", "", "", 400},
+		{"getport lbip in a JSON body, unknown", "GET", "/getport?owner=ns/x", js, `{"lbip":"203.0.113.9"}`, 404},
+		{"getport lbip in query and body disagree", "GET", "/getport?owner=ns/x&lbip=192.0.2.1", js, `{"lbip":"203.0.113.9"}`, 400},
+		{"getport body not JSON", "GET", "/getport?owner=ns/x", js, `lbip=1`, 400},
+		{"getport body of another type", "GET", "/getport?owner=ns/x", "text/plain", `lbip=1`, 400},
+		{"getport any case, unknown lbip", "GET", "/getPort/?owner=ns/x&lbip=203.0.113.9", "", "", 404},
 	}
 	before := cp.Fingerprint(t, ns)
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			resp, b := do(t, tc.method, url+tc.path, tc.ct, tc.body)
-			if resp.StatusCode != tc.status {
-				t.Errorf("%s %s = %d %s, want %d", tc.method, tc.path, resp.StatusCode, b, tc.status)
-			}
-			var d problem.Details
-			if resp.Header.Get("Content-Type") != problem.ContentType || json.Unmarshal(b, &d) != nil || d.Status != tc.status || len(b) >= 1024 {
-				t.Errorf("%s %s body = %q, want a problem body for %d", tc.method, tc.path, b, tc.status)
-			}
+			answer.Refusal(t, seedRoutes, tc.method+" "+tc.path, resp.StatusCode, resp.Header.Get("Content-Type"), b, tc.status)
 		})
 	}
 	if after := cp.Fingerprint(t, ns); after != before {

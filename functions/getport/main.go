@@ -17,6 +17,8 @@ func main() {
 		}
 		guard := cfg.GuardSettings.New(c.Core)
 		h := newHandler(cfg, c.Core, c.Gateway, guard)
-		return function.Function{API: h.routes(), Events: h.event, Gate: guard}, nil
+		fn := h.fn()
+		fn.Gate = guard
+		return fn, nil
 	})
 }

@@ -28,6 +28,7 @@ import (
 	"github.com/berth-dev/berth/pkg/function"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/release"
+	"github.com/berth-dev/berth/pkg/seed"
 )
 
 // AnnotationChartSource on a credentials Secret names the chart source (a URL,
@@ -47,14 +48,13 @@ var (
 )
 
 type handler struct {
-	access    auth.Access
-	allowed   []string
-	in        *release.Installer
-	core      kubernetes.Interface
-	emit      *function.Emitter
-	credsNS   string
-	defaultNS string
-	log       *slog.Logger
+	access  auth.Access
+	allowed []string
+	in      *release.Installer
+	core    kubernetes.Interface
+	emit    *function.Emitter
+	credsNS string
+	log     *slog.Logger
 }
 
 func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, ac auth.Access, log *slog.Logger) *handler {
@@ -75,15 +75,24 @@ func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, ac auth.
 		},
 		access: ac, allowed: cfg.AllowedNamespaces,
 		core: core, emit: function.NewEmitter(cfg.Config, "install"),
-		credsNS: cfg.CredentialsNamespace, defaultNS: cfg.AllowedNamespaces[0], log: log,
+		credsNS: cfg.CredentialsNamespace, log: log,
 	}
+}
+
+// seedRoutes are install's routes of the 2018 API.
+var seedRoutes = []string{"/install", "/upgrade", "/delete"}
+
+// fn is install's function, but for its Gate.
+func (h *handler) fn() function.Function {
+	return function.Function{Name: "install", API: h.routes(), Events: h.event, Seed: seedRoutes}
 }
 
 func (h *handler) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /install", h.install)
+	mux.HandleFunc("POST /install", h.seedInstall)
 	mux.HandleFunc("POST /upgrade", h.upgrade)
 	mux.HandleFunc("POST /delete", h.deleteSeed)
+	mux.HandleFunc("POST /releases", h.create)
 	mux.HandleFunc("GET /releases", h.list)
 	mux.HandleFunc("GET /releases/{namespace}/{name}", h.status)
 	mux.HandleFunc("GET /releases/{namespace}/{name}/history", h.history)
@@ -93,8 +102,9 @@ func (h *handler) routes() http.Handler {
 	return mux
 }
 
-// installRequest is the body of POST /install and /upgrade, and the data of
-// dev.berth.install.requested. The first four fields are the 2018 API's.
+// installRequest is the body of POST /releases, /install and /upgrade, and
+// the data of dev.berth.install.requested. The first four fields are the 2018
+// API's.
 type installRequest struct {
 	ChartName         string         `json:"chartName"`
 	ReleaseName       string         `json:"releaseName"`
@@ -113,16 +123,64 @@ type installRequest struct {
 	Expose            *events.Expose `json:"expose"`
 }
 
+// installSchema reads a 2018 /install or /upgrade request: its fields under
+// their 2018 names beside berth's.
+var installSchema = seed.Schema{
+	{Name: "chartName"}, {Name: "releaseName"}, {Name: "privateChartsRepo"},
+	{Name: "values", Kind: seed.Object},
+	{Name: "reuseValues", Kind: seed.Flag, Aliases: []string{"reuseValue"}},
+	{Name: "namespace"}, {Name: "version"}, {Name: "valuesObject", Kind: seed.Object},
+	{Name: "createNamespace", Kind: seed.Flag}, {Name: "timeout"}, {Name: "wait", Kind: seed.Flag},
+	{Name: "atomic", Kind: seed.Flag}, {Name: "upgrade", Kind: seed.Flag}, {Name: "credentialsSecret"},
+	{Name: "expose", Kind: seed.JSON}, {Name: "dryRun", Skip: true},
+}
+
+// deleteSchema reads a 2018 /delete request.
+var deleteSchema = seed.Schema{{Name: "releaseName"}, {Name: "namespace"}}
+
+// decodeSeed reads a 2018 install or upgrade request, lowercasing the chart's
+// and the release's names as 2018 did ("sampleApp1" is release sampleapp1).
+// A chart named by its URL keeps its case.
+func decodeSeed(r *http.Request) (installRequest, error) {
+	var b installRequest
+	if err := seed.Decode(r, installSchema, &b); err != nil {
+		return b, err
+	}
+	if !strings.Contains(b.ChartName, "://") {
+		b.ChartName = strings.ToLower(b.ChartName)
+	}
+	b.ReleaseName = strings.ToLower(b.ReleaseName)
+	return b, nil
+}
+
+// seedRelease is a release as the 2018 routes answer it: berth's fields,
+// with the Helm status as releaseStatus (status is the 2018 outcome), and
+// the 2018 releaseName and serviceName (the release's first Service, which
+// a 2018 client names in its next setrule).
+type seedRelease struct {
+	release.Release
+	Status        string         `json:"status"`
+	ReleaseStatus string         `json:"releaseStatus"`
+	ReleaseName   string         `json:"releaseName"`
+	ServiceName   string         `json:"serviceName,omitempty"`
+	Expose        *events.Expose `json:"expose,omitempty"`
+}
+
+func seedAnswer(rel release.Release, x *events.Expose) seedRelease {
+	a := seedRelease{Release: rel, Status: seed.Success, ReleaseStatus: rel.Status, ReleaseName: rel.Name, Expose: x}
+	if len(rel.Services) > 0 {
+		a.ServiceName = rel.Services[0].Name
+	}
+	return a
+}
+
 // namespace is where a request that names none acts: the caller's own
 // namespace if releases may live there, else the first allowed namespace.
 func (h *handler) namespace(ctx context.Context, ns string) string {
 	if ns != "" {
 		return ns
 	}
-	if home := auth.HomeNamespace(ctx); slices.Contains(h.allowed, home) {
-		return home
-	}
-	return h.defaultNS
+	return auth.DefaultNamespace(ctx, h.allowed)
 }
 
 // authorize checks that the caller may do each of verbs on releases in ns.
@@ -219,18 +277,43 @@ type installAnswer struct {
 	Expose *events.Expose `json:"expose,omitempty"`
 }
 
-// install is POST /install[?dryRun=true]: 201 when it installed, 200 when the
-// release was already there with this chart, version and values.
-func (h *handler) install(w http.ResponseWriter, r *http.Request) {
+// create is berth's own POST /releases[?dryRun=true]: 201 when it installed,
+// 200 when the release was already there with this chart, version and values.
+func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 	var b installRequest
 	if err := function.DecodeJSON(r, &b); err != nil {
 		problem.Write(w, err)
 		return
 	}
-	dry, err := boolParam(r, "dryRun")
+	rel, status, err := h.install(r, b)
 	if err != nil {
 		problem.Write(w, err)
 		return
+	}
+	function.WriteJSON(w, status, installAnswer{Release: rel, Expose: b.Expose})
+}
+
+// seedInstall is the 2018 POST /install[?dryRun=true]: create, read and
+// answered as 2018 did.
+func (h *handler) seedInstall(w http.ResponseWriter, r *http.Request) {
+	b, err := decodeSeed(r)
+	if err != nil {
+		seed.WriteError(w, err)
+		return
+	}
+	rel, status, err := h.install(r, b)
+	if err != nil {
+		seed.WriteError(w, err)
+		return
+	}
+	seed.Write(w, status, seedAnswer(rel, b.Expose))
+}
+
+// install installs b and answers the release and the status to answer.
+func (h *handler) install(r *http.Request, b installRequest) (release.Release, int, error) {
+	dry, err := boolParam(r, "dryRun")
+	if err != nil {
+		return release.Release{}, 0, err
 	}
 	if b.ReleaseName == "" && b.ChartName != "" {
 		b.ReleaseName = derivedName(b.ChartName, uuid.NewString())
@@ -242,20 +325,17 @@ func (h *handler) install(w http.ResponseWriter, r *http.Request) {
 	}
 	req, err := h.toRequest(r.Context(), b, verbs...)
 	if err != nil {
-		problem.Write(w, err)
-		return
+		return release.Release{}, 0, err
 	}
 	req.DryRun = dry
 	rel, created, err := h.in.Install(r.Context(), req)
 	if err != nil {
-		problem.Write(w, h.chartMessage(r.Context(), req.Namespace, err))
-		return
+		return release.Release{}, 0, h.chartMessage(r.Context(), req.Namespace, err)
 	}
-	status := http.StatusOK
 	if created {
-		status = http.StatusCreated
+		return rel, http.StatusCreated, nil
 	}
-	function.WriteJSON(w, status, installAnswer{Release: rel, Expose: b.Expose})
+	return rel, http.StatusOK, nil
 }
 
 // errChartMessageHidden stands for a chart's own message (a template error, a
@@ -296,23 +376,24 @@ func boolParam(r *http.Request, name string) (bool, error) {
 	return b, nil
 }
 
+// upgrade is the 2018 POST /upgrade.
 func (h *handler) upgrade(w http.ResponseWriter, r *http.Request) {
-	var b installRequest
-	if err := function.DecodeJSON(r, &b); err != nil {
-		problem.Write(w, err)
+	b, err := decodeSeed(r)
+	if err != nil {
+		seed.WriteError(w, err)
 		return
 	}
 	req, err := h.toRequest(r.Context(), b, "update")
 	if err != nil {
-		problem.Write(w, err)
+		seed.WriteError(w, err)
 		return
 	}
 	rel, err := h.in.Upgrade(r.Context(), req)
 	if err != nil {
-		problem.Write(w, h.chartMessage(r.Context(), req.Namespace, err))
+		seed.WriteError(w, h.chartMessage(r.Context(), req.Namespace, err))
 		return
 	}
-	function.WriteJSON(w, http.StatusOK, rel)
+	seed.Write(w, http.StatusOK, seedAnswer(rel, nil))
 }
 
 // deleteRequest is the body of the 2018 POST /delete, and the data of
@@ -322,38 +403,48 @@ type deleteRequest struct {
 	Namespace   string `json:"namespace"`
 }
 
+// deleteSeed is the 2018 POST /delete. The release name is lowercased, as
+// 2018 lowercased it when it installed.
 func (h *handler) deleteSeed(w http.ResponseWriter, r *http.Request) {
 	var b deleteRequest
-	if err := function.DecodeJSON(r, &b); err != nil {
-		problem.Write(w, err)
+	if err := seed.Decode(r, deleteSchema, &b); err != nil {
+		seed.WriteError(w, err)
 		return
 	}
-	h.uninstall(w, r, b)
+	b.ReleaseName = strings.ToLower(b.ReleaseName)
+	rel, err := h.uninstall(r, b)
+	if err != nil {
+		seed.WriteError(w, err)
+		return
+	}
+	seed.Write(w, http.StatusOK, seedAnswer(rel, nil))
 }
 
 func (h *handler) deleteRelease(w http.ResponseWriter, r *http.Request) {
-	h.uninstall(w, r, deleteRequest{Namespace: r.PathValue("namespace"), ReleaseName: r.PathValue("name")})
-}
-
-// uninstall removes the release (idempotently) and emits release.uninstalled to
-// K_SINK, so that the release's ports are freed whichever way it was asked.
-func (h *handler) uninstall(w http.ResponseWriter, r *http.Request, b deleteRequest) {
-	b.Namespace = h.namespace(r.Context(), b.Namespace)
-	if err := h.authorize(r.Context(), b.Namespace, b.ReleaseName, "delete"); err != nil {
-		problem.Write(w, err)
-		return
-	}
-	rel, _, err := h.in.Uninstall(r.Context(), b.Namespace, b.ReleaseName, 0)
+	rel, err := h.uninstall(r, deleteRequest{Namespace: r.PathValue("namespace"), ReleaseName: r.PathValue("name")})
 	if err != nil {
 		problem.Write(w, err)
 		return
 	}
+	function.WriteJSON(w, http.StatusOK, rel)
+}
+
+// uninstall removes the release (idempotently) and emits release.uninstalled to
+// K_SINK, so that the release's ports are freed whichever way it was asked.
+func (h *handler) uninstall(r *http.Request, b deleteRequest) (release.Release, error) {
+	b.Namespace = h.namespace(r.Context(), b.Namespace)
+	if err := h.authorize(r.Context(), b.Namespace, b.ReleaseName, "delete"); err != nil {
+		return release.Release{}, err
+	}
+	rel, _, err := h.in.Uninstall(r.Context(), b.Namespace, b.ReleaseName, 0)
+	if err != nil {
+		return release.Release{}, err
+	}
 	if err := h.emit.Emit(r.Context(), uninstalledEvent(rel, "")); err != nil {
 		// The release is gone; a repeat of this request emits again.
-		problem.Write(w, fmt.Errorf("%w: release.uninstalled: %v", function.ErrSink, err))
-		return
+		return release.Release{}, fmt.Errorf("%w: release.uninstalled: %v", function.ErrSink, err)
 	}
-	function.WriteJSON(w, http.StatusOK, rel)
+	return rel, nil
 }
 
 func uninstalledEvent(rel release.Release, cause string) event.Event {

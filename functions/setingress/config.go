@@ -25,10 +25,6 @@ type Config struct {
 	// AllowedNamespaces are the namespaces whose Services may be exposed, comma
 	// separated: install's ALLOWED_NAMESPACES, read from the same setting.
 	AllowedNamespaces []string `split_words:"true" required:"true"`
-	// DefaultServiceNamespace is the target namespace of seed-style requests
-	// that name none. Empty: the caller's own namespace, else the first of
-	// AllowedNamespaces (where install puts releases that name none).
-	DefaultServiceNamespace string `split_words:"true"`
 }
 
 // Validate reports values that parse but cannot work.
@@ -46,9 +42,6 @@ func (c Config) Validate() error {
 	}
 	if len(c.AllowedNamespaces) == 0 {
 		errs = append(errs, errors.New("ALLOWED_NAMESPACES must name at least one namespace"))
-	}
-	if c.DefaultServiceNamespace != "" && len(validation.IsDNS1123Label(c.DefaultServiceNamespace)) > 0 {
-		errs = append(errs, fmt.Errorf("DEFAULT_SERVICE_NAMESPACE=%q: not a namespace name", c.DefaultServiceNamespace))
 	}
 	return errors.Join(errs...)
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/reservation"
+	"github.com/berth-dev/berth/pkg/seed"
 )
 
 var (
@@ -33,11 +34,10 @@ var (
 )
 
 type handler struct {
-	exp       *expose.Exposer
-	ports     *reservation.Service
-	access    auth.Access
-	allowed   []string
-	defaultNS string
+	exp     *expose.Exposer
+	ports   *reservation.Service
+	access  auth.Access
+	allowed []string
 }
 
 func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access) *handler {
@@ -45,7 +45,7 @@ func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interfac
 	ports := cfg.Settings.New(core, gw)
 	return &handler{
 		exp:   &expose.Exposer{Core: core, Ports: ports, Backends: backends, Backoff: kube.ConflictBackoff},
-		ports: ports, access: ac, allowed: cfg.AllowedNamespaces, defaultNS: cfg.DefaultServiceNamespace,
+		ports: ports, access: ac, allowed: cfg.AllowedNamespaces,
 	}
 }
 
@@ -80,11 +80,22 @@ func (h *handler) expose(ctx context.Context, req expose.Request) (expose.Endpoi
 	return h.exp.Expose(ctx, req)
 }
 
+// seedRoutes are setingress's routes of the 2018 API.
+var seedRoutes = []string{"/setrule", "/setingress"}
+
+// fn is setingress's function, but for its Gate.
+func (h *handler) fn() function.Function {
+	return function.Function{Name: "setingress", API: h.routes(), Events: h.event, Seed: seedRoutes}
+}
+
 func (h *handler) routes() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /setingress", h.seedGet)
-	mux.HandleFunc("POST /setingress", h.seedPost)
-	mux.HandleFunc("POST /setrule", h.seedPost)
+	for _, p := range seedRoutes {
+		// GET with a query string (2018's first setrule), POST with a JSON
+		// or form body.
+		mux.HandleFunc("GET "+p, h.seed)
+		mux.HandleFunc("POST "+p, h.seed)
+	}
 	mux.HandleFunc("POST /exposures", h.create)
 	mux.HandleFunc("GET /exposures", h.list)
 	mux.HandleFunc("DELETE /exposures/{entryPoint}/{protocol}/{port}", h.remove)
@@ -92,7 +103,8 @@ func (h *handler) routes() http.Handler {
 	return mux
 }
 
-// exposeRequest is the JSON body of POST /exposures (and of the seed routes).
+// exposeRequest is the JSON body of POST /exposures, and what a 2018 setrule
+// is read as (setruleSchema).
 type exposeRequest struct {
 	ServiceName      string             `json:"serviceName"`
 	ServiceNamespace string             `json:"serviceNamespace"`
@@ -106,22 +118,30 @@ type exposeRequest struct {
 }
 
 // toRequest builds the exposure request. A request that names no namespace
-// is for DEFAULT_SERVICE_NAMESPACE, else the caller's own namespace, else the
-// first of ALLOWED_NAMESPACES.
+// is for the namespace install puts a release that names none in: the
+// caller's own if it is allowed, else the first of ALLOWED_NAMESPACES.
 func (h *handler) toRequest(ctx context.Context, b exposeRequest) expose.Request {
 	if b.ServiceNamespace == "" {
-		b.ServiceNamespace = h.defaultNS
-	}
-	if b.ServiceNamespace == "" {
-		b.ServiceNamespace = auth.HomeNamespace(ctx)
-	}
-	if b.ServiceNamespace == "" && len(h.allowed) > 0 {
-		b.ServiceNamespace = h.allowed[0]
+		b.ServiceNamespace = auth.DefaultNamespace(ctx, h.allowed)
 	}
 	return expose.Request{
 		Target: expose.Target{Namespace: b.ServiceNamespace, Name: b.ServiceName, Port: b.ServicePort, Protocol: portalloc.Protocol(b.Protocol)},
 		Owner:  b.Owner, EntryPoint: b.EntryPoint, Port: b.Port, LBIP: b.LBIP, Proxy: b.Proxy,
 	}
+}
+
+// setruleSchema reads a 2018 setrule: its fields under the names of each
+// 2018 version beside berth's. loadBalancerIp picks the entry point by
+// address, loadBalancerPort names the port a getport reserved, and release
+// the entry point (what getport answered as release).
+var setruleSchema = seed.Schema{
+	{Name: "serviceName", Aliases: []string{"servicename"}},
+	{Name: "servicePort", Kind: seed.PortRef, Aliases: []string{"serviceport"}},
+	{Name: "serviceNamespace"}, {Name: "protocol"}, {Name: "owner"},
+	{Name: "entryPoint", Aliases: []string{"release", "specificrelease"}},
+	{Name: "port", Kind: seed.Number, Aliases: []string{"loadBalancerPort", "specificport"}},
+	{Name: "lbip", Aliases: []string{"loadBalancerIp", "specificlb"}},
+	{Name: "proxy", Kind: seed.JSON},
 }
 
 // seedAnswer is the 2018 setrule's answer, with berth's fields beside it.
@@ -130,31 +150,20 @@ type seedAnswer struct {
 	expose.Endpoint
 }
 
-// seedGet is GET /setingress?serviceName=&servicePort=[&serviceNamespace=&protocol=&lbip=&owner=].
-func (h *handler) seedGet(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	h.seed(w, r, exposeRequest{
-		ServiceName: q.Get("serviceName"), ServiceNamespace: q.Get("serviceNamespace"), ServicePort: intstr.Parse(q.Get("servicePort")),
-		Protocol: q.Get("protocol"), LBIP: q.Get("lbip"), Owner: q.Get("owner"),
-	})
-}
-
-func (h *handler) seedPost(w http.ResponseWriter, r *http.Request) {
+// seed is the 2018 setrule (and berth's older setingress): GET with a query
+// string, or POST with a JSON or form body.
+func (h *handler) seed(w http.ResponseWriter, r *http.Request) {
 	var b exposeRequest
-	if err := function.DecodeJSON(r, &b); err != nil {
-		problem.Write(w, err)
+	if err := seed.Decode(r, setruleSchema, &b); err != nil {
+		seed.WriteError(w, err)
 		return
 	}
-	h.seed(w, r, b)
-}
-
-func (h *handler) seed(w http.ResponseWriter, r *http.Request, b exposeRequest) {
 	end, err := h.expose(r.Context(), h.toRequest(r.Context(), b))
 	if err != nil {
-		problem.Write(w, err)
+		seed.WriteError(w, err)
 		return
 	}
-	function.WriteJSON(w, http.StatusOK, seedAnswer{ReleaseName: end.EntryPoint, Endpoint: end})
+	seed.Write(w, http.StatusOK, seedAnswer{ReleaseName: end.EntryPoint, Endpoint: end})
 }
 
 func (h *handler) create(w http.ResponseWriter, r *http.Request) {

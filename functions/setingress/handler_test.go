@@ -21,8 +21,8 @@ import (
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
-	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/reservation"
+	"github.com/berth-dev/berth/pkg/testing/answer"
 	"github.com/berth-dev/berth/pkg/testing/controlplane"
 )
 
@@ -58,10 +58,10 @@ func serve(t *testing.T) (string, string) {
 		Config: function.Config{MaxRequestBytes: 2048},
 		Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute,
 			TCPServicesConfigMap: "tcp-services", UDPServicesConfigMap: "udp-services"},
-		DefaultServiceNamespace: ns, AllowedNamespaces: []string{ns},
+		AllowedNamespaces: []string{ns},
 	}
 	h := newHandler(cfg, cp.Client, nil, allowAll{})
-	s := function.NewServer(cfg.Config, function.Function{Name: "setingress", API: h.routes(), Events: h.event}, slog.New(slog.DiscardHandler))
+	s := function.NewServer(cfg.Config, h.fn(), slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return srv.URL, ns
@@ -85,7 +85,7 @@ func do(t *testing.T, method, url, ct, body string) (int, []byte, string) {
 func TestBadRequests(t *testing.T) {
 	cp.Require(t)
 	url, ns := serve(t)
-	const js = "application/json"
+	const js, form = "application/json", "application/x-www-form-urlencoded"
 	body := func(fields string) string { return `{"serviceNamespace":"` + ns + `",` + fields + `}` }
 	tests := []struct {
 		name, method, path, ct, body string
@@ -100,13 +100,25 @@ func TestBadRequests(t *testing.T) {
 		{"seed bad protocol", "GET", "/setingress?serviceName=app&servicePort=1883&protocol=ICMP", "", "", 400},
 		{"seed unknown lbip", "GET", "/setingress?serviceName=app&servicePort=1883&lbip=203.0.113.5", "", "", 404},
 		{"setrule not JSON", "POST", "/setrule", js, "serviceName=app", 400},
+		{"setrule no service", "POST", "/setrule", form, "servicePort=1883", 400},
 		{"setrule unknown field", "POST", "/setrule", js, body(`"serviceName":"app","servicePort":1883,"cmd":"helm upgrade"`), 400},
 		{"exposure shell in name", "POST", "/exposures", js, body(`"serviceName":"app;reboot","servicePort":1883`), 400},
 		{"exposure bad namespace", "POST", "/exposures", js, `{"serviceNamespace":"../etc","serviceName":"app","servicePort":1883}`, 400},
 		{"exposure port too big", "POST", "/exposures", js, body(`"serviceName":"app","servicePort":70000`), 400},
 		{"exposure port as float", "POST", "/exposures", js, body(`"serviceName":"app","servicePort":18.83`), 400},
 		{"exposure PROXY on UDP", "POST", "/exposures", js, body(`"serviceName":"app","servicePort":"coap","protocol":"UDP","proxy":{"decode":true}`), 400},
-		{"exposure reserved port without entry point", "POST", "/exposures", js, body(`"serviceName":"app","servicePort":1883,"port":20000`), 400},
+		{"exposure reserved port of an owner without entry point", "POST", "/exposures", js, body(`"serviceName":"app","servicePort":1883,"port":20000,"owner":"` + ns + `/x"`), 400},
+		{"exposure port never reserved, no entry point", "POST", "/exposures", js, body(`"serviceName":"app","servicePort":1883,"port":20000`), 404},
+		{"setrule form unknown field", "POST", "/setrule", form, "serviceName=app&servicePort=1883&cmd=reboot", 400},
+		{"setrule form key twice", "POST", "/setrule", form, "serviceName=app&serviceName=other&servicePort=1883", 400},
+		{"setrule servicePort neither number nor name", "POST", "/setrule", form, "serviceName=app&servicePort=-x-", 400},
+		{"setrule loadBalancerPort not a number", "POST", "/setrule", form, "serviceName=app&servicePort=1883&loadBalancerPort=high", 400},
+		{"setrule port under two names", "POST", "/setrule", js, body(`"serviceName":"app","servicePort":1883,"loadBalancerPort":20000,"specificport":20001`), 400},
+		{"setrule loadBalancerPort never reserved", "POST", "/setrule", js, body(`"serviceName":"app","servicePort":"1883","loadBalancerPort":"20000"`), 404},
+		{"setrule loadBalancerIp not the release's", "POST", "/setrule", js, body(`"serviceName":"app","servicePort":1883,"loadBalancerPort":20000,"loadBalancerIp":"192.0.2.77","release":"service.ingress-nginx-controller"`), 400},
+		{"setrule text/plain", "POST", "/setrule", "text/plain", "serviceName=app", 400},
+		{"setrule any case, unknown service", "POST", "/SetRule/", form, "serviceName=nope&servicePort=1883", 404},
+		{"setrule old GET, unknown port", "GET", "/setrule?servicename=app&serviceport=9999", "", "", 422},
 		{"exposure port never reserved", "POST", "/exposures", js, body(`"serviceName":"app","servicePort":1883,"port":20000,"entryPoint":"service.ingress-nginx-controller"`), 404},
 		{"exposure bad entry point", "POST", "/exposures", js, body(`"serviceName":"app","servicePort":1883,"entryPoint":"ingress-nginx"`), 400},
 		{"exposure wrong content type", "POST", "/exposures", "text/yaml", body(`"serviceName":"app","servicePort":1883`), 400},
@@ -121,10 +133,7 @@ func TestBadRequests(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			status, b, ct := do(t, tc.method, url+tc.path, tc.ct, tc.body)
-			var d problem.Details
-			if status != tc.status || ct != problem.ContentType || json.Unmarshal(b, &d) != nil || d.Status != tc.status || len(b) >= 1024 {
-				t.Errorf("%s %s = %d %s %s, want a %d problem", tc.method, tc.path, status, ct, b, tc.status)
-			}
+			answer.Refusal(t, seedRoutes, tc.method+" "+tc.path, status, ct, b, tc.status)
 		})
 	}
 	if after := cp.Fingerprint(t, ns); after != before {

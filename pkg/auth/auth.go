@@ -401,6 +401,18 @@ func HomeNamespace(ctx context.Context) string {
 	return ns
 }
 
+// DefaultNamespace is where a request that names no namespace acts, the same
+// for every function so that a 2018 client's install, getport and setrule
+// meet: the caller's home namespace if it is one of allowed, else the first
+// of allowed ("" when allowed is empty and the caller has no home).
+func DefaultNamespace(ctx context.Context, allowed []string) string {
+	home := HomeNamespace(ctx)
+	if len(allowed) == 0 || slices.Contains(allowed, home) {
+		return home
+	}
+	return allowed[0]
+}
+
 // Allower answers whether the caller of ctx may do a: Guard.Allowed.
 type Allower interface {
 	Allowed(ctx context.Context, a Attributes) (bool, error)

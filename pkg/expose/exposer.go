@@ -21,6 +21,7 @@ import (
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/reservation"
 )
 
@@ -51,6 +52,9 @@ type Request struct {
 	Owner string
 	// EntryPoint and Port name a reservation already made (by getport); without
 	// them a port is reserved here, on the entry point with address LBIP if set.
+	// Port without EntryPoint or Owner names a reservation GET /getport made
+	// up in the target's namespace (reservation.Anonymous), on any entry
+	// point (at LBIP if set): the 2018 two-step flow.
 	EntryPoint string
 	Port       int
 	LBIP       string
@@ -89,7 +93,7 @@ func (r *Request) validate() error {
 			return err
 		}
 	}
-	if r.Port != 0 && (r.Port < 1 || r.Port > 65535 || r.EntryPoint == "") {
+	if r.Port != 0 && (r.Port < 1 || r.Port > 65535 || r.EntryPoint == "" && r.Owner != "") {
 		return fmt.Errorf("%w: a reserved port needs its entryPoint and must be 1-65535", ErrBadRequest)
 	}
 	if r.EntryPoint != "" {
@@ -114,6 +118,11 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, err
 	}
+	if req.Owner == "" && req.Port != 0 {
+		if err := e.adopt(ctx, &req, t.Namespace); err != nil {
+			return Endpoint{}, err
+		}
+	}
 	if req.Owner == "" {
 		req.Owner = DefaultOwner(t.Namespace, t.Name, t.ServicePort.Port)
 	}
@@ -126,6 +135,9 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 		ep, err = e.Ports.Choose(ctx, rreq)
 	} else {
 		ep, err = e.Ports.EntryPoint(ctx, id)
+		if err == nil && req.LBIP != "" && ep.Address != req.LBIP {
+			err = fmt.Errorf("%w: %s is not the address of entry point %s (%s)", ErrBadRequest, problem.Clip(req.LBIP), id, ep.Address)
+		}
 	}
 	if err != nil {
 		return Endpoint{}, err
@@ -177,6 +189,46 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 		return Endpoint{}, err
 	}
 	return end, nil
+}
+
+// adopt makes a reservation GET /getport made up (reservation.Anonymous) in
+// the target's namespace the request's, when the request names its port and
+// no owner: so a 2018 client's getport, then setrule naming that port, works
+// for anyone who may expose in that namespace, until the reservation lapses.
+// Without an entry point, the port is looked for on every entry point (at
+// LBIP if set) and must be found on exactly one. Bind then checks, at the
+// ledger's resourceVersion, that it is still reserved or bound to this
+// Service.
+func (e *Exposer) adopt(ctx context.Context, req *Request, ns string) error {
+	held, err := e.Ports.List(ctx, reservation.Filter{EntryPoint: req.EntryPoint})
+	if err != nil {
+		return err
+	}
+	var mine []reservation.Reservation
+	taken := false
+	for _, r := range held {
+		if r.Port != req.Port || r.Protocol != req.Target.Protocol || req.LBIP != "" && r.IP != req.LBIP {
+			continue
+		}
+		if ons, _ := portalloc.OwnerNamespace(r.Owner); ons == ns && reservation.Anonymous(r.Owner) {
+			mine = append(mine, r)
+		} else {
+			taken = true
+		}
+	}
+	switch {
+	case len(mine) == 1:
+		req.Owner, req.EntryPoint = mine[0].Owner, mine[0].EntryPoint
+	case len(mine) > 1:
+		return fmt.Errorf("%w: port %d is reserved on %d entry points; name the entry point (release) or its address (loadBalancerIp)", ErrBadRequest, req.Port, len(mine))
+	case req.EntryPoint != "":
+		// Bind decides, for the default owner.
+	case taken:
+		return fmt.Errorf("%w: %s port %d", portalloc.ErrHeld, req.Target.Protocol, req.Port)
+	default:
+		return fmt.Errorf("%w: %s port %d in %s (reserved with getport, and not lapsed)", portalloc.ErrNotReserved, req.Target.Protocol, req.Port, ns)
+	}
+	return nil
 }
 
 // DefaultOwner is the owner of an exposure that names none: one per Service port.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/problem"
+	"github.com/berth-dev/berth/pkg/seed"
 )
 
 // Function is what a berth function serves.
@@ -35,6 +36,11 @@ type Function struct {
 	// Gate authenticates every request but /healthz and /readyz, and
 	// authorizes event deliveries. Every function's Main sets it.
 	Gate Gate
+	// Seed are the function's routes of the 2018 API: their paths match as
+	// Express matched them (any case, a trailing slash), and a request
+	// refused before its handler (unauthenticated, too large) is answered in
+	// the 2018 shape (seed.WriteError).
+	Seed []string
 }
 
 // Gate is who may call a function: auth.Guard.
@@ -75,10 +81,18 @@ func NewServer(cfg Config, fn Function, log *slog.Logger) *Server {
 	return s
 }
 
-// NoRoute answers a request no route matches with a 404 problem. Function
-// APIs mount it at "/".
+// seedKey marks the context of a request to a route of the 2018 API.
+type seedKey struct{}
+
+// NoRoute answers a request no route matches with a 404 problem (in the 2018
+// shape on a 2018 path, another method). Function APIs mount it at "/".
 func NoRoute(w http.ResponseWriter, r *http.Request) {
-	problem.Write(w, fmt.Errorf("%w: no route %s %s", problem.ErrNotFound, r.Method, r.URL.Path))
+	err := fmt.Errorf("%w: no route %s %s", problem.ErrNotFound, r.Method, r.URL.Path)
+	if seeded, _ := r.Context().Value(seedKey{}).(bool); seeded {
+		seed.WriteError(w, err)
+		return
+	}
+	problem.Write(w, err)
 }
 
 // Handler returns the server's whole HTTP handler, middleware included.
@@ -129,6 +143,12 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			id = newID()
 		}
 		w.Header().Set("X-Request-Id", id)
+		writeError := func(w http.ResponseWriter, err error) { problem.Write(w, err) }
+		if p, ok := seed.Path(r.URL.Path, s.fn.Seed); ok {
+			r.URL.Path, r.URL.RawPath = p, ""
+			r = r.WithContext(context.WithValue(r.Context(), seedKey{}, true))
+			writeError = func(w http.ResponseWriter, err error) { seed.WriteError(w, err) }
+		}
 		log := s.log.With("request.id", id)
 		r = r.WithContext(WithLogger(r.Context(), log))
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes)
@@ -141,7 +161,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				}
 				log.Error("handler panicked", "panic", fmt.Sprint(v))
 				if sw.status == 0 {
-					problem.Write(sw, errors.New("panic"))
+					writeError(sw, errors.New("panic"))
 				}
 			}
 			args := []any{"method", r.Method, "path", r.URL.Path, "status", sw.status,
@@ -155,7 +175,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			ctx, err := s.fn.Gate.Authenticate(r)
 			if err != nil {
 				refused = err
-				problem.Write(sw, err)
+				writeError(sw, err)
 				return
 			}
 			if c, ok := auth.CallerFrom(ctx); ok {

@@ -151,17 +151,23 @@ func settings(t *testing.T, ns, name string) map[string]any {
 	return out
 }
 
-func TestValuesOfEveryTypeArriveVerbatim(t *testing.T) {
+// TestValuesArriveAsSetTypesThem: values' strings are typed as --set types
+// them (the 2018 meaning), other JSON keeps its type, valuesObject is exact,
+// and nothing a shell would read is read.
+func TestValuesArriveAsSetTypesThem(t *testing.T) {
 	cp.Require(t)
 	ctx := context.Background()
 	ns := cp.Namespace(t)
 	in := newInstaller(t, ns)
 	shell := "$(rm -rf /); `reboot` && echo ${HOME} | sh\nsecond line 'quoted' \"double\" \\ back, comma=equals"
 	_, _, err := in.Install(ctx, Request{Chart: ChartRef{Name: "berth/echo-gateway"}, ReleaseName: "gw", Namespace: ns,
-		ValuesObject: map[string]any{"settings": map[string]any{"fromObject": "kept", "overridden": "no"}},
+		ValuesObject: map[string]any{"settings": map[string]any{"fromObject": "kept", "overridden": "no", "objectTrue": "true", "objectTwo": "2"}},
 		Values: map[string]any{
 			"settings.string":       shell,
 			"settings.stringTrue":   "true",
+			"settings.stringTwo":    "2",
+			"settings.stringFloat":  "2.5",
+			"settings.stringList":   "{a,b}",
 			"settings.int":          42,
 			"settings.float":        2.5,
 			"settings.bool":         true,
@@ -178,7 +184,8 @@ func TestValuesOfEveryTypeArriveVerbatim(t *testing.T) {
 	}
 	got := settings(t, ns, "gw")
 	want := map[string]any{
-		"fromObject": "kept", "overridden": "yes", "string": shell, "stringTrue": "true", "int": float64(42), "float": 2.5,
+		"fromObject": "kept", "overridden": "yes", "objectTrue": "true", "objectTwo": "2",
+		"string": shell, "stringTrue": true, "stringTwo": float64(2), "stringFloat": "2.5", "stringList": "{a,b}", "int": float64(42), "float": 2.5,
 		"bool": true, "null": nil, "list": []any{"a", float64(1), false}, "map": map[string]any{"k": "v"},
 		"dotted.key": "escaped", "items": []any{nil, "second"},
 	}

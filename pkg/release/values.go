@@ -14,11 +14,14 @@ import (
 	"github.com/berth-dev/berth/pkg/problem"
 )
 
-// Values builds a release's values: object (structured values) first, then each
-// dotted key of dotted set on top, in key order. Keys take --set's syntax
-// (a.b.c, list[0], a\.b); each value keeps its JSON type, as with --set-json, so
-// "true" stays a string and true a boolean. No value is ever interpreted by a
-// shell or a template.
+// Values builds a release's values: object (structured values, exactly as
+// given) first, then each dotted key of dotted set on top, in key order. Keys
+// take --set's syntax (a.b.c, list[0], a\.b). A string value is typed as
+// --set types it, the 2018 API's meaning: "2" is the number 2, "true" and
+// "false" booleans, "null" removes the key, anything else stays a string
+// (commas and braces included: one value is one scalar). Any other JSON
+// value keeps its type, as with --set-json. No value is ever interpreted by
+// a shell or a template.
 func Values(dotted map[string]any, object map[string]any) (map[string]any, error) {
 	out := map[string]any{}
 	if object != nil {
@@ -35,7 +38,15 @@ func Values(dotted map[string]any, object map[string]any) (map[string]any, error
 		if err := checkKey(k); err != nil {
 			return nil, err
 		}
-		v, err := json.Marshal(dotted[k])
+		val := dotted[k]
+		if str, ok := val.(string); ok {
+			t, err := setTyped(str)
+			if err != nil {
+				return nil, fmt.Errorf("%w: values[%q]: %v", ErrBadRequest, problem.Clip(k), err)
+			}
+			val = t
+		}
+		v, err := json.Marshal(val)
 		if err != nil {
 			return nil, fmt.Errorf("%w: values[%q]: %v", ErrBadRequest, problem.Clip(k), err)
 		}
@@ -44,6 +55,23 @@ func Values(dotted map[string]any, object map[string]any) (map[string]any, error
 		}
 	}
 	return out, nil
+}
+
+// setTyped is s as `--set key=s` types it, through Helm's own parser. Every
+// rune is escaped, so that s is one scalar: no comma starts another
+// assignment and no brace a list.
+func setTyped(s string) (any, error) {
+	var b strings.Builder
+	b.WriteString("v=")
+	for _, r := range s {
+		b.WriteByte('\\')
+		b.WriteRune(r)
+	}
+	m := map[string]any{}
+	if err := strvals.ParseInto(b.String(), m); err != nil {
+		return nil, err
+	}
+	return m["v"], nil
 }
 
 // MaxListIndex bounds a list index in a values key (list[255]): Helm's own
