@@ -58,6 +58,9 @@ type Options struct {
 	Namespaces []string
 	// Env is more environment for every function (KEY=value).
 	Env []string
+	// Charts are more charts for the chart repository, beside the sample
+	// gateway.
+	Charts []chartrepo.Chart
 }
 
 // Env is a running berth.
@@ -121,7 +124,7 @@ func (env *Env) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if env.Charts, err = chartrepo.Start(c); err != nil {
+	if env.Charts, err = chartrepo.Start(append([]chartrepo.Chart{c}, o.Charts...)...); err != nil {
 		return err
 	}
 	o.say("chart repository at %s, OCI registry at %s", env.Charts.RepoURL, env.Charts.Registry)
@@ -139,7 +142,8 @@ func (env *Env) start(ctx context.Context) error {
 		"ALLOWED_NAMESPACES=" + strings.Join(append([]string{AppsNamespace}, o.Namespaces...), ",")}, o.Env...)
 	entry := []string{"LOAD_BALANCER_NAMESPACE=" + IngressNamespace, "TCP_SERVICES_CONFIGMAP=tcp-services", "UDP_SERVICES_CONFIGMAP=udp-services"}
 	envs := map[string][]string{
-		"install": {"CHART_REPOSITORIES=demo=" + env.Charts.RepoURL,
+		// The repository is also "stable", the name 2018 clients give charts.
+		"install": {"CHART_REPOSITORIES=demo=" + env.Charts.RepoURL + ",stable=" + env.Charts.RepoURL,
 			"ALLOWED_CHART_SOURCES=" + env.Charts.RepoURL + "/,oci://" + env.Charts.Registry + "/charts/",
 			"ALLOW_PRIVATE_CHART_SOURCES=true", "OCI_PLAIN_HTTP=true", "CREDENTIALS_NAMESPACE=" + AppsNamespace},
 		"getport":    entry,
@@ -339,10 +343,14 @@ berth is running. Every call carries the demo tenant's token (ServiceAccount
     -H 'Ce-Type: dev.berth.install.requested' -H 'Ce-Berthtenant: %[5]s' -H 'Content-Type: application/json' \
     -d '{"chartName":"demo/echo-gateway","releaseName":"gw-2","namespace":"%[5]s","expose":{"servicePort":"tcp","lbip":"%[6]s"}}'
 
-  # or step by step over HTTP
-  curl -s %[2]s/install -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"chartName":"demo/echo-gateway","releaseName":"gw-3","namespace":"%[5]s"}'
-  curl -s -H "Authorization: Bearer $TOKEN" '%[3]s/getport?owner=%[5]s/gw-3&lbip=%[6]s'
-  curl -s -H "Authorization: Bearer $TOKEN" '%[4]s/setingress?serviceNamespace=%[5]s&serviceName=gw-3&servicePort=tcp&owner=%[5]s/gw-3&lbip=%[6]s'
+  # or step by step over HTTP, berth's own way
+  curl -s %[2]s/releases -H "Authorization: Bearer $TOKEN" -H 'Content-Type: application/json' -d '{"chartName":"demo/echo-gateway","releaseName":"gw-3","namespace":"%[5]s"}'
+  curl -s -H "Authorization: Bearer $TOKEN" %[3]s/ports -H 'Content-Type: application/json' -d '{"owner":"%[5]s/gw-3","lbip":"%[6]s"}'
+  curl -s -H "Authorization: Bearer $TOKEN" %[4]s/exposures -H 'Content-Type: application/json' -d '{"serviceNamespace":"%[5]s","serviceName":"gw-3","servicePort":"tcp","owner":"%[5]s/gw-3","lbip":"%[6]s"}'
+
+  # or as a 2018 client did: install by form post, then setrule its serviceName
+  curl -s %[2]s/install -H "Authorization: Bearer $TOKEN" -d chartName=stable/echo-gateway
+  curl -s %[4]s/setrule -H "Authorization: Bearer $TOKEN" -d serviceName=<serviceName from the answer> -d servicePort=7000
 
   # look around (each answers what the token may list)
   curl -s -H "Authorization: Bearer $TOKEN" %[2]s/releases
