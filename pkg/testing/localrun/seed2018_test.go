@@ -223,7 +223,9 @@ func TestSeedAPI(t *testing.T) {
 		t.Error("the deleted release MyIngress is still there")
 	}
 	exposures := mustStatus(t, "GET /exposures", caller{token: "Bearer " + env.Token}.do(t, "GET", si+"/exposures", ""), 200)
-	var list struct{ Items []struct{ Service, IP string } }
+	var list struct {
+		Items []struct{ Service, IP string }
+	}
 	_ = json.Unmarshal(exposures.body, &list)
 	n := 0
 	for _, e := range list.Items {
