@@ -3,12 +3,20 @@
 package e2e
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
+	"net/url"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -95,7 +103,11 @@ func TestBerthOnCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	repo, err := chartrepo.StartOn(c.NodeIP.String(), chart, privileged)
+	sample, err := sampleChart(chart, env.echo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	repo, err := chartrepo.StartOn(c.NodeIP.String(), chart, privileged, sample)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,6 +330,14 @@ func TestBerthOnCluster(t *testing.T) {
 		reportf("bad input: %d bad install.requested events (a privileged hostPath pod among them, refused by Pod Security) each came back as install.failed with its 4xx, and no release was written", len(bad))
 	})
 
+	// The 2018 sample app's flow, over HTTP with a token: install by form
+	// post, setrule the serviceName it answered by form post, and reach the
+	// gateway at the ip:port setrule answered. No namespace is named: install
+	// and setingress, as config/ ships them, agree on where.
+	step(t, "the 2018 sample flow", func(t *testing.T) {
+		seedFlow(t, ctx, hc, revisions, tenant.berth, sharedIP)
+	})
+
 	step(t, "scale to zero", func(t *testing.T) { waitZero(t, ctx, "after the gateways") })
 }
 
@@ -349,6 +369,8 @@ func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoU
 		switch {
 		case o.GetKind() == "ConfigMap" && o.GetName() == "berth-config":
 			_ = unstructured.SetNestedField(o.Object, repoURL+"/", "data", "ALLOWED_CHART_SOURCES")
+			// Named as 2018 clients name their repository.
+			_ = unstructured.SetNestedField(o.Object, "stable="+repoURL, "data", "CHART_REPOSITORIES")
 			// The repository is on the node's own address.
 			_ = unstructured.SetNestedField(o.Object, "true", "data", "ALLOW_PRIVATE_CHART_SOURCES")
 			first = append(first, o)
@@ -591,6 +613,90 @@ func newEvent(id, typ, subject string, data any) event.Event {
 // tenantEvent is an event of the apps namespace's tenant.
 func tenantEvent(id, typ, subject string, data any) event.Event {
 	return withTenant(newEvent(id, typ, subject, data), appsNS)
+}
+
+// sampleChart is the sample gateway's chart as a 2018 client's chart: named
+// sample-gateway, running image without being told.
+func sampleChart(c chartrepo.Chart, image string) (chartrepo.Chart, error) {
+	dir, err := os.MkdirTemp("", "sample-gateway-")
+	if err != nil {
+		return chartrepo.Chart{}, err
+	}
+	defer os.RemoveAll(dir)
+	gz, err := gzip.NewReader(bytes.NewReader(c.Archive))
+	if err != nil {
+		return chartrepo.Chart{}, err
+	}
+	tr := tar.NewReader(gz)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			return chartrepo.Chart{}, err
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			return chartrepo.Chart{}, err
+		}
+		rel := strings.TrimPrefix(h.Name, c.Name+"/")
+		switch rel {
+		case "Chart.yaml":
+			b = bytes.Replace(b, []byte("name: "+c.Name), []byte("name: sample-gateway"), 1)
+		case "values.yaml":
+			b = regexp.MustCompile(`(?m)^image: .*$`).ReplaceAll(b, []byte("image: "+image))
+		}
+		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(rel)), 0o755); err != nil {
+			return chartrepo.Chart{}, err
+		}
+		if err := os.WriteFile(filepath.Join(dir, rel), b, 0o644); err != nil {
+			return chartrepo.Chart{}, err
+		}
+	}
+	return chartrepo.Package(dir, "")
+}
+
+// seedFlow is the 2018 sample app (sample/index.js): POST /install with the
+// form chartName=stable/<chart>, then POST /setrule with the form
+// serviceName=<the answer's serviceName>&servicePort=<port>, then the
+// gateway at the answer's ip:port.
+func seedFlow(t *testing.T, ctx context.Context, hc *http.Client, revisions map[string]string, token, sharedIP string) {
+	t0 := time.Now()
+	post := func(fn, path, body string) map[string]any {
+		t.Helper()
+		u := "http://" + revisions[fn] + "." + berthNS + ".svc.cluster.local" + path
+		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatalf("POST %s: %v", path, err)
+		}
+		defer resp.Body.Close()
+		var a map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&a); err != nil || resp.StatusCode >= 300 || a["status"] != "success" {
+			t.Fatalf("POST %s %s = %s %v (%v)", path, body, resp.Status, a, err)
+		}
+		return a
+	}
+	inst := post("install", "/install", "chartName=stable%2Fsample-gateway")
+	svc, _ := inst["serviceName"].(string)
+	if svc == "" {
+		t.Fatalf("install answered no serviceName: %v", inst)
+	}
+	rule := post("setingress", "/setrule", "serviceName="+url.QueryEscape(svc)+"&servicePort=7000")
+	ip, _ := rule["ip"].(string)
+	port, _ := rule["port"].(float64)
+	if ip != sharedIP || port == 0 || rule["releaseName"] == "" {
+		t.Fatalf("setrule answered %v, want ip %s, a port and a releaseName", rule, sharedIP)
+	}
+	addr := net.JoinHostPort(ip, strconv.Itoa(int(port)))
+	var greeting string
+	if err := eventually(ctx, 3*time.Minute, func() (err error) { greeting, err = tcpGreeting(addr); return err }); err != nil || greeting != "echo-gateway" {
+		t.Fatalf("the 2018 sample's gateway at %s: greeting %q, %v", addr, greeting, err)
+	}
+	reportf("the 2018 sample flow: form install of stable/sample-gateway (release %v), form setrule of %s:7000 -> %s answering TCP, in %s",
+		inst["releaseName"], svc, addr, time.Since(t0).Round(time.Millisecond))
 }
 
 func installRequested(i int, repoURL, image string) event.Event {
