@@ -123,17 +123,20 @@ type installRequest struct {
 	Expose            *events.Expose `json:"expose"`
 }
 
-// installSchema reads a 2018 /install or /upgrade request: its fields under
-// their 2018 names beside berth's.
-var installSchema = seed.Schema{
+// upgradeSchema reads a 2018 /upgrade request: its fields under their 2018
+// names beside berth's.
+var upgradeSchema = seed.Schema{
 	{Name: "chartName"}, {Name: "releaseName"}, {Name: "privateChartsRepo"},
 	{Name: "values", Kind: seed.Object},
 	{Name: "reuseValues", Kind: seed.Flag, Aliases: []string{"reuseValue"}},
 	{Name: "namespace"}, {Name: "version"}, {Name: "valuesObject", Kind: seed.Object},
 	{Name: "createNamespace", Kind: seed.Flag}, {Name: "timeout"}, {Name: "wait", Kind: seed.Flag},
 	{Name: "atomic", Kind: seed.Flag}, {Name: "upgrade", Kind: seed.Flag}, {Name: "credentialsSecret"},
-	{Name: "expose", Kind: seed.JSON}, {Name: "dryRun", Skip: true},
+	{Name: "expose", Kind: seed.JSON},
 }
+
+// installSchema reads a 2018 /install request, which may be a dry run.
+var installSchema = append(slices.Clip(upgradeSchema), seed.Field{Name: "dryRun", Skip: true})
 
 // deleteSchema reads a 2018 /delete request.
 var deleteSchema = seed.Schema{{Name: "releaseName"}, {Name: "namespace"}}
@@ -141,9 +144,9 @@ var deleteSchema = seed.Schema{{Name: "releaseName"}, {Name: "namespace"}}
 // decodeSeed reads a 2018 install or upgrade request, lowercasing the chart's
 // and the release's names as 2018 did ("sampleApp1" is release sampleapp1).
 // A chart named by its URL keeps its case.
-func decodeSeed(r *http.Request) (installRequest, error) {
+func decodeSeed(r *http.Request, schema seed.Schema) (installRequest, error) {
 	var b installRequest
-	if err := seed.Decode(r, installSchema, &b); err != nil {
+	if err := seed.Decode(r, schema, &b); err != nil {
 		return b, err
 	}
 	if !strings.Contains(b.ChartName, "://") {
@@ -296,7 +299,7 @@ func (h *handler) create(w http.ResponseWriter, r *http.Request) {
 // seedInstall is the 2018 POST /install[?dryRun=true]: create, read and
 // answered as 2018 did.
 func (h *handler) seedInstall(w http.ResponseWriter, r *http.Request) {
-	b, err := decodeSeed(r)
+	b, err := decodeSeed(r, installSchema)
 	if err != nil {
 		seed.WriteError(w, err)
 		return
@@ -378,7 +381,7 @@ func boolParam(r *http.Request, name string) (bool, error) {
 
 // upgrade is the 2018 POST /upgrade.
 func (h *handler) upgrade(w http.ResponseWriter, r *http.Request) {
-	b, err := decodeSeed(r)
+	b, err := decodeSeed(r, upgradeSchema)
 	if err != nil {
 		seed.WriteError(w, err)
 		return

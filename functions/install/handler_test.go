@@ -167,6 +167,8 @@ func TestBadRequests(t *testing.T) {
 		{"install chartName a number", "POST", "/install", `{"chartName":7}`, 400},
 		{"install body an array", "POST", "/install", `[{"chartName":"berth/echo-gateway"}]`, 400},
 		{"install two JSON objects", "POST", "/install", `{` + good + `}{}`, 400},
+		{"install values in the query", "POST", "/install?values%5Bpassword%5D=x", `{` + good + `}`, 400},
+		{"upgrade as a dry run (upgrade has none)", "POST", "/upgrade?dryRun=true", `{` + good + `}`, 400},
 		{"status of nothing", "GET", "/releases/" + ns + "/gw", "", 404},
 		{"status namespace not allowed", "GET", "/releases/kube-system/gw", "", 403},
 		{"history of nothing", "GET", "/releases/" + ns + "/gw/history", "", 404},

@@ -25,6 +25,11 @@ type Config struct {
 	// AllowedNamespaces are the namespaces whose Services may be exposed, comma
 	// separated: install's ALLOWED_NAMESPACES, read from the same setting.
 	AllowedNamespaces []string `split_words:"true" required:"true"`
+	// RemovedDefaultServiceNamespace is a setting that is gone: a request that
+	// names no namespace is for the one install chooses (ALLOWED_NAMESPACES).
+	// Set, it is refused, rather than exposing in another namespace than it
+	// says.
+	RemovedDefaultServiceNamespace string `envconfig:"DEFAULT_SERVICE_NAMESPACE"`
 }
 
 // Validate reports values that parse but cannot work.
@@ -39,6 +44,9 @@ func (c Config) Validate() error {
 		if len(validation.IsDNS1123Label(ns)) > 0 {
 			errs = append(errs, fmt.Errorf("ALLOWED_NAMESPACES: %q is not a namespace name", ns))
 		}
+	}
+	if c.RemovedDefaultServiceNamespace != "" {
+		errs = append(errs, errors.New("DEFAULT_SERVICE_NAMESPACE is gone: a request that names no namespace is for the caller's own if it is in ALLOWED_NAMESPACES, else the first of them (as install chooses); unset it"))
 	}
 	if len(c.AllowedNamespaces) == 0 {
 		errs = append(errs, errors.New("ALLOWED_NAMESPACES must name at least one namespace"))

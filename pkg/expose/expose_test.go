@@ -402,7 +402,7 @@ func TestInvalidExposuresWriteNothing(t *testing.T) {
 		{"PROXY on UDP", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(5683), Protocol: portalloc.UDP}, Proxy: Proxy{Decode: true}}, 400},
 		{"owner's reserved port without entry point", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, Owner: f.ns + "/x", Port: 20005}, 400},
 		{"no getport reservation of the port", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, Port: 20005}, 404},
-		{"another owner's port, no entry point", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, Port: held.Port}, 409},
+		{"another owner's port, no entry point", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, Port: held.Port}, 404},
 		{"unknown entry point", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, EntryPoint: "gateway.none"}, 404},
 		{"unknown lbip", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, LBIP: "203.0.113.1"}, 404},
 		{"port held by another owner", Request{Target: Target{Namespace: f.ns, Name: "gw-1", Port: intstr.FromInt(1883)}, EntryPoint: f.ep, Port: held.Port}, 409},

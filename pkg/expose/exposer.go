@@ -205,15 +205,12 @@ func (e *Exposer) adopt(ctx context.Context, req *Request, ns string) error {
 		return err
 	}
 	var mine []reservation.Reservation
-	taken := false
 	for _, r := range held {
 		if r.Port != req.Port || r.Protocol != req.Target.Protocol || req.LBIP != "" && r.IP != req.LBIP {
 			continue
 		}
 		if ons, _ := portalloc.OwnerNamespace(r.Owner); ons == ns && reservation.Anonymous(r.Owner) {
 			mine = append(mine, r)
-		} else {
-			taken = true
 		}
 	}
 	switch {
@@ -223,9 +220,8 @@ func (e *Exposer) adopt(ctx context.Context, req *Request, ns string) error {
 		return fmt.Errorf("%w: port %d is reserved on %d entry points; name the entry point (release) or its address (loadBalancerIp)", ErrBadRequest, req.Port, len(mine))
 	case req.EntryPoint != "":
 		// Bind decides, for the default owner.
-	case taken:
-		return fmt.Errorf("%w: %s port %d", portalloc.ErrHeld, req.Target.Protocol, req.Port)
 	default:
+		// Also when another namespace holds the port: that is not told.
 		return fmt.Errorf("%w: %s port %d in %s (reserved with getport, and not lapsed)", portalloc.ErrNotReserved, req.Target.Protocol, req.Port, ns)
 	}
 	return nil

@@ -38,15 +38,14 @@ func Values(dotted map[string]any, object map[string]any) (map[string]any, error
 		if err := checkKey(k); err != nil {
 			return nil, err
 		}
-		val := dotted[k]
-		if str, ok := val.(string); ok {
-			t, err := setTyped(str)
-			if err != nil {
+		if str, ok := dotted[k].(string); ok {
+			// As --set reads it (an int64 stays exact), one scalar.
+			if err := strvals.ParseInto(k+"="+escapeSet(str), out); err != nil {
 				return nil, fmt.Errorf("%w: values[%q]: %v", ErrBadRequest, problem.Clip(k), err)
 			}
-			val = t
+			continue
 		}
-		v, err := json.Marshal(val)
+		v, err := json.Marshal(dotted[k])
 		if err != nil {
 			return nil, fmt.Errorf("%w: values[%q]: %v", ErrBadRequest, problem.Clip(k), err)
 		}
@@ -57,21 +56,16 @@ func Values(dotted map[string]any, object map[string]any) (map[string]any, error
 	return out, nil
 }
 
-// setTyped is s as `--set key=s` types it, through Helm's own parser. Every
-// rune is escaped, so that s is one scalar: no comma starts another
+// escapeSet escapes every rune of a --set value, so that Helm's parser reads
+// it as one scalar (typed as --set types it): no comma starts another
 // assignment and no brace a list.
-func setTyped(s string) (any, error) {
+func escapeSet(s string) string {
 	var b strings.Builder
-	b.WriteString("v=")
 	for _, r := range s {
 		b.WriteByte('\\')
 		b.WriteRune(r)
 	}
-	m := map[string]any{}
-	if err := strvals.ParseInto(b.String(), m); err != nil {
-		return nil, err
-	}
-	return m["v"], nil
+	return b.String()
 }
 
 // MaxListIndex bounds a list index in a values key (list[255]): Helm's own

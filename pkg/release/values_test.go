@@ -5,7 +5,7 @@ import (
 	"testing"
 )
 
-func TestSetTyped(t *testing.T) {
+func TestValuesTypeStringsAsSetDoes(t *testing.T) {
 	for _, tc := range []struct {
 		in   string
 		want any
@@ -24,10 +24,13 @@ func TestSetTyped(t *testing.T) {
 		{`back\slash`, `back\slash`},
 		{"99999999999999999999", "99999999999999999999"},
 		{"svc:5672", "svc:5672"},
+		{"12345678901234567", int64(12345678901234567)},
+		{"héllo, wörld", "héllo, wörld"},
+		{`trailing\`, `trailing\`},
 	} {
-		got, err := setTyped(tc.in)
-		if err != nil || !reflect.DeepEqual(got, tc.want) {
-			t.Errorf("setTyped(%q) = %#v, %v, want %#v", tc.in, got, err, tc.want)
+		got, err := Values(map[string]any{"v": tc.in}, nil)
+		if err != nil || !reflect.DeepEqual(got["v"], tc.want) {
+			t.Errorf("Values(v: %q) = %#v, %v, want %#v", tc.in, got["v"], err, tc.want)
 		}
 	}
 }
@@ -37,7 +40,7 @@ func TestValuesTypesStringsOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[string]any{"o": "2", "a": map[string]any{"n": float64(2), "s": "x,y=z", "j": float64(3), "b": true}}
+	want := map[string]any{"o": "2", "a": map[string]any{"n": int64(2), "s": "x,y=z", "j": float64(3), "b": true}}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("Values = %#v, want %#v", got, want)
 	}

@@ -15,8 +15,15 @@ const anonymousPrefix = "getport-"
 // lapses unless it is bound.
 func AnonymousOwner(ns string) string { return ns + "/" + anonymousPrefix + uuid.NewString() }
 
-// Anonymous reports whether owner is one AnonymousOwner made up.
+// Anonymous reports whether owner is one AnonymousOwner made up: getport-
+// and a UUID. (A release or Service named so in a namespace would be too;
+// only those who may expose in that namespace could name its port.)
 func Anonymous(owner string) bool {
 	_, name, _ := strings.Cut(owner, "/")
-	return strings.HasPrefix(name, anonymousPrefix)
+	id, ok := strings.CutPrefix(name, anonymousPrefix)
+	if !ok || len(id) != 36 {
+		return false
+	}
+	_, err := uuid.Parse(id)
+	return err == nil
 }

@@ -36,7 +36,7 @@ type Kind int
 const (
 	// Text is a string; a JSON number is its text.
 	Text Kind = iota
-	// Number is an integer: a JSON number or a numeric string.
+	// Number is a whole number over 0: a JSON number or a numeric string.
 	Number
 	// PortRef is a Service port, by number or name: a numeric string is the
 	// number.
@@ -96,15 +96,22 @@ func Decode(r *http.Request, schema Schema, v any) error {
 	return nil
 }
 
-// read returns the request's fields: the query string's but those skip
-// names, then the body's beside them. Form and query values are strings; a
-// repeated key is refused.
+// read returns the request's fields: a GET's query string (but for the
+// names skip reports, which the route reads itself), then the body's beside
+// them. 2018 read no other request's query: there, a query parameter that
+// is not skipped is refused, so that no value rides in a URL. Form and
+// query values are strings; a repeated key is refused.
 func read(r *http.Request, skip func(string) bool) (map[string]any, error) {
 	fields := map[string]any{}
 	if err := addForm(fields, r.URL.RawQuery, "query"); err != nil {
 		return nil, err
 	}
 	maps.DeleteFunc(fields, func(k string, _ any) bool { return skip(k) })
+	if r.Method != http.MethodGet {
+		for k := range fields {
+			return nil, fmt.Errorf("%w: %s reads its fields from the body, not the query (%q)", ErrBadRequest, r.Method, problem.Clip(k))
+		}
+	}
 	body, err := io.ReadAll(r.Body)
 	if err != nil {
 		var tooLarge *http.MaxBytesError
@@ -191,6 +198,9 @@ func (s Schema) normalize(in map[string]any) (map[string]any, error) {
 		return nil
 	}
 	for _, k := range slices.Sorted(maps.Keys(in)) {
+		if in[k] == nil {
+			continue // JSON null: not given
+		}
 		f, ok := s.field(k)
 		if ok && !f.Skip {
 			if err := put(f, k, in[k]); err != nil {
@@ -243,9 +253,19 @@ func (s Schema) names() string {
 	return strings.Join(n, ", ")
 }
 
+// equal compares two values of a field as sent: a query's "5" is a body's 5.
 func equal(a, b any) bool {
-	x, _ := json.Marshal(a)
-	y, _ := json.Marshal(b)
+	text := func(v any) any {
+		switch t := v.(type) {
+		case json.Number:
+			return t.String()
+		case bool:
+			return strconv.FormatBool(t)
+		}
+		return v
+	}
+	x, _ := json.Marshal(text(a))
+	y, _ := json.Marshal(text(b))
 	return bytes.Equal(x, y)
 }
 
@@ -263,7 +283,7 @@ func (k Kind) read(v any) (any, error) {
 		return number(v)
 	case PortRef:
 		if s, ok := v.(string); ok {
-			if _, err := strconv.Atoi(s); err != nil {
+			if _, err := strconv.Atoi(strings.TrimSpace(s)); err != nil {
 				return s, nil // a port's name
 			}
 		}
@@ -290,8 +310,8 @@ func number(v any) (any, error) {
 		return nil, errors.New("want a number")
 	}
 	n, err := strconv.Atoi(s)
-	if err != nil {
-		return nil, fmt.Errorf("%q is not a whole number", problem.Clip(s))
+	if err != nil || n < 1 {
+		return nil, fmt.Errorf("%q is not a whole number over 0", problem.Clip(s))
 	}
 	return n, nil
 }
@@ -378,18 +398,37 @@ func (c *capture) Write(b []byte) (int, error) { return c.body.Write(b) }
 func (c *capture) WriteHeader(int)             {}
 
 // Path returns the route among routes that path names as Express matched
-// paths (any case, one trailing slash), and whether there is one.
+// paths (ASCII letters in any case, one trailing slash), and whether there
+// is one.
 func Path(path string, routes []string) (string, bool) {
 	p := path
 	if len(p) > 1 {
 		p = strings.TrimSuffix(p, "/")
 	}
 	for _, r := range routes {
-		if strings.EqualFold(p, r) {
+		if asciiEqualFold(p, r) {
 			return r, true
 		}
 	}
 	return "", false
+}
+
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	lower := func(c byte) byte {
+		if 'A' <= c && c <= 'Z' {
+			return c + 'a' - 'A'
+		}
+		return c
+	}
+	for i := range len(a) {
+		if lower(a[i]) != lower(b[i]) {
+			return false
+		}
+	}
+	return true
 }
 
 // ReadFailure reads an answer as a 2018 client reads a refusal: JSON with
