@@ -155,8 +155,32 @@ func (h *handler) reserve(w http.ResponseWriter, r *http.Request) {
 	function.WriteJSON(w, http.StatusOK, res)
 }
 
+// capacityAttributes are what reading every entry point's fill needs: a
+// cluster-wide right (operators, not tenants).
+var capacityAttributes = auth.Attributes{Verb: "list", Resource: auth.Ports}
+
+// list is GET /ports[?entryPoint=&owner=] (the reservations the caller may
+// see), or GET /ports?summary=true (each entry point's ports reserved,
+// bound, in use and free per protocol, for a caller who may list ports in
+// every namespace).
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
+	if summary, err := strconv.ParseBool(q.Get("summary")); q.Has("summary") && err != nil {
+		problem.Write(w, fmt.Errorf("%w: summary=%q", problem.ErrInvalid, problem.Clip(q.Get("summary"))))
+		return
+	} else if summary {
+		if err := h.access.Check(r.Context(), capacityAttributes); err != nil {
+			problem.Write(w, err)
+			return
+		}
+		items, err := h.svc.Capacities(r.Context())
+		if err != nil {
+			problem.Write(w, err)
+			return
+		}
+		function.WriteJSON(w, http.StatusOK, map[string]any{"items": items})
+		return
+	}
 	items, err := h.svc.List(r.Context(), reservation.Filter{EntryPoint: q.Get("entryPoint"), Owner: q.Get("owner")})
 	if err == nil {
 		items, err = auth.Visible(r.Context(), h.access, auth.Ports, items, ownerNamespaceOf)

@@ -375,3 +375,33 @@ func TestUninstallReleasesOnlyUnboundPorts(t *testing.T) {
 		t.Errorf("after uninstall: %v, want %v", got, want)
 	}
 }
+
+// TestCapacitySummary: GET /ports?summary=true counts each entry point's
+// ports per protocol, and names no owner.
+func TestCapacitySummary(t *testing.T) {
+	cp.Require(t)
+	url, _ := serve(t, 20009)
+	for _, q := range []string{"owner=ns/a", "owner=ns/b", "owner=ns/c", "owner=ns/a&protocol=UDP"} {
+		if resp, b := do(t, "GET", url+"/getport?"+q, "", ""); resp.StatusCode != 200 {
+			t.Fatalf("getport?%s = %d %s", q, resp.StatusCode, b)
+		}
+	}
+	resp, b := do(t, "GET", url+"/ports?summary=true", "", "")
+	var got struct{ Items []reservation.Capacity }
+	if resp.StatusCode != 200 || json.Unmarshal(b, &got) != nil || len(got.Items) != 2 {
+		t.Fatalf("GET /ports?summary=true = %d %s", resp.StatusCode, b)
+	}
+	want := map[portalloc.Protocol]int{portalloc.TCP: 3, portalloc.UDP: 1}
+	for _, c := range got.Items {
+		if c.EntryPoint != "service.lb" || c.IP != "192.0.2.7" || c.Range != 10 || c.Reserved != want[c.Protocol] || c.Bound != 0 ||
+			c.Reserved+c.Bound+c.InUse+c.Free != c.Range {
+			t.Errorf("capacity %+v, want %d reserved of 10 on service.lb", c, want[c.Protocol])
+		}
+	}
+	if strings.Contains(string(b), "ns/a") {
+		t.Errorf("the summary names an owner: %s", b)
+	}
+	if resp, b := do(t, "GET", url+"/ports?summary=maybe", "", ""); resp.StatusCode != 400 {
+		t.Errorf("summary=maybe = %d %s, want 400", resp.StatusCode, b)
+	}
+}

@@ -230,6 +230,8 @@ func TestTenancy(t *testing.T) {
 		{"release another tenant's port", bob, "DELETE", aPortURL, "", 403},
 		{"release another tenant's port naming its owner", bob, "DELETE", aPortURL + "?owner=berth-apps/spare", "", 403},
 		{"run the repair sweep", bob, "POST", gp + "/sweep", "", 403},
+		{"read every entry point's fill (operators only)", bob, "GET", gp + "/ports?summary=true", "", 403},
+		{"a namespace's viewer reads every entry point's fill", vera, "GET", gp + "/ports?summary=true", "", 403},
 		{"an owner too long for the ledger", bob, "POST", gp + "/ports", `{"owner":"tenant-b/` + strings.Repeat("o", 200) + `"}`, 400},
 		{"an owner without a namespace", bob, "POST", gp + "/ports", `{"owner":"gw"}`, 400},
 		{"take over another tenant's port by naming its owner", bob, "POST", si + "/exposures",
