@@ -101,10 +101,19 @@ func For(err error) Details {
 	return d
 }
 
-// Write answers err as a problem body and returns the status it wrote. A 401
-// carries WWW-Authenticate: Bearer, and an error with a RetryAfter() method
-// sets Retry-After (whole seconds, at least 1).
+// Write answers err as a problem body and returns the status it wrote, with
+// the headers Prepare sets.
 func Write(w http.ResponseWriter, err error) int {
+	d := Prepare(w, err)
+	WriteDetails(w, d)
+	return d.Status
+}
+
+// Prepare returns err's problem and sets the headers its status calls for,
+// for a caller that writes the body itself: a 401 carries WWW-Authenticate:
+// Bearer, and an error with a RetryAfter() method sets Retry-After (whole
+// seconds, at least 1).
+func Prepare(w http.ResponseWriter, err error) Details {
 	d := For(err)
 	switch d.Status {
 	case http.StatusUnauthorized:
@@ -115,8 +124,7 @@ func Write(w http.ResponseWriter, err error) int {
 			w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(ra.RetryAfter().Seconds())))))
 		}
 	}
-	WriteDetails(w, d)
-	return d.Status
+	return d
 }
 
 // WriteDetails answers with d.

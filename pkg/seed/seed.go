@@ -372,30 +372,12 @@ type Failure struct {
 // problem.Write chooses it, headers included) and the problem's detail as
 // its reason.
 func WriteError(w http.ResponseWriter, err error) int {
-	rec := &capture{header: http.Header{}}
-	problem.Write(rec, err)
-	var d problem.Details
-	_ = json.Unmarshal(rec.body.Bytes(), &d)
-	for k, v := range rec.header {
-		if k != "Content-Type" {
-			w.Header()[k] = v
-		}
-	}
+	d := problem.Prepare(w, err)
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(d.Status)
 	_ = json.NewEncoder(w).Encode(Failure{Status: "failed", Reason: d.Detail, Type: d.Type, Title: d.Title, Code: d.Status})
 	return d.Status
 }
-
-// capture records what problem.Write answers.
-type capture struct {
-	header http.Header
-	body   bytes.Buffer
-}
-
-func (c *capture) Header() http.Header         { return c.header }
-func (c *capture) Write(b []byte) (int, error) { return c.body.Write(b) }
-func (c *capture) WriteHeader(int)             {}
 
 // Path returns the route among routes that path names as Express matched
 // paths (ASCII letters in any case, one trailing slash), and whether there
