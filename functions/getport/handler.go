@@ -165,8 +165,8 @@ var capacityAttributes = auth.Attributes{Verb: "list", Resource: auth.Ports}
 // every namespace).
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
-	if summary, err := strconv.ParseBool(q.Get("summary")); q.Has("summary") && err != nil {
-		problem.Write(w, fmt.Errorf("%w: summary=%q", problem.ErrInvalid, problem.Clip(q.Get("summary"))))
+	if summary, err := function.QueryBool(r, "summary"); err != nil {
+		problem.Write(w, err)
 		return
 	} else if summary {
 		if err := h.access.Check(r.Context(), capacityAttributes); err != nil {

@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -314,7 +313,7 @@ func (h *handler) seedInstall(w http.ResponseWriter, r *http.Request) {
 
 // install installs b and answers the release and the status to answer.
 func (h *handler) install(r *http.Request, b installRequest) (release.Release, int, error) {
-	dry, err := boolParam(r, "dryRun")
+	dry, err := function.QueryBool(r, "dryRun")
 	if err != nil {
 		return release.Release{}, 0, err
 	}
@@ -365,18 +364,6 @@ func installVerbs(b installRequest) []string {
 		return []string{"create", "update"}
 	}
 	return []string{"create"}
-}
-
-func boolParam(r *http.Request, name string) (bool, error) {
-	v := r.URL.Query().Get(name)
-	if v == "" {
-		return false, nil
-	}
-	b, err := strconv.ParseBool(v)
-	if err != nil {
-		return false, fmt.Errorf("%w: %s=%q", release.ErrBadRequest, name, v)
-	}
-	return b, nil
 }
 
 // upgrade is the 2018 POST /upgrade.

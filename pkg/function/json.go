@@ -8,6 +8,7 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"strconv"
 
 	"github.com/berth-dev/berth/pkg/problem"
 )
@@ -46,6 +47,20 @@ func decode(body io.Reader, v any) error {
 		return fmt.Errorf("%w: body has data after the JSON object", problem.ErrInvalid)
 	}
 	return nil
+}
+
+// QueryBool reads the query parameter name as a boolean (strconv.ParseBool);
+// absent is false, anything else unreadable is problem.ErrInvalid.
+func QueryBool(r *http.Request, name string) (bool, error) {
+	v := r.URL.Query().Get(name)
+	if v == "" {
+		return false, nil
+	}
+	b, err := strconv.ParseBool(v)
+	if err != nil {
+		return false, fmt.Errorf("%w: %s=%q", problem.ErrInvalid, name, problem.Clip(v))
+	}
+	return b, nil
 }
 
 // WriteJSON answers status with v as JSON.
