@@ -190,13 +190,39 @@ type InUse func(Key) bool
 
 // Free counts the ports of r free for proto at now.
 func (l *Ledger) Free(proto Protocol, r Range, inUse InUse, now time.Time) int {
-	n := 0
+	return l.Usage(proto, r, inUse, now).Free
+}
+
+// Usage is how the ports of a range are used, for one protocol.
+type Usage struct {
+	// Reserved and Bound are the ledger's live entries.
+	Reserved int `json:"reserved"`
+	Bound    int `json:"bound"`
+	// InUse are the other ports the entry point serves outside the ledger.
+	InUse int `json:"inUse"`
+	// Free are the rest: what a reservation may still get.
+	Free int `json:"free"`
+}
+
+// Usage counts the ports of r for proto at now by how they are used.
+func (l *Ledger) Usage(proto Protocol, r Range, inUse InUse, now time.Time) Usage {
+	var u Usage
 	for p := r.Min; p <= r.Max; p++ {
-		if l.free(Key{proto, p}, inUse, now) {
-			n++
+		k := Key{proto, p}
+		e, held := l.Entries[k]
+		live := held && !e.Expired(now)
+		switch {
+		case live && e.State == Bound:
+			u.Bound++
+		case live:
+			u.Reserved++
+		case inUse(k):
+			u.InUse++
+		default:
+			u.Free++
 		}
 	}
-	return n
+	return u
 }
 
 // free reports whether k is neither held in the ledger nor in use at now.

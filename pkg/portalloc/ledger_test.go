@@ -294,3 +294,24 @@ func TestUnbindToNothingFrees(t *testing.T) {
 		t.Fatalf("after Unbind to no entry, %s holds %+v", k, e)
 	}
 }
+
+func TestUsage(t *testing.T) {
+	r := Range{Min: 20000, Max: 20005}
+	l := &Ledger{Entries: map[Key]Entry{
+		{TCP, 20000}: {Owner: "a", State: Bound},
+		{TCP, 20001}: {Owner: "b", State: Reserved, Expires: t0.Add(time.Minute).Unix()},
+		{TCP, 20002}: {Owner: "c", State: Reserved, Expires: t0.Unix()}, // lapsed: free
+		{TCP, 30000}: {Owner: "d", State: Bound},                        // out of range
+		{UDP, 20000}: {Owner: "a", State: Bound},
+	}}
+	inUse := func(k Key) bool { return k == Key{TCP, 20003} || k == Key{TCP, 20000} }
+	if got, want := l.Usage(TCP, r, inUse, t0), (Usage{Reserved: 1, Bound: 1, InUse: 1, Free: 3}); got != want {
+		t.Errorf("Usage(TCP) = %+v, want %+v", got, want)
+	}
+	if got := l.Free(TCP, r, inUse, t0); got != 3 {
+		t.Errorf("Free(TCP) = %d, want Usage's 3", got)
+	}
+	if got, want := l.Usage(UDP, r, none, t0), (Usage{Bound: 1, Free: 5}); got != want {
+		t.Errorf("Usage(UDP) = %+v, want %+v", got, want)
+	}
+}

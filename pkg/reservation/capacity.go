@@ -13,14 +13,8 @@ type Capacity struct {
 	IP         string             `json:"ip"`
 	Backend    string             `json:"backend"`
 	Protocol   portalloc.Protocol `json:"protocol"`
-	// Reserved and Bound count the ledger's live entries in the range; InUse
-	// the range's other ports the entry point serves outside the ledger.
-	Reserved int `json:"reserved"`
-	Bound    int `json:"bound"`
-	InUse    int `json:"inUse"`
-	// Free is what a reservation may still get: Range - Reserved - Bound -
-	// InUse.
-	Free  int `json:"free"`
+	portalloc.Usage
+	// Range is how many ports the range holds: Reserved + Bound + InUse + Free.
 	Range int `json:"range"`
 }
 
@@ -33,7 +27,6 @@ func (s *Service) Capacities(ctx context.Context) ([]Capacity, error) {
 		return nil, err
 	}
 	now := s.now()
-	size := s.Range.Max - s.Range.Min + 1
 	out := []Capacity{}
 	for _, ep := range all {
 		l, err := s.Ledgers.Get(ctx, ref(ep))
@@ -41,22 +34,8 @@ func (s *Service) Capacities(ctx context.Context) ([]Capacity, error) {
 			return nil, err
 		}
 		for _, proto := range []portalloc.Protocol{portalloc.TCP, portalloc.UDP} {
-			c := Capacity{EntryPoint: ep.ID(), IP: ep.Address, Backend: ep.Backend, Protocol: proto, Range: size}
-			for p := s.Range.Min; p <= s.Range.Max; p++ {
-				k := portalloc.Key{Protocol: proto, Port: p}
-				e, held := l.Entries[k]
-				switch {
-				case held && !e.Expired(now) && e.State == portalloc.Bound:
-					c.Bound++
-				case held && !e.Expired(now):
-					c.Reserved++
-				case ep.InUse(k):
-					c.InUse++
-				default:
-					c.Free++
-				}
-			}
-			out = append(out, c)
+			out = append(out, Capacity{EntryPoint: ep.ID(), IP: ep.Address, Backend: ep.Backend, Protocol: proto,
+				Usage: l.Usage(proto, s.Range, ep.InUse, now), Range: s.Range.Max - s.Range.Min + 1})
 		}
 	}
 	return out, nil
