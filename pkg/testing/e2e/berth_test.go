@@ -3,14 +3,9 @@
 package e2e
 
 import (
-	"archive/tar"
-	"bytes"
-	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -103,7 +98,7 @@ func TestBerthOnCluster(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sample, err := sampleChart(chart, env.echo)
+	sample, err := sampleChart(env.echo)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -617,39 +612,29 @@ func tenantEvent(id, typ, subject string, data any) event.Event {
 
 // sampleChart is the sample gateway's chart as a 2018 client's chart: named
 // sample-gateway, running image without being told.
-func sampleChart(c chartrepo.Chart, image string) (chartrepo.Chart, error) {
+func sampleChart(image string) (chartrepo.Chart, error) {
 	dir, err := os.MkdirTemp("", "sample-gateway-")
 	if err != nil {
 		return chartrepo.Chart{}, err
 	}
 	defer os.RemoveAll(dir)
-	gz, err := gzip.NewReader(bytes.NewReader(c.Archive))
-	if err != nil {
+	if err := os.CopyFS(dir, os.DirFS(filepath.Join(env.root, "charts", "echo-gateway"))); err != nil {
 		return chartrepo.Chart{}, err
 	}
-	tr := tar.NewReader(gz)
-	for {
-		h, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			return chartrepo.Chart{}, err
+	for f, edit := range map[string]func([]byte) []byte{
+		"Chart.yaml": func(b []byte) []byte {
+			return regexp.MustCompile(`(?m)^name: .*$`).ReplaceAll(b, []byte("name: sample-gateway"))
+		},
+		"values.yaml": func(b []byte) []byte {
+			return regexp.MustCompile(`(?m)^image: .*$`).ReplaceAll(b, []byte("image: "+image))
+		},
+	} {
+		p := filepath.Join(dir, f)
+		b, err := os.ReadFile(p)
+		if err == nil {
+			err = os.WriteFile(p, edit(b), 0o644)
 		}
-		b, err := io.ReadAll(tr)
 		if err != nil {
-			return chartrepo.Chart{}, err
-		}
-		rel := strings.TrimPrefix(h.Name, c.Name+"/")
-		switch rel {
-		case "Chart.yaml":
-			b = bytes.Replace(b, []byte("name: "+c.Name), []byte("name: sample-gateway"), 1)
-		case "values.yaml":
-			b = regexp.MustCompile(`(?m)^image: .*$`).ReplaceAll(b, []byte("image: "+image))
-		}
-		if err := os.MkdirAll(filepath.Join(dir, filepath.Dir(rel)), 0o755); err != nil {
-			return chartrepo.Chart{}, err
-		}
-		if err := os.WriteFile(filepath.Join(dir, rel), b, 0o644); err != nil {
 			return chartrepo.Chart{}, err
 		}
 	}
