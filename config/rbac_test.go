@@ -258,7 +258,24 @@ func TestRBACInstall(t *testing.T) {
 	if _, err := core.CoreV1().Secrets("berth").Get(ctx, "chart-credentials", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
 		t.Errorf("as install, get a credentials Secret: %v, want NotFound (allowed, absent)", err)
 	}
+	// Where a release is exposed: every entry point's ledger, read.
+	ports := &expose.Exposer{Ports: settings.New(core, gatewayclient.NewForConfigOrDie(rc))}
+	if _, err := ports.List(ctx, reservation.Filter{}); err != nil {
+		t.Errorf("as install, list the exposures: %v", err)
+	}
 	mustBeForbidden(t, "install", map[string]func() error{
+		"reserve a port": func() error {
+			_, err := settings.New(core, nil).Reserve(ctx, reservation.Request{Owner: localrun.AppsNamespace + "/x", Protocol: "TCP", LBIP: localrun.SharedIP})
+			return err
+		},
+		"write a ConfigMap in the entry points' namespace": func() error {
+			_, err := core.CoreV1().ConfigMaps(localrun.IngressNamespace).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
+			return err
+		},
+		"list the ConfigMaps of the entry points' namespace": func() error {
+			_, err := core.CoreV1().ConfigMaps(localrun.IngressNamespace).List(ctx, metav1.ListOptions{})
+			return err
+		},
 		"create a Deployment outside the allowed namespaces": func() error {
 			_, err := core.AppsV1().Deployments("default").Create(ctx, &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "x"}}, metav1.CreateOptions{})
 			return err

@@ -12,6 +12,7 @@ import (
 	"github.com/berth-dev/berth/pkg/function"
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/release"
+	"github.com/berth-dev/berth/pkg/reservation"
 )
 
 // Config is install's configuration, read from the environment.
@@ -19,6 +20,9 @@ type Config struct {
 	function.Config
 	kube.ClientSettings
 	auth.GuardSettings
+	// Settings name the entry points and their ledgers, which install reads
+	// (never writes) to answer where a release is exposed.
+	reservation.Settings
 	// AllowedNamespaces are the namespaces releases may be installed in, comma
 	// separated. The first is the default for requests that name none.
 	AllowedNamespaces []string `split_words:"true" required:"true"`
@@ -90,7 +94,7 @@ func (r *Repositories) Decode(v string) error {
 
 // Validate reports values that parse but cannot work.
 func (c Config) Validate() error {
-	errs := []error{c.Config.Validate(), c.ClientSettings.Validate(), c.GuardSettings.Validate()}
+	errs := []error{c.Config.Validate(), c.ClientSettings.Validate(), c.GuardSettings.Validate(), c.Settings.Validate()}
 	for _, ns := range c.AllowedNamespaces {
 		if len(validation.IsDNS1123Label(ns)) > 0 {
 			errs = append(errs, fmt.Errorf("ALLOWED_NAMESPACES: %q is not a namespace name", ns))

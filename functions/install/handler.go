@@ -21,12 +21,15 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/expose"
 	"github.com/berth-dev/berth/pkg/function"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/release"
+	"github.com/berth-dev/berth/pkg/reservation"
 	"github.com/berth-dev/berth/pkg/seed"
 )
 
@@ -47,7 +50,9 @@ var (
 )
 
 type handler struct {
-	access  auth.Access
+	// exposures reads where releases are exposed: the entry points' ledgers.
+	exposures *expose.Exposer
+	access    auth.Access
 	allowed []string
 	in      *release.Installer
 	core    kubernetes.Interface
@@ -56,7 +61,7 @@ type handler struct {
 	log     *slog.Logger
 }
 
-func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, ac auth.Access, log *slog.Logger) *handler {
+func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access, log *slog.Logger) *handler {
 	p := release.Policy{
 		Namespaces: cfg.AllowedNamespaces, Sources: cfg.AllowedChartSources,
 		AllowPrivateAddresses: cfg.AllowPrivateChartSources, MaxValuesBytes: cfg.MaxValuesBytes,
@@ -72,7 +77,8 @@ func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, ac auth.
 			}),
 			Policy: p, DefaultTimeout: cfg.ReleaseTimeout, Log: log,
 		},
-		access: ac, allowed: cfg.AllowedNamespaces,
+		exposures: &expose.Exposer{Ports: cfg.Settings.New(core, gw)},
+		access:    ac, allowed: cfg.AllowedNamespaces,
 		core: core, emit: function.NewEmitter(cfg.Config, "install"),
 		credsNS: cfg.CredentialsNamespace, log: log,
 	}
@@ -493,7 +499,48 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, err)
 		return
 	}
-	function.WriteJSON(w, http.StatusOK, d)
+	ends, err := h.endpoints(r.Context(), d.Release)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
+	function.WriteJSON(w, http.StatusOK, releaseStatus{Detail: d, Endpoints: ends})
+}
+
+// releaseStatus is GET /releases/{namespace}/{name}'s answer: the release,
+// and where it is exposed.
+type releaseStatus struct {
+	release.Detail
+	Endpoints []endpoint `json:"endpoints"`
+}
+
+// endpoint is one exposed port of a release's Services: ip:port/protocol,
+// and the entry point, backend, owner and Service behind it.
+type endpoint struct {
+	Address string `json:"endpoint"`
+	expose.Endpoint
+}
+
+// endpoints are the ports bound, in the entry points' ledgers, to rel's
+// Services: what the event chain (or setingress) exposed. The caller may
+// read rel, in its namespace; a ledger entry names its Service's namespace,
+// so nothing of another namespace is answered.
+func (h *handler) endpoints(ctx context.Context, rel release.Release) ([]endpoint, error) {
+	out := []endpoint{}
+	if len(rel.Services) == 0 {
+		return out, nil
+	}
+	all, err := h.exposures.List(ctx, reservation.Filter{})
+	if err != nil {
+		return nil, fmt.Errorf("read the entry points' ledgers: %w", err)
+	}
+	for _, e := range all {
+		ns, name, _ := strings.Cut(e.Service, "/")
+		if ns == rel.Namespace && slices.ContainsFunc(rel.Services, func(s events.Service) bool { return s.Name == name }) {
+			out = append(out, endpoint{Address: e.String(), Endpoint: e})
+		}
+	}
+	return out, nil
 }
 
 func (h *handler) history(w http.ResponseWriter, r *http.Request) {

@@ -22,6 +22,7 @@ import (
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/reservation"
 	"github.com/berth-dev/berth/pkg/testing/answer"
 	"github.com/berth-dev/berth/pkg/testing/chartrepo"
 	"github.com/berth-dev/berth/pkg/testing/controlplane"
@@ -75,6 +76,7 @@ func serveWith(t testing.TB, sink string, ac auth.Access, configure ...func(*Con
 		AllowPrivateChartSources: true, OCIPlainHTTP: true, CredentialsNamespace: ns,
 		MaxValuesBytes: 16 << 10, MaxChartBytes: 1 << 20, ChartCacheEntries: 8, IndexTTL: time.Minute,
 		ReleaseTimeout: time.Minute, HelmDriver: "secret",
+		Settings:       reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute},
 	}
 	if sink != "" {
 		u, _ := url.Parse(sink)
@@ -84,7 +86,7 @@ func serveWith(t testing.TB, sink string, ac auth.Access, configure ...func(*Con
 		c(&cfg)
 	}
 	log := slog.New(slog.DiscardHandler)
-	h := newHandler(cfg, cp.Config, cp.Client, ac, log)
+	h := newHandler(cfg, cp.Config, cp.Client, nil, ac, log)
 	s := function.NewServer(cfg.Config, h.fn(), log)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
@@ -453,10 +455,12 @@ func TestConfig(t *testing.T) {
 		"ALLOWED_CHART_SOURCES=ftp://x/": "ALLOWED_CHART_SOURCES",
 		"HELM_DRIVER=sql":                "HELM_DRIVER",
 		"RELEASE_TIMEOUT=5":              "RELEASE_TIMEOUT",
+		"LOAD_BALANCER_NAMESPACE=":       "LOAD_BALANCER_NAMESPACE",
 	} {
 		k, v, _ := strings.Cut(env, "=")
 		t.Run(env, func(t *testing.T) {
 			t.Setenv("ALLOWED_NAMESPACES", "apps")
+			t.Setenv("LOAD_BALANCER_NAMESPACE", "ingress")
 			t.Setenv(k, v)
 			var cfg Config
 			if err := function.Load(&cfg); err == nil || !strings.Contains(err.Error(), want) {
@@ -465,6 +469,7 @@ func TestConfig(t *testing.T) {
 		})
 	}
 	t.Setenv("ALLOWED_NAMESPACES", "apps,tenants")
+	t.Setenv("LOAD_BALANCER_NAMESPACE", "ingress")
 	t.Setenv("CHART_REPOSITORIES", "berth=https://charts.example.com,oci=oci://r.example.com/charts")
 	var cfg Config
 	if err := function.Load(&cfg); err != nil || len(cfg.AllowedNamespaces) != 2 || cfg.ChartRepositories["oci"] != "oci://r.example.com/charts" {

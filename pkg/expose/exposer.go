@@ -110,7 +110,9 @@ func (r *Request) validate() error {
 // Expose validates the request and the target, takes (or verifies) the port,
 // binds it, writes the routing objects and annotates the target. Each step is
 // idempotent, so a retry finishes what a failure left half done.
-func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
+func (e *Exposer) Expose(ctx context.Context, req Request) (end Endpoint, err error) {
+	ctx, done := observeExpose(ctx, req)
+	defer func() { done(end, err) }()
 	if err := req.validate(); err != nil {
 		return Endpoint{}, err
 	}
@@ -171,7 +173,7 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 		Key: key, Owner: req.Owner, IP: ep.Address, Namespace: t.Namespace, Service: t.Name,
 		Port: t.ServicePort.Port, TargetPort: t.ServicePort.TargetPort, Selector: t.Service.Spec.Selector, Proxy: req.Proxy,
 	}
-	if err := backend.Expose(ctx, ep, x); err != nil {
+	if err := route(ctx, backend, ep, x); err != nil {
 		// Routed elsewhere by something not berth's. A backend answers
 		// ErrTaken having written nothing, so only the ledger is put back: a
 		// port reserved by this call is free again, a port the owner held
@@ -184,7 +186,7 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (Endpoint, error) {
 		}
 		return Endpoint{}, err
 	}
-	end := Endpoint{IP: ep.Address, Port: key.Port, Protocol: key.Protocol, EntryPoint: id, Backend: ep.Backend, Owner: req.Owner, Service: t.NamespacedName()}
+	end = Endpoint{IP: ep.Address, Port: key.Port, Protocol: key.Protocol, EntryPoint: id, Backend: ep.Backend, Owner: req.Owner, Service: t.NamespacedName()}
 	if err := e.annotate(ctx, t.Namespace, t.Name, end.String(), true); err != nil {
 		return Endpoint{}, err
 	}

@@ -12,11 +12,16 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/extensions"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"github.com/google/uuid"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/problem"
+	"github.com/berth-dev/berth/pkg/telemetry"
 )
 
 // EventHandler handles one CloudEvent. It returns the event to reply with (nil for
@@ -59,6 +64,9 @@ func NewEmitter(cfg Config, name string) *Emitter { return &Emitter{cfg: cfg, na
 // Emit fills what e leaves out (id, source, time, overrides) and sends it to
 // the sink, if there is one.
 func (em *Emitter) Emit(ctx context.Context, e event.Event) error {
+	if _, ok := e.Extensions()[extensions.TraceParentExtension]; !ok {
+		telemetry.InjectEvent(ctx, &e)
+	}
 	complete(&e, em.name, em.cfg.CEOverrides)
 	if !em.cfg.Sink.Set() {
 		return nil
@@ -90,7 +98,26 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		problem.Write(w, fmt.Errorf("%w: %v", ErrBadEvent, err))
 		return
 	}
-	log := Logger(ctx).With("ce.id", e.ID(), "ce.type", e.Type(), "ce.source", e.Source())
+	parent, links := telemetry.EventContext(ctx, *e, r.Header)
+	ctx, span := telemetry.Tracer().Start(parent, "process "+e.Type(),
+		trace.WithSpanKind(trace.SpanKindConsumer), trace.WithLinks(links...),
+		trace.WithAttributes(semconv.CloudEventsEventID(e.ID()), semconv.CloudEventsEventType(e.Type()),
+			semconv.CloudEventsEventSource(e.Source()), semconv.MessagingOperationTypeProcess))
+	sw := &statusWriter{ResponseWriter: w}
+	defer func() {
+		span.SetAttributes(semconv.HTTPResponseStatusCode(sw.status))
+		if sw.status >= 400 {
+			span.SetStatus(codes.Error, http.StatusText(sw.status))
+		}
+		span.End()
+	}()
+	rc.deliver(ctx, sw, r, e)
+}
+
+// deliver authorizes and handles e, and answers with its reply.
+func (rc *receiver) deliver(ctx context.Context, w http.ResponseWriter, r *http.Request, e *event.Event) {
+	var err error
+	log := withSpan(Logger(ctx), trace.SpanFromContext(ctx)).With("ce.id", e.ID(), "ce.type", e.Type(), "ce.source", e.Source())
 	ctx = WithLogger(ctx, log)
 	if rc.gate != nil {
 		if ctx, err = rc.gate.AuthorizeDelivery(ctx, *e); err != nil {
@@ -116,6 +143,8 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			reply.SetExtension(events.ExtensionTenant, t)
 		}
 	}
+	// The next function's span is a child of this one.
+	telemetry.InjectEvent(ctx, reply)
 	complete(reply, rc.name, rc.cfg.CEOverrides)
 	if err := reply.Validate(); err != nil {
 		log.Error("handler built an invalid reply", "error", err.Error())

@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"io"
 	"log/slog"
+
+	"go.opentelemetry.io/otel/trace"
 )
 
 type loggerKey struct{}
@@ -27,6 +29,16 @@ func Logger(ctx context.Context) *slog.Logger {
 		return l
 	}
 	return slog.Default()
+}
+
+// withSpan returns l naming span's trace_id and span_id, so that logs and
+// traces meet; l itself where there is no span.
+func withSpan(l *slog.Logger, span trace.Span) *slog.Logger {
+	sc := span.SpanContext()
+	if !sc.IsValid() {
+		return l
+	}
+	return l.With("trace_id", sc.TraceID().String(), "span_id", sc.SpanID().String())
 }
 
 // newID returns a random request id.

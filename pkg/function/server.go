@@ -14,15 +14,20 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	"go.opentelemetry.io/otel/codes"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/seed"
+	"github.com/berth-dev/berth/pkg/telemetry"
 )
 
 // Function is what a berth function serves.
@@ -73,7 +78,7 @@ func NewServer(cfg Config, fn Function, log *slog.Logger) *Server {
 		mux.Handle("POST /{$}", &receiver{cfg: cfg, name: fn.Name, handle: fn.Events, gate: fn.Gate, sink: NewEmitter(cfg, fn.Name)})
 	}
 	if fn.API != nil {
-		mux.Handle("/", fn.API)
+		mux.Handle("/", named(fn.API))
 	} else {
 		mux.HandleFunc("/", NoRoute)
 	}
@@ -93,6 +98,24 @@ func NoRoute(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	problem.Write(w, err)
+}
+
+// named serves with api, then names the request's span by the route api
+// matched ("GET /releases/{namespace}/{name}"): a ServeMux records its
+// pattern in the request it was given.
+func named(api http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		api.ServeHTTP(w, r)
+		if r.Pattern != "" && r.Pattern != "/" {
+			span := trace.SpanFromContext(r.Context())
+			route := r.Pattern
+			if _, path, ok := strings.Cut(route, " "); ok {
+				route = path
+			}
+			span.SetName(r.Method + " " + route)
+			span.SetAttributes(semconv.HTTPRoute(route))
+		}
+	})
 }
 
 // Handler returns the server's whole HTTP handler, middleware included.
@@ -149,8 +172,16 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 			r = r.WithContext(context.WithValue(r.Context(), seedKey{}, true))
 			writeError = func(w http.ResponseWriter, err error) { seed.WriteError(w, err) }
 		}
-		log := s.log.With("request.id", id)
-		r = r.WithContext(WithLogger(r.Context(), log))
+		// An event delivery's span is the receiver's, parented by the event's
+		// traceparent; any other request's is this one.
+		ctx, span := r.Context(), trace.SpanFromContext(r.Context())
+		if s.fn.Events == nil || r.Method != http.MethodPost || r.URL.Path != "/" {
+			ctx, span = telemetry.Tracer().Start(telemetry.HTTPContext(ctx, r), r.Method,
+				trace.WithSpanKind(trace.SpanKindServer),
+				trace.WithAttributes(semconv.HTTPRequestMethodKey.String(r.Method), semconv.URLPath(r.URL.Path)))
+		}
+		log := withSpan(s.log.With("request.id", id), span)
+		r = r.WithContext(WithLogger(ctx, log))
 		r.Body = http.MaxBytesReader(w, r.Body, s.cfg.MaxRequestBytes)
 		sw := &statusWriter{ResponseWriter: w}
 		var refused error
@@ -170,6 +201,11 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				args = append(args, "error", refused.Error())
 			}
 			log.Info("request", args...)
+			span.SetAttributes(semconv.HTTPResponseStatusCode(sw.status))
+			if sw.status >= 500 {
+				span.SetStatus(codes.Error, http.StatusText(sw.status))
+			}
+			span.End()
 		}()
 		if s.fn.Gate != nil {
 			ctx, err := s.fn.Gate.Authenticate(r)
@@ -239,6 +275,19 @@ func run(name string, spec Spec, build func(context.Context, *slog.Logger) (Func
 	slog.SetDefault(log)
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	shutdown, err := telemetry.Setup(ctx, name)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		// Flush buffered spans and metrics: a scaled-to-zero pod is not
+		// there to be asked again.
+		fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := shutdown(fctx); err != nil {
+			log.Warn("telemetry not flushed", "error", err.Error())
+		}
+	}()
 	fn, err := build(ctx, log)
 	if err != nil {
 		return err

@@ -10,6 +10,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/berth-dev/berth/pkg/telemetry"
 )
 
 // ClientSettings are the Kubernetes client part of a function's configuration.
@@ -42,6 +44,7 @@ func (c ClientSettings) RESTConfig(userAgent string) (*rest.Config, error) {
 	}
 	rc.QPS, rc.Burst = c.KubeQPS, c.KubeBurst
 	rc.UserAgent = "berth-" + userAgent
+	rc.Wrap(telemetry.WrapKube)
 	return rc, nil
 }
 

@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/metric"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/equality"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/telemetry"
 )
 
 // Labels on every ledger ConfigMap.
@@ -91,6 +93,34 @@ func (s *Store) Get(ctx context.Context, ref Ref) (*portalloc.Ledger, error) {
 	return portalloc.Decode(cm.Data)
 }
 
+// setLast records the ConfigMap as last written or read. Only the queue's
+// drainer writes it; the lock is for Cached.
+func (q *queue) setLast(cm *corev1.ConfigMap) {
+	q.mu.Lock()
+	q.last = cm
+	q.mu.Unlock()
+}
+
+// Cached returns the ledger as this store last wrote or read it for an
+// update, without a request; false when it holds none. It may be stale: it is
+// for reporting (the capacity metrics), never for deciding.
+func (s *Store) Cached(ref Ref) (*portalloc.Ledger, bool) {
+	s.mu.Lock()
+	q, ok := s.queues[ref.NamespacedName]
+	s.mu.Unlock()
+	if !ok {
+		return nil, false
+	}
+	q.mu.Lock()
+	cm := q.last
+	q.mu.Unlock()
+	if cm == nil {
+		return nil, false
+	}
+	l, err := portalloc.Decode(cm.Data)
+	return l, err == nil
+}
+
 // Update applies op to the ledger and writes it if it changed. It returns op's
 // own error, or the error of the write.
 func (s *Store) Update(ctx context.Context, ref Ref, op Op) error {
@@ -154,6 +184,7 @@ func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
 	results := make([]error, len(batch))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
+	ctx, span := startCommit(ctx, ref, batch)
 	attempts := 0
 	err := retry.OnError(s.backoff, retryable, func() error {
 		attempts++
@@ -177,7 +208,7 @@ func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
 			if cached {
 				// Nothing to write, and nothing proves the cached copy fresh:
 				// read it and decide again.
-				q.last = nil
+				q.setLast(nil)
 				return errStaleCache
 			}
 			return nil
@@ -186,12 +217,16 @@ func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
 		next.Data = data
 		written, err := s.write(ctx, next)
 		if err != nil {
-			q.last = nil
+			if kube.LostRace(err) {
+				conflicts().Add(ctx, 1, metric.WithAttributes(telemetry.AttrEntryPoint.String(ref.EntryPoint)))
+			}
+			q.setLast(nil)
 			return err
 		}
-		q.last = written
+		q.setLast(written)
 		return nil
 	})
+	endCommit(ctx, span, ref, len(batch), attempts, err)
 	if err != nil {
 		switch {
 		case apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err):

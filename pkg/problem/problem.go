@@ -20,6 +20,9 @@ const ContentType = "application/problem+json"
 // Knative copies into knativeerrordata on a dead-lettered event.
 const maxDetail = 768
 
+// TypePrefix begins every problem type: the rest is the class's slug.
+const TypePrefix = "https://berth.dev/problems/"
+
 // Details is the body berth answers an error with.
 type Details struct {
 	// Type names the class of problem, as a URI reference.
@@ -88,7 +91,7 @@ func For(err error) Details {
 		}
 	}
 	d := Details{
-		Type:   "https://berth.dev/problems/" + slug,
+		Type:   TypePrefix + slug,
 		Title:  http.StatusText(status),
 		Status: status,
 	}

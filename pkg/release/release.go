@@ -23,6 +23,7 @@ import (
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/keyed"
 	"github.com/berth-dev/berth/pkg/problem"
+	"github.com/berth-dev/berth/pkg/telemetry"
 )
 
 // Installer runs Helm operations within a policy.
@@ -144,7 +145,13 @@ func (in *Installer) checked(req Request) (map[string]any, error) {
 // this chart, version and values (created is then false). An existing release
 // with anything different is ErrExists unless req.Upgrade. A release left
 // pending past its timeout is marked failed and installed or upgraded again.
-func (in *Installer) Install(ctx context.Context, req Request) (Release, bool, error) {
+func (in *Installer) Install(ctx context.Context, req Request) (_ Release, _ bool, err error) {
+	name := "install"
+	if req.DryRun {
+		name = "install-dry-run"
+	}
+	ctx, done := observe(ctx, name, req.Namespace, req.ReleaseName)
+	defer func() { done(err) }()
 	op, err := in.begin(ctx, req)
 	if err != nil {
 		return Release{}, false, err
@@ -194,7 +201,12 @@ func (in *Installer) begin(ctx context.Context, req Request) (*operation, error)
 	if err != nil {
 		return nil, err
 	}
-	c, src, err := in.Fetcher.Load(ctx, req.Chart)
+	lctx, span := telemetry.Tracer().Start(ctx, "load chart")
+	c, src, err := in.Fetcher.Load(lctx, req.Chart)
+	if err == nil {
+		span.SetAttributes(telemetry.AttrChart.String(c.Name() + "-" + c.Metadata.Version))
+	}
+	telemetry.End(span, err)
 	if err != nil {
 		return nil, err
 	}
@@ -323,7 +335,9 @@ func (in *Installer) upgrade(ctx context.Context, cfg *action.Configuration, req
 }
 
 // Upgrade upgrades an existing release to the chart and values of req.
-func (in *Installer) Upgrade(ctx context.Context, req Request) (Release, error) {
+func (in *Installer) Upgrade(ctx context.Context, req Request) (_ Release, err error) {
+	ctx, done := observe(ctx, "upgrade", req.Namespace, req.ReleaseName)
+	defer func() { done(err) }()
 	op, err := in.begin(ctx, req)
 	if err != nil {
 		return Release{}, err
@@ -393,7 +407,9 @@ func isRenderError(err error) bool {
 
 // Uninstall removes a release. A release that is not there is not an error:
 // gone reports whether it was there.
-func (in *Installer) Uninstall(ctx context.Context, ns, name string, timeout time.Duration) (Release, bool, error) {
+func (in *Installer) Uninstall(ctx context.Context, ns, name string, timeout time.Duration) (_ Release, _ bool, err error) {
+	ctx, done := observe(ctx, "uninstall", ns, name)
+	defer func() { done(err) }()
 	if err := in.checkName(ns, name); err != nil {
 		return Release{}, false, err
 	}
@@ -428,7 +444,9 @@ func (in *Installer) checkName(ns, name string) error {
 }
 
 // Rollback rolls a release back to revision (0: the previous one).
-func (in *Installer) Rollback(ctx context.Context, ns, name string, revision int, timeout time.Duration) (Release, error) {
+func (in *Installer) Rollback(ctx context.Context, ns, name string, revision int, timeout time.Duration) (_ Release, err error) {
+	ctx, done := observe(ctx, "rollback", ns, name)
+	defer func() { done(err) }()
 	if err := in.checkName(ns, name); err != nil {
 		return Release{}, err
 	}

@@ -8,6 +8,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"sync"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
@@ -48,6 +49,10 @@ type Service struct {
 	MaxPerNamespace int
 	// Now is the clock; time.Now when nil.
 	Now func() time.Time
+
+	// seen are the entry points this service has written ledgers of, by id:
+	// what the capacity metrics report on.
+	seen sync.Map
 }
 
 // Request asks for a port.
@@ -116,7 +121,9 @@ func (r Request) Validate() error {
 
 // Reserve gives req.Owner a port. An owner that already holds a port for the
 // protocol on any candidate entry point gets that port again.
-func (s *Service) Reserve(ctx context.Context, req Request) (Reservation, error) {
+func (s *Service) Reserve(ctx context.Context, req Request) (_ Reservation, err error) {
+	ctx, done := observeReserve(ctx, req)
+	defer func() { done(err) }()
 	if err := req.Validate(); err != nil {
 		return Reservation{}, err
 	}
@@ -137,7 +144,7 @@ func (s *Service) Reserve(ctx context.Context, req Request) (Reservation, error)
 	var k portalloc.Key
 	var e portalloc.Entry
 	var created bool
-	err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+	err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
 		_, held, ok := l.Find(req.Owner, proto)
 		created = !ok || held.Expired(now)
 		if ns != "" {
@@ -295,7 +302,7 @@ func (s *Service) Release(ctx context.Context, id string, k portalloc.Key, owner
 		return false, err
 	}
 	var released bool
-	err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+	err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
 		var err error
 		released, err = l.Release(k, owner)
 		return err
@@ -338,7 +345,7 @@ func (s *Service) Bind(ctx context.Context, id string, k portalloc.Key, owner, s
 	}
 	now := s.now()
 	var e, prev portalloc.Entry
-	err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+	err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
 		var err error
 		prev = l.Entries[k]
 		e, err = l.Bind(k, owner, service, now)
@@ -359,7 +366,7 @@ func (s *Service) Unbind(ctx context.Context, id string, k portalloc.Key, owner,
 	if err != nil {
 		return err
 	}
-	err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+	err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
 		l.Unbind(k, owner, service, prev)
 		return nil
 	})
@@ -441,7 +448,7 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 		}
 		now := s.now()
 		var r SweepResult
-		err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+		err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
 			r = SweepResult{}
 			r.Expired = len(l.Expire(now))
 			marked, freed := l.Sweep(func(svc string) bool {
@@ -482,7 +489,7 @@ func (s *Service) ReleaseUnbound(ctx context.Context, owner string) (int, error)
 			return n, err
 		}
 		k := portalloc.Key{Protocol: r.Protocol, Port: r.Port}
-		err = s.Ledgers.Update(ctx, ref(ep), func(l *portalloc.Ledger) error {
+		err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
 			if e, ok := l.Entries[k]; !ok || e.Owner != owner || e.State != portalloc.Reserved {
 				return nil // bound or freed since the read
 			}

@@ -70,7 +70,8 @@ func (s Settings) Validate() error {
 // Range is the configured port range.
 func (s Settings) Range() portalloc.Range { return portalloc.Range{Min: s.PortMin, Max: s.PortMax} }
 
-// New builds the reservation service these settings describe. gw may be nil
+// New builds the reservation service these settings describe, reporting its
+// ports' usage when metrics are exported. gw may be nil
 // where the Gateway API is not used.
 func (s Settings) New(core kubernetes.Interface, gw gatewayclient.Interface) *Service {
 	finder := &entrypoint.Finder{
@@ -80,7 +81,7 @@ func (s Settings) New(core kubernetes.Interface, gw gatewayclient.Interface) *Se
 	if gw != nil {
 		finder.Gateway = gw
 	}
-	return &Service{
+	svc := &Service{
 		EntryPoints: finder,
 		Ledgers:     ledger.NewStore(core.CoreV1(), kube.ConflictBackoff),
 		Services:    KubeServices{Client: core},
@@ -89,4 +90,8 @@ func (s Settings) New(core kubernetes.Interface, gw gatewayclient.Interface) *Se
 
 		MaxPerNamespace: s.MaxPortsPerNamespace,
 	}
+	// Instruments cannot fail to register on a working meter provider; a
+	// broken one costs the capacity metric, never a reservation.
+	_ = svc.ObservePorts()
+	return svc
 }

@@ -1,0 +1,83 @@
+package reservation
+
+import (
+	"context"
+	"sync"
+	"time"
+
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/ledger"
+	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/telemetry"
+)
+
+// reserveDuration is berth.reservation.duration: how long Reserve took, by
+// outcome. Its count is the reservations.
+var reserveDuration = sync.OnceValue(func() metric.Float64Histogram {
+	h, _ := telemetry.Meter().Float64Histogram("berth.reservation.duration", metric.WithUnit("s"),
+		metric.WithDescription("Duration of port reservations by outcome."),
+		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
+	return h
+})
+
+func observeReserve(ctx context.Context, req Request) (context.Context, func(error)) {
+	start := time.Now()
+	ctx, span := telemetry.Tracer().Start(ctx, "reserve port", trace.WithAttributes(
+		telemetry.AttrOwner.String(req.Owner), telemetry.Transport(req.Protocol)))
+	return ctx, func(err error) {
+		reserveDuration().Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(telemetry.Outcome(err)...))
+		telemetry.End(span, err)
+	}
+}
+
+// update changes ep's ledger, and notes ep for the capacity metrics.
+func (s *Service) update(ctx context.Context, ep entrypoint.EntryPoint, op ledger.Op) error {
+	s.seen.Store(ep.ID(), ep)
+	return s.Ledgers.Update(ctx, ref(ep), op)
+}
+
+// cachedLedgers is a Ledgers that holds the last copy it wrote of a ledger.
+type cachedLedgers interface {
+	Cached(ref ledger.Ref) (*portalloc.Ledger, bool)
+}
+
+// ObservePorts reports berth.port.usage, each entry point's ports by state
+// (reserved, bound, in_use, free) and protocol, for the entry points this
+// service has written: the capacity signal. It reads the ledgers as this
+// process last wrote them, making no request. It does nothing unless metrics
+// are exported, or when the ledgers keep no copy.
+func (s *Service) ObservePorts() error {
+	cached, ok := s.Ledgers.(cachedLedgers)
+	if !ok || !telemetry.Metering() {
+		return nil
+	}
+	m := telemetry.Meter()
+	g, err := m.Int64ObservableGauge("berth.port.usage", metric.WithUnit("{port}"),
+		metric.WithDescription("Ports of an entry point's range by state and protocol, as this instance last wrote its ledger."))
+	if err != nil {
+		return err
+	}
+	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+		now := s.now()
+		s.seen.Range(func(_, v any) bool {
+			ep := v.(entrypoint.EntryPoint)
+			l, ok := cached.Cached(ref(ep))
+			if !ok {
+				return true
+			}
+			for _, proto := range []portalloc.Protocol{portalloc.TCP, portalloc.UDP} {
+				u := l.Usage(proto, s.Range, ep.InUse, now)
+				for state, n := range map[string]int{"reserved": u.Reserved, "bound": u.Bound, "in_use": u.InUse, "free": u.Free} {
+					o.ObserveInt64(g, int64(n), metric.WithAttributes(telemetry.AttrEntryPoint.String(ep.ID()),
+						telemetry.Transport(proto), telemetry.AttrPortState.String(state)))
+				}
+			}
+			return true
+		})
+		return nil
+	}, g)
+	return err
+}

@@ -1,0 +1,194 @@
+// Package telemetry is berth's OpenTelemetry: traces and metrics exported by
+// OTLP/HTTP, configured by the standard OTEL_* variables, and off when they
+// name no endpoint. Off means the global no-op providers: no exporter, no
+// goroutine, no span recorded. W3C trace context is propagated either way, so
+// a function with telemetry off still carries its callers' traces on.
+//
+// Packages take their tracer and meter from the globals (Tracer, Meter), which
+// OpenTelemetry binds late: instruments made before Setup report through the
+// providers Setup installs.
+package telemetry
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync/atomic"
+
+	"go.opentelemetry.io/otel"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/metric"
+	"go.opentelemetry.io/otel/propagation"
+	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
+	"go.opentelemetry.io/otel/sdk/resource"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	semconv "go.opentelemetry.io/otel/semconv/v1.40.0"
+	"go.opentelemetry.io/otel/trace"
+
+	"github.com/berth-dev/berth/pkg/problem"
+)
+
+// Scope is the instrumentation scope of every berth tracer and meter.
+const Scope = "github.com/berth-dev/berth"
+
+// The OTEL_* variables Setup reads itself; the exporters and the SDK read the
+// others (headers, timeouts, compression, sampler, batch and export intervals,
+// resource attributes).
+const (
+	EnvEndpoint        = "OTEL_EXPORTER_OTLP_ENDPOINT"
+	EnvTracesEndpoint  = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"
+	EnvMetricsEndpoint = "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT"
+	EnvProtocol        = "OTEL_EXPORTER_OTLP_PROTOCOL"
+	EnvTracesExporter  = "OTEL_TRACES_EXPORTER"
+	EnvMetricsExporter = "OTEL_METRICS_EXPORTER"
+	EnvSDKDisabled     = "OTEL_SDK_DISABLED"
+)
+
+// ErrProtocol is an OTLP protocol berth does not export with.
+var ErrProtocol = errors.New("berth exports OTLP over http/protobuf only")
+
+var tracing, metering atomic.Bool
+
+// Tracing reports whether spans are exported (Setup found a traces endpoint).
+func Tracing() bool { return tracing.Load() }
+
+// Metering reports whether metrics are exported.
+func Metering() bool { return metering.Load() }
+
+// DurationBuckets are the bucket bounds, in seconds, of berth's duration
+// histograms: from a ledger write (milliseconds) to a Helm install that waits
+// for readiness (minutes).
+var DurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
+
+// Tracer is berth's tracer, from the global provider.
+func Tracer() trace.Tracer { return otel.Tracer(Scope) }
+
+// Meter is berth's meter, from the global provider.
+func Meter() metric.Meter { return otel.Meter(Scope) }
+
+// Propagator is the W3C trace context propagator berth carries traces with,
+// on HTTP headers and on CloudEvents. It is used whether or not telemetry is on.
+var Propagator propagation.TextMapPropagator = propagation.TraceContext{}
+
+// Settings say which signals the environment asks for.
+type Settings struct {
+	Traces, Metrics bool
+}
+
+// FromEnv reads which signals getenv turns on: a signal is on when an OTLP
+// endpoint is set for it (or for all), its exporter variable is not "none",
+// and the SDK is not disabled. A protocol other than http/protobuf is an error,
+// not a silent fallback.
+func FromEnv(getenv func(string) string) (Settings, error) {
+	if strings.EqualFold(getenv(EnvSDKDisabled), "true") {
+		return Settings{}, nil
+	}
+	var s Settings
+	on := func(endpoint, exporter string) (bool, error) {
+		if getenv(EnvEndpoint) == "" && getenv(endpoint) == "" {
+			return false, nil
+		}
+		switch e := getenv(exporter); e {
+		case "", "otlp":
+		case "none":
+			return false, nil
+		default:
+			return false, fmt.Errorf("%s=%q: berth exports by otlp or none", exporter, e)
+		}
+		return true, nil
+	}
+	var err error
+	if s.Traces, err = on(EnvTracesEndpoint, EnvTracesExporter); err != nil {
+		return Settings{}, err
+	}
+	if s.Metrics, err = on(EnvMetricsEndpoint, EnvMetricsExporter); err != nil {
+		return Settings{}, err
+	}
+	if s.Traces || s.Metrics {
+		for _, v := range []string{EnvProtocol, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL"} {
+			if p := getenv(v); p != "" && p != "http/protobuf" {
+				return Settings{}, fmt.Errorf("%s=%q: %w", v, p, ErrProtocol)
+			}
+		}
+	}
+	return s, nil
+}
+
+// Setup installs the global tracer and meter providers the environment asks
+// for, as service name (OTEL_SERVICE_NAME overrides it). It connects to
+// nothing: exporters dial on their first export. The returned shutdown flushes
+// what is buffered and must be called before the process exits; with
+// telemetry off it does nothing.
+func Setup(ctx context.Context, name string) (shutdown func(context.Context) error, err error) {
+	s, err := FromEnv(os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	if !s.Traces && !s.Metrics {
+		return func(context.Context) error { return nil }, nil
+	}
+	res, err := resource.Merge(resource.Default(),
+		resource.NewSchemaless(semconv.ServiceName(name), semconv.ServiceNamespace("berth")))
+	if err != nil {
+		return nil, fmt.Errorf("telemetry resource: %w", err)
+	}
+	if env, err := resource.New(ctx, resource.WithFromEnv()); err == nil {
+		if res, err = resource.Merge(res, env); err != nil {
+			return nil, fmt.Errorf("telemetry resource: %w", err)
+		}
+	}
+	var downs []func(context.Context) error
+	if s.Traces {
+		exp, err := otlptracehttp.New(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("OTLP trace exporter: %w", err)
+		}
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		otel.SetTracerProvider(tp)
+		tracing.Store(true)
+		downs = append(downs, tp.Shutdown)
+	}
+	if s.Metrics {
+		exp, err := otlpmetrichttp.New(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("OTLP metric exporter: %w", err)
+		}
+		mp := sdkmetric.NewMeterProvider(sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp)), sdkmetric.WithResource(res))
+		otel.SetMeterProvider(mp)
+		metering.Store(true)
+		downs = append(downs, mp.Shutdown)
+	}
+	return func(ctx context.Context) error {
+		var errs []error
+		for _, down := range downs {
+			errs = append(errs, down(ctx))
+		}
+		return errors.Join(errs...)
+	}, nil
+}
+
+// Outcome is the attributes of an operation's outcome on its metrics and
+// span: berth.outcome success or failure, and on failure error.type, the
+// class of problem berth answers it with (invalid-request, conflict, ...).
+func Outcome(err error) []attribute.KeyValue {
+	if err == nil {
+		return []attribute.KeyValue{AttrOutcome.String("success")}
+	}
+	slug := strings.TrimPrefix(problem.For(err).Type, problem.TypePrefix)
+	return []attribute.KeyValue{AttrOutcome.String("failure"), semconv.ErrorTypeKey.String(slug)}
+}
+
+// End ends span with err's outcome: its attributes, and on failure an error
+// status with err's message.
+func End(span trace.Span, err error) {
+	span.SetAttributes(Outcome(err)...)
+	if err != nil {
+		span.SetStatus(codes.Error, err.Error())
+	}
+	span.End()
+}
