@@ -53,12 +53,12 @@ type handler struct {
 	// exposures reads where releases are exposed: the entry points' ledgers.
 	exposures *expose.Exposer
 	access    auth.Access
-	allowed []string
-	in      *release.Installer
-	core    kubernetes.Interface
-	emit    *function.Emitter
-	credsNS string
-	log     *slog.Logger
+	allowed   []string
+	in        *release.Installer
+	core      kubernetes.Interface
+	emit      *function.Emitter
+	credsNS   string
+	log       *slog.Logger
 }
 
 func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access, log *slog.Logger) *handler {

@@ -76,7 +76,7 @@ func serveWith(t testing.TB, sink string, ac auth.Access, configure ...func(*Con
 		AllowPrivateChartSources: true, OCIPlainHTTP: true, CredentialsNamespace: ns,
 		MaxValuesBytes: 16 << 10, MaxChartBytes: 1 << 20, ChartCacheEntries: 8, IndexTTL: time.Minute,
 		ReleaseTimeout: time.Minute, HelmDriver: "secret",
-		Settings:       reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute},
+		Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute},
 	}
 	if sink != "" {
 		u, _ := url.Parse(sink)
