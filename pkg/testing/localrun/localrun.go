@@ -23,6 +23,7 @@ import (
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
+	"github.com/cloudevents/sdk-go/v2/extensions"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -74,6 +75,8 @@ type Env struct {
 	// berth's audience; TokenFile holds it too.
 	Token     string
 	TokenFile string
+	// DemoTraceID is the trace of Demo's chain, when the functions trace.
+	DemoTraceID string
 
 	opts        Options
 	brokerToken string
@@ -145,7 +148,8 @@ func (env *Env) start(ctx context.Context) error {
 		// The repository is also "stable", the name 2018 clients give charts.
 		"install": {"CHART_REPOSITORIES=demo=" + env.Charts.RepoURL + ",stable=" + env.Charts.RepoURL,
 			"ALLOWED_CHART_SOURCES=" + env.Charts.RepoURL + "/,oci://" + env.Charts.Registry + "/charts/",
-			"ALLOW_PRIVATE_CHART_SOURCES=true", "OCI_PLAIN_HTTP=true", "CREDENTIALS_NAMESPACE=" + AppsNamespace},
+			"ALLOW_PRIVATE_CHART_SOURCES=true", "OCI_PLAIN_HTTP=true", "CREDENTIALS_NAMESPACE=" + AppsNamespace,
+			"LOAD_BALANCER_NAMESPACE=" + IngressNamespace},
 		"getport":    entry,
 		"setingress": entry,
 	}
@@ -313,20 +317,46 @@ func InstallRequest(id, release, lbip string) event.Event {
 // returns the endpoint it got.
 func (env *Env) Demo(ctx context.Context) (events.EndpointExposedData, error) {
 	env.opts.say("posting %s for demo/echo-gateway, exposed on %s", events.InstallRequested, SharedIP)
-	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
-	defer cancel()
-	if err := env.Post(ctx, InstallRequest("demo-1", "demo-gateway", SharedIP)); err != nil {
+	e, err := env.Chain(ctx, InstallRequest("demo-1", "demo-gateway", SharedIP))
+	if err != nil {
 		return events.EndpointExposedData{}, err
 	}
-	e, err := env.Wait(ctx, "", events.EndpointExposed, events.EndpointFailed, events.PortFailed, events.InstallFailed)
-	if err != nil {
-		return events.EndpointExposedData{}, fmt.Errorf("waiting for the endpoint: %w", err)
-	}
-	if e.Type() != events.EndpointExposed {
-		return events.EndpointExposedData{}, fmt.Errorf("%s: %s", e.Type(), e.Data())
-	}
+	env.DemoTraceID = TraceID(e)
 	var d events.EndpointExposedData
 	return d, e.DataAs(&d)
+}
+
+// Chain posts e to the broker and waits, up to two minutes, for the chain's
+// last event: endpoint.exposed, or the failure that ended it (an error).
+func (env *Env) Chain(ctx context.Context, e event.Event) (event.Event, error) {
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if err := env.Post(ctx, e); err != nil {
+		return event.Event{}, err
+	}
+	last, err := env.Wait(ctx, "", events.EndpointExposed, events.EndpointFailed, events.PortFailed, events.InstallFailed)
+	if err != nil {
+		return event.Event{}, fmt.Errorf("waiting for the endpoint: %w", err)
+	}
+	if last.Type() != events.EndpointExposed {
+		return last, fmt.Errorf("%s: %s", last.Type(), last.Data())
+	}
+	return last, nil
+}
+
+// TraceID is the trace an event belongs to, from its traceparent
+// extension; "" without one.
+func TraceID(e event.Event) string {
+	ext, ok := extensions.GetDistributedTracingExtension(e)
+	if !ok {
+		return ""
+	}
+	// version-traceid-parentid-flags
+	parts := strings.Split(ext.TraceParent, "-")
+	if len(parts) != 4 {
+		return ""
+	}
+	return parts[1]
 }
 
 // Usage prints ready-to-paste examples for the running functions.
