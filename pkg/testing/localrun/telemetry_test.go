@@ -135,7 +135,7 @@ func TestTelemetry(t *testing.T) {
 			{"getport", "reserve port", hop2},
 			{"getport", "ledger commit", hop2},
 			{"getport", "POST configmaps|PUT configmaps", hop2}, // the ledger's write
-			{"setingress", "PUT configmaps", hop3},            // the bind
+			{"setingress", "PUT configmaps", hop3},              // the bind
 			{"setingress", "expose", hop3},
 			{"setingress", "route shared-ip", hop3},
 			{"setingress", "POST services", hop3},
