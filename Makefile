@@ -30,9 +30,9 @@ controlplane: ## Build etcd and kube-apiserver and gather CRDs into $(CONTROLPLA
 	@bash .ci/controlplane.sh $(CONTROLPLANE)
 
 .PHONY: run
-run: controlplane ## Run berth locally: control plane, the three functions chained by events, one demo install. Ctrl-C stops.
+run: controlplane ## Run berth locally: control plane, the three functions chained by events, one demo install (TRACES=1: print its trace and the ports' fill). Ctrl-C stops.
 	@$(GO) build -o $(RUN_BIN) ./pkg/testing/berth-run
-	@exec $(RUN_BIN)
+	@exec $(RUN_BIN) $(if $(TRACES),-traces)
 
 .PHONY: test-unit
 test-unit: ## The fast lane: every test that needs no control plane (-short; nothing to build first).

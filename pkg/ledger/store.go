@@ -93,34 +93,6 @@ func (s *Store) Get(ctx context.Context, ref Ref) (*portalloc.Ledger, error) {
 	return portalloc.Decode(cm.Data)
 }
 
-// setLast records the ConfigMap as last written or read. Only the queue's
-// drainer writes it; the lock is for Cached.
-func (q *queue) setLast(cm *corev1.ConfigMap) {
-	q.mu.Lock()
-	q.last = cm
-	q.mu.Unlock()
-}
-
-// Cached returns the ledger as this store last wrote or read it for an
-// update, without a request; false when it holds none. It may be stale: it is
-// for reporting (the capacity metrics), never for deciding.
-func (s *Store) Cached(ref Ref) (*portalloc.Ledger, bool) {
-	s.mu.Lock()
-	q, ok := s.queues[ref.NamespacedName]
-	s.mu.Unlock()
-	if !ok {
-		return nil, false
-	}
-	q.mu.Lock()
-	cm := q.last
-	q.mu.Unlock()
-	if cm == nil {
-		return nil, false
-	}
-	l, err := portalloc.Decode(cm.Data)
-	return l, err == nil
-}
-
 // Update applies op to the ledger and writes it if it changed. It returns op's
 // own error, or the error of the write.
 func (s *Store) Update(ctx context.Context, ref Ref, op Op) error {
@@ -208,7 +180,7 @@ func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
 			if cached {
 				// Nothing to write, and nothing proves the cached copy fresh:
 				// read it and decide again.
-				q.setLast(nil)
+				q.last = nil
 				return errStaleCache
 			}
 			return nil
@@ -220,10 +192,10 @@ func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
 			if kube.LostRace(err) {
 				conflicts().Add(ctx, 1, metric.WithAttributes(telemetry.AttrEntryPoint.String(ref.EntryPoint)))
 			}
-			q.setLast(nil)
+			q.last = nil
 			return err
 		}
-		q.setLast(written)
+		q.last = written
 		return nil
 	})
 	endCommit(ctx, span, ref, len(batch), attempts, err)

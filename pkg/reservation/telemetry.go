@@ -2,6 +2,7 @@ package reservation
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 
@@ -39,33 +40,30 @@ func (s *Service) update(ctx context.Context, ep entrypoint.EntryPoint, op ledge
 	return s.Ledgers.Update(ctx, ref(ep), op)
 }
 
-// cachedLedgers is a Ledgers that holds the last copy it wrote of a ledger.
-type cachedLedgers interface {
-	Cached(ref ledger.Ref) (*portalloc.Ledger, bool)
-}
-
 // ObservePorts reports berth.port.usage, each entry point's ports by state
-// (reserved, bound, in_use, free) and protocol, for the entry points this
-// service has written: the capacity signal. It reads the ledgers as this
-// process last wrote them, making no request. It does nothing unless metrics
-// are exported, or when the ledgers keep no copy.
+// (reserved, bound, in_use, free) and protocol: the capacity signal. It covers
+// the entry points this service has written, and reads their ledgers when
+// metrics are collected (one GET each per export interval), so that every
+// instance reports the same, current figures. It does nothing unless metrics
+// are exported.
 func (s *Service) ObservePorts() error {
-	cached, ok := s.Ledgers.(cachedLedgers)
-	if !ok || !telemetry.Metering() {
+	if !telemetry.Metering() {
 		return nil
 	}
 	m := telemetry.Meter()
 	g, err := m.Int64ObservableGauge("berth.port.usage", metric.WithUnit("{port}"),
-		metric.WithDescription("Ports of an entry point's range by state and protocol, as this instance last wrote its ledger."))
+		metric.WithDescription("Ports of an entry point's range by state and protocol."))
 	if err != nil {
 		return err
 	}
-	_, err = m.RegisterCallback(func(_ context.Context, o metric.Observer) error {
+	_, err = m.RegisterCallback(func(ctx context.Context, o metric.Observer) error {
 		now := s.now()
+		var errs []error
 		s.seen.Range(func(_, v any) bool {
 			ep := v.(entrypoint.EntryPoint)
-			l, ok := cached.Cached(ref(ep))
-			if !ok {
+			l, err := s.Ledgers.Get(ctx, ref(ep))
+			if err != nil {
+				errs = append(errs, err)
 				return true
 			}
 			for _, proto := range []portalloc.Protocol{portalloc.TCP, portalloc.UDP} {
@@ -77,7 +75,7 @@ func (s *Service) ObservePorts() error {
 			}
 			return true
 		})
-		return nil
+		return errors.Join(errs...)
 	}, g)
 	return err
 }
