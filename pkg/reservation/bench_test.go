@@ -17,6 +17,8 @@ import (
 
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/ledger"
+	"github.com/berth-dev/berth/pkg/telemetry"
+	"github.com/berth-dev/berth/pkg/testing/otlpsink"
 )
 
 const benchInstances, benchConcurrency = 8, 50
@@ -26,6 +28,7 @@ const benchInstances, benchConcurrency = 8, 50
 func instanceClient(b *testing.B) kubernetes.Interface {
 	cfg := rest.CopyConfig(cp.Config)
 	cfg.Dial = (&net.Dialer{}).DialContext // no shared transport cache
+	cfg.Wrap(telemetry.WrapKube)           // traced when tracing is on
 	return kubernetes.NewForConfigOrDie(cfg)
 }
 
@@ -172,4 +175,63 @@ func seedDuplicates(b *testing.B) int {
 		seen[p] = true
 	}
 	return dups
+}
+
+// BenchmarkTracingCost prints contended reservations/s with telemetry on
+// (spans and metrics exported by OTLP/HTTP to a receiver on loopback, every
+// Kubernetes call traced) beside the same with telemetry off, in one run:
+// rounds alternate off and on, and each side's median round is compared.
+func BenchmarkTracingCost(b *testing.B) {
+	cp.Require(b)
+	sink, err := otlpsink.Start("127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sink.Close()
+	const rounds = 3
+	for range b.N {
+		var off, on []float64
+		for range rounds {
+			perSec, _, _, failed := contended(b, 0)
+			if failed > 0 {
+				b.Errorf("%d reservations failed, telemetry off", failed)
+			}
+			off = append(off, perSec)
+			on = append(on, tracedRound(b, sink))
+		}
+		slices.Sort(off)
+		slices.Sort(on)
+		mOff, mOn := off[rounds/2], on[rounds/2]
+		spans := len(sink.Spans())
+		if spans == 0 {
+			b.Fatal("telemetry on exported no span")
+		}
+		b.ReportMetric(mOn, "traced-reservations/s")
+		b.ReportMetric(mOff, "untraced-reservations/s")
+		b.ReportMetric(mOn/mOff, "ratio")
+		b.Logf("\n"+
+			"  %d instances x %d concurrent reservations on one entry point, median of %d rounds each, alternating\n"+
+			"  telemetry off:                     %8.1f reservations/s  (rounds %.1f)\n"+
+			"  telemetry on (OTLP to loopback):   %8.1f reservations/s  (rounds %.1f)  ratio %.2f (goal >= 0.95)\n"+
+			"  %d spans exported",
+			benchInstances, benchConcurrency, rounds, mOff, off, mOn, on, mOn/mOff, spans)
+	}
+}
+
+// tracedRound is one contended round with telemetry set up as a function
+// sets it up from OTEL_EXPORTER_OTLP_ENDPOINT, flushed and off again after.
+func tracedRound(b *testing.B, sink *otlpsink.Sink) float64 {
+	b.Setenv(telemetry.EnvEndpoint, sink.URL())
+	shutdown, err := telemetry.Setup(context.Background(), "getport-bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	perSec, _, _, failed := contended(b, 0)
+	if failed > 0 {
+		b.Errorf("%d reservations failed, telemetry on", failed)
+	}
+	if err := shutdown(context.Background()); err != nil {
+		b.Errorf("flushing telemetry: %v", err)
+	}
+	return perSec
 }
