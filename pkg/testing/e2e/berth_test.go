@@ -31,6 +31,7 @@ import (
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/testing/chartrepo"
+	"github.com/berth-dev/berth/pkg/testing/otlpsink"
 	"github.com/berth-dev/berth/pkg/testing/cluster"
 	"github.com/berth-dev/berth/pkg/testing/controlplane"
 	"github.com/berth-dev/berth/pkg/testing/localrun"
@@ -108,7 +109,14 @@ func TestBerthOnCluster(t *testing.T) {
 	}
 	defer repo.Close()
 
-	revisions := deployBerth(t, ctx, dyn, repo.RepoURL)
+	// An OTLP receiver where the functions' pods reach it: their traces and
+	// metrics, configured through berth-config's OTEL_* settings.
+	telemetry, err := otlpsink.Start(net.JoinHostPort(c.NodeIP.String(), "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer telemetry.Close()
+	revisions := deployBerth(t, ctx, dyn, repo.RepoURL, telemetry.URL())
 	outcomes := startOutcomeSink(t, ctx, dyn, c)
 	waitTriggers(t, ctx, dyn)
 	hc := clusterHTTP(c)
@@ -198,6 +206,18 @@ func TestBerthOnCluster(t *testing.T) {
 			}
 		}
 		reportf("20 gateways: port.requested (UDP) ×20 -> 20 endpoint.exposed in %s", time.Since(t1).Round(time.Millisecond))
+	})
+
+	// One trace per gateway, through the real Broker: each install.requested
+	// carried its own traceparent, and the chain's three hops continue it.
+	step(t, "traces through the Broker", func(t *testing.T) {
+		traces(t, ctx, telemetry)
+	})
+
+	// Where is my gateway: install answers the endpoints the chain gave.
+	step(t, "GET /releases/{ns}/{name}", func(t *testing.T) {
+		owner := appsNS + "/gw-01"
+		releaseEndpoints(t, hc, "http://"+revisions["install"]+"."+berthNS+".svc.cluster.local", tenant.berth, tcp[owner], udp[owner])
 	})
 
 	// Traffic from the node to <shared ip>:<port>, TCP and UDP, for each.
@@ -348,7 +368,7 @@ func step(t *testing.T, name string, f func(t *testing.T)) {
 // deployBerth builds berth's images with ko, applies config/ (chart source
 // allowed: the test's repository), waits for each function's revision, and
 // points the Triggers and the PingSource at the revisions (see note below).
-func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoURL string) map[string]string {
+func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoURL, otlp string) map[string]string {
 	t.Helper()
 	t0 := time.Now()
 	manifest, err := env.images.resolve(ctx, env.root, "berth", filepath.Join(env.root, "ko.yaml"), "config/")
@@ -368,6 +388,10 @@ func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoU
 			_ = unstructured.SetNestedField(o.Object, "stable="+repoURL, "data", "CHART_REPOSITORIES")
 			// The repository is on the node's own address.
 			_ = unstructured.SetNestedField(o.Object, "true", "data", "ALLOW_PRIVATE_CHART_SOURCES")
+			// Telemetry to the test's receiver, exported promptly.
+			_ = unstructured.SetNestedField(o.Object, otlp, "data", "OTEL_EXPORTER_OTLP_ENDPOINT")
+			_ = unstructured.SetNestedField(o.Object, "200", "data", "OTEL_BSP_SCHEDULE_DELAY")
+			_ = unstructured.SetNestedField(o.Object, "2000", "data", "OTEL_METRIC_EXPORT_INTERVAL")
 			first = append(first, o)
 		case o.GetKind() == "Trigger" || o.GetKind() == "PingSource":
 			routed = append(routed, o)
@@ -686,12 +710,21 @@ func seedFlow(t *testing.T, ctx context.Context, hc *http.Client, revisions map[
 
 func installRequested(i int, repoURL, image string) event.Event {
 	name := fmt.Sprintf("gw-%02d", i)
-	return tenantEvent("install-"+name, events.InstallRequested, appsNS+"/"+name, map[string]any{
+	e := tenantEvent("install-"+name, events.InstallRequested, appsNS+"/"+name, map[string]any{
 		"privateChartsRepo": repoURL, "chartName": "echo-gateway", "releaseName": name, "namespace": appsNS,
 		"values": map[string]any{"image": image, "settings.greeting": "hello from " + name},
 		"expose": events.Expose{ServicePort: intstr.FromString("tcp"), Protocol: "TCP"},
 	})
+	// The caller's trace, which berth's spans continue.
+	e.SetExtension("traceparent", "00-"+gatewayTrace(i)+"-"+callerSpan+"-01")
+	return e
 }
+
+// callerSpan is the span the e2e's events name as their parent.
+const callerSpan = "00000000000e2e01"
+
+// gatewayTrace is the trace id of gateway i's install.requested.
+func gatewayTrace(i int) string { return fmt.Sprintf("be27%028x", i) }
 
 func portRequested(d events.EndpointExposedData) event.Event {
 	ns, name, _ := strings.Cut(d.Owner, "/")
