@@ -31,10 +31,10 @@ import (
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/testing/chartrepo"
-	"github.com/berth-dev/berth/pkg/testing/otlpsink"
 	"github.com/berth-dev/berth/pkg/testing/cluster"
 	"github.com/berth-dev/berth/pkg/testing/controlplane"
 	"github.com/berth-dev/berth/pkg/testing/localrun"
+	"github.com/berth-dev/berth/pkg/testing/otlpsink"
 )
 
 const (
