@@ -501,8 +501,9 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 	}
 	ends, err := h.endpoints(r.Context(), d.Release)
 	if err != nil {
-		problem.Write(w, err)
-		return
+		// The release is answered all the same; endpoints null says they
+		// could not be read, where [] says there are none.
+		function.Logger(r.Context()).Warn("endpoints not read", "error", err.Error())
 	}
 	function.WriteJSON(w, http.StatusOK, releaseStatus{Detail: d, Endpoints: ends})
 }
@@ -511,6 +512,7 @@ func (h *handler) status(w http.ResponseWriter, r *http.Request) {
 // and where it is exposed.
 type releaseStatus struct {
 	release.Detail
+	// Endpoints is null when the ledgers could not be read.
 	Endpoints []endpoint `json:"endpoints"`
 }
 

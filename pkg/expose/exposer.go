@@ -333,20 +333,12 @@ func (e *Exposer) List(ctx context.Context, f reservation.Filter) ([]Endpoint, e
 		return nil, err
 	}
 	out := []Endpoint{}
-	backends := map[string]string{}
 	for _, r := range held {
 		if r.State != portalloc.Bound {
 			continue
 		}
-		if _, ok := backends[r.EntryPoint]; !ok {
-			ep, err := e.Ports.EntryPoint(ctx, r.EntryPoint)
-			if err != nil {
-				return nil, err
-			}
-			backends[r.EntryPoint] = ep.Backend
-		}
 		out = append(out, Endpoint{IP: r.IP, Port: r.Port, Protocol: r.Protocol, EntryPoint: r.EntryPoint,
-			Backend: backends[r.EntryPoint], Owner: r.Owner, Service: r.Service})
+			Backend: r.Backend, Owner: r.Owner, Service: r.Service})
 	}
 	return out, nil
 }

@@ -27,11 +27,16 @@ func observeExpose(ctx context.Context, req Request) (context.Context, func(Endp
 		telemetry.AttrService.String(req.Target.Namespace+"/"+req.Target.Name), telemetry.Transport(req.Target.Protocol)))
 	return ctx, func(end Endpoint, err error) {
 		attrs := telemetry.Outcome(err)
-		if end.Backend != "" {
-			attrs = append(attrs, telemetry.AttrBackend.String(end.Backend))
+		if end.Backend == "" {
+			end.Backend = "none" // refused before an entry point was chosen, or failed after
+		}
+		if end.EntryPoint != "" {
 			span.SetAttributes(telemetry.AttrEntryPoint.String(end.EntryPoint), telemetry.AttrPort.Int(end.Port))
 		}
-		exposeDuration().Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs...))
+		attrs = append(attrs, telemetry.AttrBackend.String(end.Backend))
+		if telemetry.Metering() {
+			exposeDuration().Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs...))
+		}
 		telemetry.End(span, err)
 	}
 }

@@ -100,6 +100,17 @@ func NoRoute(w http.ResponseWriter, r *http.Request) {
 	problem.Write(w, err)
 }
 
+// method is r's method as span names and attributes carry it: a method
+// HTTP defines, else _OTHER, as semantic conventions ask.
+func method(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "_OTHER"
+}
+
 // named serves with api, then names the request's span by the route api
 // matched ("GET /releases/{namespace}/{name}"): a ServeMux records its
 // pattern in the request it was given.
@@ -112,7 +123,7 @@ func named(api http.Handler) http.Handler {
 			if _, path, ok := strings.Cut(route, " "); ok {
 				route = path
 			}
-			span.SetName(r.Method + " " + route)
+			span.SetName(method(r.Method) + " " + route)
 			span.SetAttributes(semconv.HTTPRoute(route))
 		}
 	})
@@ -176,9 +187,9 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		// traceparent; any other request's is this one.
 		ctx, span := r.Context(), trace.SpanFromContext(r.Context())
 		if s.fn.Events == nil || r.Method != http.MethodPost || r.URL.Path != "/" {
-			ctx, span = telemetry.Tracer().Start(telemetry.HTTPContext(ctx, r), r.Method,
+			ctx, span = telemetry.Tracer().Start(telemetry.HTTPContext(ctx, r), method(r.Method),
 				trace.WithSpanKind(trace.SpanKindServer),
-				trace.WithAttributes(semconv.HTTPRequestMethodKey.String(r.Method), semconv.URLPath(r.URL.Path)))
+				trace.WithAttributes(semconv.HTTPRequestMethodKey.String(method(r.Method)), semconv.URLPath(r.URL.Path)))
 		}
 		log := withSpan(s.log.With("request.id", id), span)
 		r = r.WithContext(WithLogger(ctx, log))
@@ -188,6 +199,7 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 		defer func() {
 			if v := recover(); v != nil {
 				if v == http.ErrAbortHandler {
+					span.End()
 					panic(v)
 				}
 				log.Error("handler panicked", "panic", fmt.Sprint(v))

@@ -189,7 +189,7 @@ func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
 		next.Data = data
 		written, err := s.write(ctx, next)
 		if err != nil {
-			if kube.LostRace(err) {
+			if kube.LostRace(err) && telemetry.Metering() {
 				conflicts().Add(ctx, 1, metric.WithAttributes(telemetry.AttrEntryPoint.String(ref.EntryPoint)))
 			}
 			q.last = nil

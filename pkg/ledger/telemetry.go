@@ -28,17 +28,21 @@ var (
 )
 
 // startCommit starts the span of one group commit: a child of the first
-// queued update's span, linked to the others', so that each caller's trace
-// shows the write that carried its update.
+// traced update's span in the batch, linked to the others' (which see the
+// commit only through that link, in the first caller's trace).
 func startCommit(ctx context.Context, ref Ref, batch []*pending) (context.Context, trace.Span) {
-	first := trace.SpanContextFromContext(batch[0].ctx)
+	var first trace.SpanContext
 	var links []trace.Link
-	for _, p := range batch[1:] {
-		if sc := trace.SpanContextFromContext(p.ctx); sc.IsValid() {
+	for _, p := range batch {
+		switch sc := trace.SpanContextFromContext(p.ctx); {
+		case !sc.IsValid():
+		case !first.IsValid():
+			first = sc
+		default:
 			links = append(links, trace.Link{SpanContext: sc})
 		}
 	}
-	if !first.IsValid() && len(links) == 0 {
+	if !first.IsValid() {
 		// Nobody traces this commit: it must not start a trace of its own.
 		return ctx, trace.SpanFromContext(ctx)
 	}
@@ -50,7 +54,9 @@ func startCommit(ctx context.Context, ref Ref, batch []*pending) (context.Contex
 
 // endCommit ends the commit's span and records its batch size.
 func endCommit(ctx context.Context, span trace.Span, ref Ref, n, attempts int, err error) {
-	batchSize().Record(ctx, int64(n), metric.WithAttributes(telemetry.AttrEntryPoint.String(ref.EntryPoint)))
+	if telemetry.Metering() {
+		batchSize().Record(ctx, int64(n), metric.WithAttributes(telemetry.AttrEntryPoint.String(ref.EntryPoint)))
+	}
 	span.SetAttributes(telemetry.AttrAttempts.Int(attempts))
 	telemetry.End(span, err)
 }

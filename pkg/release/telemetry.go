@@ -26,8 +26,10 @@ func observe(ctx context.Context, op, ns, name string) (context.Context, func(er
 	ctx, span := telemetry.Tracer().Start(ctx, "helm "+op,
 		trace.WithAttributes(telemetry.AttrOperation.String(op), telemetry.AttrRelease.String(ns+"/"+name)))
 	return ctx, func(err error) {
-		attrs := append(telemetry.Outcome(err), telemetry.AttrOperation.String(op))
-		operationDuration().Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs...))
+		if telemetry.Metering() {
+			attrs := append(telemetry.Outcome(err), telemetry.AttrOperation.String(op))
+			operationDuration().Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs...))
+		}
 		telemetry.End(span, err)
 	}
 }

@@ -75,6 +75,8 @@ type Reservation struct {
 	Owner      string             `json:"owner"`
 	State      portalloc.State    `json:"state"`
 	Service    string             `json:"service,omitempty"`
+	// Backend is the entry point's routing backend.
+	Backend string `json:"-"`
 	// ExpiresAt is when a reservation that is not bound lapses.
 	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
 	// Created is set by Reserve when the owner held no port before (rather
@@ -95,7 +97,7 @@ func ref(ep entrypoint.EntryPoint) ledger.Ref {
 
 func reservationOf(ep entrypoint.EntryPoint, k portalloc.Key, e portalloc.Entry) Reservation {
 	r := Reservation{EntryPoint: ep.ID(), IP: ep.Address, Port: k.Port, Protocol: k.Protocol,
-		Owner: e.Owner, State: e.State, Service: e.Service}
+		Owner: e.Owner, State: e.State, Service: e.Service, Backend: ep.Backend}
 	if e.State == portalloc.Reserved && e.Expires != 0 {
 		t := time.Unix(e.Expires, 0).UTC()
 		r.ExpiresAt = &t

@@ -29,7 +29,9 @@ func observeReserve(ctx context.Context, req Request) (context.Context, func(err
 	ctx, span := telemetry.Tracer().Start(ctx, "reserve port", trace.WithAttributes(
 		telemetry.AttrOwner.String(req.Owner), telemetry.Transport(req.Protocol)))
 	return ctx, func(err error) {
-		reserveDuration().Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(telemetry.Outcome(err)...))
+		if telemetry.Metering() {
+			reserveDuration().Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(telemetry.Outcome(err)...))
+		}
 		telemetry.End(span, err)
 	}
 }

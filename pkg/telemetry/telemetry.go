@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync/atomic"
 
@@ -67,8 +68,22 @@ func Metering() bool { return metering.Load() }
 // for readiness (minutes).
 var DurationBuckets = []float64{0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300}
 
-// Tracer is berth's tracer, from the global provider.
-func Tracer() trace.Tracer { return otel.Tracer(Scope) }
+// tracer is berth's tracer: no-op until Setup turns tracing on. It is held
+// here rather than asked of the global provider per span, which locks.
+var tracer atomic.Pointer[trace.Tracer]
+
+// Tracer is berth's tracer: the one Setup installed, else a no-op tracer,
+// which still carries a caller's span context on.
+func Tracer() trace.Tracer {
+	if t := tracer.Load(); t != nil {
+		return *t
+	}
+	return noopTracer
+}
+
+var noopTracer trace.Tracer = tracenoop.Tracer{}
+
+func setTracer(t trace.Tracer) { tracer.Store(&t) }
 
 // Meter is berth's meter, from the global provider.
 func Meter() metric.Meter { return otel.Meter(Scope) }
@@ -139,10 +154,12 @@ func Setup(ctx context.Context, name string) (shutdown func(context.Context) err
 	if err != nil {
 		return nil, fmt.Errorf("telemetry resource: %w", err)
 	}
-	if env, err := resource.New(ctx, resource.WithFromEnv()); err == nil {
-		if res, err = resource.Merge(res, env); err != nil {
-			return nil, fmt.Errorf("telemetry resource: %w", err)
-		}
+	env, err := resource.New(ctx, resource.WithFromEnv())
+	if err != nil {
+		return nil, fmt.Errorf("OTEL_RESOURCE_ATTRIBUTES, OTEL_SERVICE_NAME: %w", err)
+	}
+	if res, err = resource.Merge(res, env); err != nil {
+		return nil, fmt.Errorf("telemetry resource: %w", err)
 	}
 	var downs []func(context.Context) error
 	if s.Traces {
@@ -150,8 +167,10 @@ func Setup(ctx context.Context, name string) (shutdown func(context.Context) err
 		if err != nil {
 			return nil, fmt.Errorf("OTLP trace exporter: %w", err)
 		}
-		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+		tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res),
+			sdktrace.WithSampler(sampler(os.Getenv)))
 		otel.SetTracerProvider(tp)
+		setTracer(tp.Tracer(Scope))
 		tracing.Store(true)
 		downs = append(downs, tp.Shutdown)
 	}
@@ -172,11 +191,33 @@ func Setup(ctx context.Context, name string) (shutdown func(context.Context) err
 		}
 		// Off again, as before Setup.
 		otel.SetTracerProvider(tracenoop.NewTracerProvider())
+		setTracer(noopTracer)
 		otel.SetMeterProvider(metricnoop.NewMeterProvider())
 		tracing.Store(false)
 		metering.Store(false)
 		return errors.Join(errs...)
 	}, nil
+}
+
+// sampler decides which traces are recorded. A caller's traceparent names
+// its trace, but its sampled flag is a tenant's say and is not obeyed: a
+// trace that enters berth from outside (a remote parent) is sampled by its
+// trace id at the ratio OTEL_TRACES_SAMPLER_ARG gives with
+// OTEL_TRACES_SAMPLER=traceidratio or parentbased_traceidratio (else all),
+// the same decision at every hop; spans within one process follow their
+// parent.
+func sampler(getenv func(string) string) sdktrace.Sampler {
+	ratio := 1.0
+	switch getenv("OTEL_TRACES_SAMPLER") {
+	case "traceidratio", "parentbased_traceidratio":
+		if r, err := strconv.ParseFloat(getenv("OTEL_TRACES_SAMPLER_ARG"), 64); err == nil && r >= 0 && r <= 1 {
+			ratio = r
+		}
+	case "always_off", "parentbased_always_off":
+		ratio = 0
+	}
+	byID := sdktrace.TraceIDRatioBased(ratio)
+	return sdktrace.ParentBased(byID, sdktrace.WithRemoteParentSampled(byID), sdktrace.WithRemoteParentNotSampled(byID))
 }
 
 // Outcome is the attributes of an operation's outcome on its metrics and
@@ -193,9 +234,15 @@ func Outcome(err error) []attribute.KeyValue {
 // End ends span with err's outcome: its attributes, and on failure an error
 // status with err's message.
 func End(span trace.Span, err error) {
+	if !span.IsRecording() {
+		span.End()
+		return
+	}
 	span.SetAttributes(Outcome(err)...)
 	if err != nil {
-		span.SetStatus(codes.Error, err.Error())
+		// The problem's detail: bounded, and for an unclassified error
+		// not its text, as callers are answered.
+		span.SetStatus(codes.Error, problem.For(err).Detail)
 	}
 	span.End()
 }
