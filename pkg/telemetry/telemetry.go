@@ -4,9 +4,10 @@
 // goroutine, no span recorded. W3C trace context is propagated either way, so
 // a function with telemetry off still carries its callers' traces on.
 //
-// Packages take their tracer and meter from the globals (Tracer, Meter), which
+// Packages take their tracer from Tracer (the one Setup installed, else a
+// no-op tracer) and their meter from Meter, the global provider, which
 // OpenTelemetry binds late: instruments made before Setup report through the
-// providers Setup installs.
+// provider Setup installs.
 package telemetry
 
 import (
