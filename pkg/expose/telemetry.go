@@ -2,10 +2,7 @@ package expose
 
 import (
 	"context"
-	"sync"
-	"time"
 
-	"go.opentelemetry.io/otel/metric"
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
@@ -13,31 +10,20 @@ import (
 )
 
 // exposeDuration is berth.exposure.duration: how long Expose took, by backend
-// and outcome. Its count is the exposures.
-var exposeDuration = sync.OnceValue(func() metric.Float64Histogram {
-	h, _ := telemetry.Meter().Float64Histogram("berth.exposure.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of exposures by backend and outcome."),
-		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
-	return h
-})
+// and outcome.
+var exposeDuration = telemetry.NewDuration("berth.exposure.duration", "Duration of exposures by backend and outcome.")
 
 func observeExpose(ctx context.Context, req Request) (context.Context, func(Endpoint, error)) {
-	start := time.Now()
-	ctx, span := telemetry.Tracer().Start(ctx, "expose", trace.WithAttributes(
-		telemetry.AttrService.String(req.Target.Namespace+"/"+req.Target.Name), telemetry.Transport(req.Target.Protocol)))
+	ctx, o := exposeDuration.Start(ctx, "expose",
+		telemetry.AttrService.String(req.Target.Namespace+"/"+req.Target.Name), telemetry.Transport(req.Target.Protocol))
 	return ctx, func(end Endpoint, err error) {
-		attrs := telemetry.Outcome(err)
 		if end.Backend == "" {
 			end.Backend = "none" // refused before an entry point was chosen, or failed after
 		}
 		if end.EntryPoint != "" {
-			span.SetAttributes(telemetry.AttrEntryPoint.String(end.EntryPoint), telemetry.AttrPort.Int(end.Port))
+			o.Span().SetAttributes(telemetry.AttrEntryPoint.String(end.EntryPoint), telemetry.AttrPort.Int(end.Port))
 		}
-		attrs = append(attrs, telemetry.AttrBackend.String(end.Backend))
-		if telemetry.Metering() {
-			exposeDuration().Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(attrs...))
-		}
-		telemetry.End(span, err)
+		o.End(err, telemetry.AttrBackend.String(end.Backend))
 	}
 }
 

@@ -3,11 +3,8 @@ package reservation
 import (
 	"context"
 	"errors"
-	"sync"
-	"time"
 
 	"go.opentelemetry.io/otel/metric"
-	"go.opentelemetry.io/otel/trace"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/ledger"
@@ -16,24 +13,12 @@ import (
 )
 
 // reserveDuration is berth.reservation.duration: how long Reserve took, by
-// outcome. Its count is the reservations.
-var reserveDuration = sync.OnceValue(func() metric.Float64Histogram {
-	h, _ := telemetry.Meter().Float64Histogram("berth.reservation.duration", metric.WithUnit("s"),
-		metric.WithDescription("Duration of port reservations by outcome."),
-		metric.WithExplicitBucketBoundaries(telemetry.DurationBuckets...))
-	return h
-})
+// outcome.
+var reserveDuration = telemetry.NewDuration("berth.reservation.duration", "Duration of port reservations by outcome.")
 
 func observeReserve(ctx context.Context, req Request) (context.Context, func(error)) {
-	start := time.Now()
-	ctx, span := telemetry.Tracer().Start(ctx, "reserve port", trace.WithAttributes(
-		telemetry.AttrOwner.String(req.Owner), telemetry.Transport(req.Protocol)))
-	return ctx, func(err error) {
-		if telemetry.Metering() {
-			reserveDuration().Record(ctx, time.Since(start).Seconds(), metric.WithAttributes(telemetry.Outcome(err)...))
-		}
-		telemetry.End(span, err)
-	}
+	ctx, o := reserveDuration.Start(ctx, "reserve port", telemetry.AttrOwner.String(req.Owner), telemetry.Transport(req.Protocol))
+	return ctx, func(err error) { o.End(err) }
 }
 
 // update changes ep's ledger, and notes ep for the capacity metrics.
