@@ -19,17 +19,7 @@ import (
 // endpoint annotation set; the same event again changes nothing; an
 // uninstall.requested event takes it all away.
 func TestEndToEnd(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds three binaries")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	root, _ := filepath.Abs("../../..")
-	env, err := Start(ctx, Options{Root: root, Dir: t.TempDir(), Out: testWriter{t}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
+	ctx, env := startForTest(t, Options{})
 	core := env.CP.Client.CoreV1()
 
 	end, err := env.Demo(ctx)
@@ -85,6 +75,26 @@ func TestEndToEnd(t *testing.T) {
 }
 
 func itoa(n int) string { return strconv.Itoa(n) }
+
+// startForTest starts berth for a test (skipped under -short) with o, its
+// root, directory and output filled in, and a ten-minute context; both stop
+// when the test ends.
+func startForTest(t *testing.T, o Options) (context.Context, *Env) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("builds three binaries")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+	t.Cleanup(cancel)
+	o.Root, _ = filepath.Abs("../../..")
+	o.Dir, o.Out = t.TempDir(), testWriter{t}
+	env, err := Start(ctx, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(env.Close)
+	return ctx, env
+}
 
 type testWriter struct{ t *testing.T }
 

@@ -1,15 +1,12 @@
 package localrun
 
 import (
-	"context"
 	"encoding/json"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
-	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -68,16 +65,9 @@ func TestSeedAPI(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds three binaries")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	root, _ := filepath.Abs("../../..")
-	env, err := Start(ctx, Options{Root: root, Dir: t.TempDir(), Out: testWriter{t}, Charts: []chartrepo.Chart{
+	ctx, env := startForTest(t, Options{Charts: []chartrepo.Chart{
 		seedChart(t, "rabbitmq", 5672), seedChart(t, "nginx-ingress", 80), seedChart(t, "simpletest", 8080), seedChart(t, "sampleapp", 9000),
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
 	inst, gp, si := env.URLs["install"], env.URLs["getport"], env.URLs["setingress"]
 	repo := env.Charts.RepoURL
 	requests := []seedRequest{

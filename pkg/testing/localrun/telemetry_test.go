@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -25,21 +24,14 @@ func TestTelemetry(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds three binaries")
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
 	sink, err := otlpsink.Start("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer sink.Close()
-	root, _ := filepath.Abs("../../..")
-	env, err := Start(ctx, Options{Root: root, Dir: t.TempDir(), Out: testWriter{t}, Env: []string{
+	t.Cleanup(func() { _ = sink.Close() })
+	ctx, env := startForTest(t, Options{Env: []string{
 		"OTEL_EXPORTER_OTLP_ENDPOINT=" + sink.URL(), "OTEL_METRIC_EXPORT_INTERVAL=300", "OTEL_BSP_SCHEDULE_DELAY=100",
 	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
 
 	// The caller's own trace: berth's spans must continue it.
 	const callerSpan = "00f067aa0ba902b7"

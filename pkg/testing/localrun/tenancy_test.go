@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -124,18 +123,8 @@ func endpointOf(t *testing.T, a answer) (string, int) {
 // caller would, on every endpoint. Each attempt is refused with its status and
 // writes nothing; the rightful tenant's same operations succeed.
 func TestTenancy(t *testing.T) {
-	if testing.Short() {
-		t.Skip("builds three binaries")
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
-	defer cancel()
-	root, _ := filepath.Abs("../../..")
-	env, err := Start(ctx, Options{Root: root, Dir: t.TempDir(), Out: testWriter{t}, Namespaces: []string{tenantB},
+	ctx, env := startForTest(t, Options{Namespaces: []string{tenantB},
 		Env: []string{"MAX_PORTS_PER_NAMESPACE=6", "RATE_LIMIT_QPS=2", "RATE_LIMIT_BURST=60", "AUTH_CACHE_TTL=2s"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer env.Close()
 	cp := env.CP
 	token := func(ns, name, role, aud string) caller {
 		t.Helper()
