@@ -110,8 +110,7 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		span.SetAttributes(semconv.HTTPResponseStatusCode(sw.status))
 		if sw.status < 400 {
 			span.SetName("process " + e.Type())
-		}
-		if sw.status >= 400 {
+		} else {
 			span.SetStatus(codes.Error, http.StatusText(sw.status))
 		}
 		span.End()
