@@ -1,10 +1,9 @@
 // Package auth decides who is calling berth and what they may do, the Kubernetes
 // way: a caller's bearer token is verified by TokenReview for berth's audience,
 // and each operation is authorized by SubjectAccessReview on resources of the API
-// group berth.dev in the namespace it touches. Both go through k8s.io/apiserver's
-// delegating authorizer and the parts of its delegating authenticator (what
-// kube-rbac-proxy and metrics-server use), which cache answers, denials and
-// rejected tokens included, for a short while.
+// group berth.dev in the namespace it touches, as a delegating API server does.
+// Answers, refusals and denials included, are kept for a short while (by the
+// token's hash, never the token); an API server that cannot be asked is not.
 //
 // Event deliveries are authenticated the same way (Knative Eventing sends an OIDC
 // token, a ServiceAccount token for the subscriber's audience), authorized as
@@ -19,7 +18,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -28,20 +26,9 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	lru "github.com/hashicorp/golang-lru/v2"
 	"golang.org/x/time/rate"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	utilerrors "k8s.io/apimachinery/pkg/util/errors"
 	"k8s.io/apimachinery/pkg/util/validation"
-	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/apiserver/pkg/authentication/authenticator"
-	"k8s.io/apiserver/pkg/authentication/authenticatorfactory"
-	"k8s.io/apiserver/pkg/authentication/group"
-	"k8s.io/apiserver/pkg/authentication/request/bearertoken"
 	"k8s.io/apiserver/pkg/authentication/serviceaccount"
-	"k8s.io/apiserver/pkg/authentication/token/cache"
 	"k8s.io/apiserver/pkg/authentication/user"
-	"k8s.io/apiserver/pkg/authorization/authorizer"
-	"k8s.io/apiserver/pkg/authorization/authorizerfactory"
-	webhooktoken "k8s.io/apiserver/plugin/pkg/authenticator/token/webhook"
 	"k8s.io/client-go/kubernetes"
 
 	"github.com/berth-dev/berth/pkg/events"
@@ -137,10 +124,8 @@ type Guard struct {
 	s      GuardSettings
 	client kubernetes.Interface
 
-	once  sync.Once
-	authn authenticator.Request
-	authz authorizer.Authorizer
-	err   error
+	once sync.Once
+	rv   *reviewer
 
 	limiters *lru.Cache[string, *rate.Limiter]
 	mu       sync.Mutex
@@ -152,35 +137,9 @@ func (s GuardSettings) New(client kubernetes.Interface) *Guard {
 	return &Guard{s: s, client: client, limiters: l}
 }
 
-func (g *Guard) init() error {
-	g.once.Do(func() {
-		// One quick retry: a caller's request waits on these.
-		backoff := wait.Backoff{Duration: 100 * time.Millisecond, Factor: 2, Jitter: 0.2, Steps: 2}
-		// DelegatingAuthenticatorConfig's bearer-token path, with one change:
-		// a token the API server rejects is cached as a plain "no" (its review
-		// carries an error text, and the delegating cache keeps no errors, so
-		// every bad token would cost a TokenReview). Outages stay errors and
-		// are not cached.
-		authenticatorfactory.RegisterMetrics()
-		var review authenticator.Token
-		review, g.err = webhooktoken.NewFromInterface(g.client.AuthenticationV1(), authenticator.Audiences{g.s.AuthAudience},
-			backoff, 10*time.Second, webhooktoken.AuthenticatorMetrics{
-				RecordRequestTotal:   authenticatorfactory.RecordRequestTotal,
-				RecordRequestLatency: authenticatorfactory.RecordRequestLatency,
-			})
-		if g.err != nil {
-			return
-		}
-		cached := cache.New(rejections{review}, false, g.s.AuthCacheTTL, g.s.AuthCacheTTL)
-		g.authn = group.NewAuthenticatedGroupAdder(bearertoken.New(cached))
-		g.authz, g.err = authorizerfactory.DelegatingAuthorizerConfig{
-			SubjectAccessReviewClient: g.client.AuthorizationV1(),
-			AllowCacheTTL:             g.s.AuthCacheTTL,
-			DenyCacheTTL:              g.s.AuthCacheTTL,
-			WebhookRetryBackoff:       &backoff,
-		}.New()
-	})
-	return g.err
+func (g *Guard) init() *reviewer {
+	g.once.Do(func() { g.rv = newReviewer(g.client, g.s.AuthAudience, g.s.AuthCacheTTL) })
+	return g.rv
 }
 
 // Caller is who a request acts for.
@@ -209,59 +168,25 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 // caller's rate limit. It returns r's context with the caller in it.
 func (g *Guard) Authenticate(r *http.Request) (context.Context, error) {
 	h := r.Header.Get("Authorization")
-	if scheme, token, ok := strings.Cut(h, " "); !ok || !strings.EqualFold(scheme, "bearer") || strings.TrimSpace(token) == "" {
+	scheme, token, ok := strings.Cut(h, " ")
+	if token = strings.TrimSpace(token); !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
 		return nil, ErrNoToken
 	}
-	if err := g.init(); err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrReview, err)
-	}
-	ctx := authenticator.WithAudiences(r.Context(), authenticator.Audiences{g.s.AuthAudience})
-	resp, ok, err := g.authn.AuthenticateRequest(r.WithContext(ctx))
+	u, err := g.init().authenticate(r.Context(), token)
 	switch {
-	case err != nil && isReviewFailure(err):
+	case err != nil:
 		// Logged, not answered: the caller is not yet known.
 		slog.Warn("token review failed", "error", err.Error())
 		return nil, ErrReview
-	case err != nil || !ok:
+	case u == nil:
 		return nil, ErrBadToken
 	}
-	u := resp.User
 	if !g.ownServiceAccount(u) {
 		if err := g.limit(u.GetName()); err != nil {
 			return nil, err
 		}
 	}
 	return WithCaller(r.Context(), Caller{User: u}), nil
-}
-
-// rejections answers a token the API server rejected as not authenticated,
-// without an error, so that the cache keeps the answer.
-type rejections struct{ authenticator.Token }
-
-func (r rejections) AuthenticateToken(ctx context.Context, token string) (*authenticator.Response, bool, error) {
-	resp, ok, err := r.Token.AuthenticateToken(ctx, token)
-	if err != nil && !isReviewFailure(err) {
-		return nil, false, nil
-	}
-	return resp, ok, err
-}
-
-// isReviewFailure tells an API server that could not be asked from a token it
-// refused: the webhook authenticator returns the review's own error text for
-// the latter, and a client error for the former.
-func isReviewFailure(err error) bool {
-	var agg utilerrors.Aggregate
-	if errors.As(err, &agg) {
-		for _, e := range agg.Errors() {
-			if isReviewFailure(e) {
-				return true
-			}
-		}
-		return false
-	}
-	var api apierrors.APIStatus
-	var ue *url.Error
-	return errors.As(err, &api) || errors.As(err, &ue) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, context.Canceled)
 }
 
 func (g *Guard) ownServiceAccount(u user.Info) bool {
@@ -366,21 +291,15 @@ func (g *Guard) Allowed(ctx context.Context, a Attributes) (bool, error) {
 }
 
 func (g *Guard) check(ctx context.Context, u user.Info, a Attributes) error {
-	if err := g.init(); err != nil {
-		return fmt.Errorf("%w: %v", ErrReview, err)
-	}
-	d, _, err := g.authz.Authorize(ctx, authorizer.AttributesRecord{
-		User: u, Verb: a.Verb, Namespace: a.Namespace, APIGroup: Group, APIVersion: "*",
-		Resource: a.Resource, Subresource: a.Subresource, Name: a.Name, ResourceRequest: true,
-	})
-	if d == authorizer.DecisionAllow {
-		return nil
-	}
+	ok, err := g.init().allowed(ctx, u, a)
 	if err != nil {
 		slog.Warn("subject access review failed", "error", err.Error())
 		return ErrReview
 	}
-	return fmt.Errorf("%w: %s may not %s", ErrDenied, problem.Clip(u.GetName()), a)
+	if !ok {
+		return fmt.Errorf("%w: %s may not %s", ErrDenied, problem.Clip(u.GetName()), a)
+	}
+	return nil
 }
 
 // HomeNamespace is the namespace a caller acts in when a request names none:

@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -156,10 +157,35 @@ func TestGuard(t *testing.T) {
 		t.Errorf("HomeNamespace = %q, want the ServiceAccount's %q", got, ns)
 	}
 
-	// An API server that does not answer: 503, so that callers retry.
+	c, _ := auth.CallerFrom(ctx)
+	if groups := c.User.GetGroups(); !slices.Contains(groups, "system:authenticated") || !slices.Contains(groups, "system:serviceaccounts:"+ns) {
+		t.Errorf("caller's groups = %v, want system:authenticated and its ServiceAccount groups", groups)
+	}
+
+	// Callers that arrive together with a token not yet known share one review.
+	fresh := mint(t, ns, "alice", "berth")
+	rv.token.Store(0)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Go(func() {
+			if _, err := g.Authenticate(request(fresh)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if n := rv.token.Load(); n != 1 {
+		t.Errorf("8 concurrent authentications of one new token sent %d TokenReviews, want 1", n)
+	}
+
+	// An API server that does not answer: 503, so that callers retry; what
+	// could not be asked is not kept as an answer.
 	dead := settings.New(kubernetes.NewForConfigOrDie(&rest.Config{Host: "https://127.0.0.1:1", Timeout: time.Second}))
 	if _, err := dead.Authenticate(request(good)); problem.Status(err) != 503 {
 		t.Errorf("Authenticate with the API server down = %v, want 503", err)
+	}
+	if err := dead.Check(ctx, auth.Attributes{Verb: "get", Resource: auth.Releases, Namespace: ns}); problem.Status(err) != 503 {
+		t.Errorf("Check with the API server down = %v, want 503", err)
 	}
 }
 
