@@ -80,10 +80,12 @@ type Env struct {
 
 	opts        Options
 	brokerToken string
-	router      *router
-	srv         *http.Server
-	procs       []*exec.Cmd
-	wg          sync.WaitGroup
+	// vars are each function's environment, beside the process's own.
+	vars   map[string][]string
+	router *router
+	srv    *http.Server
+	procs  []*exec.Cmd
+	wg     sync.WaitGroup
 }
 
 func (o Options) say(format string, a ...any) { fmt.Fprintf(o.Out, "==> "+format+"\n", a...) }
@@ -153,8 +155,10 @@ func (env *Env) start(ctx context.Context) error {
 		"getport":    entry,
 		"setingress": entry,
 	}
+	env.vars = map[string][]string{}
 	for _, fn := range Functions {
-		u, err := env.run(fn, slices.Concat(common, envs[fn]))
+		env.vars[fn] = slices.Concat(common, envs[fn])
+		u, err := env.run(fn, env.vars[fn])
 		if err != nil {
 			return fmt.Errorf("start %s: %w", fn, err)
 		}

@@ -79,7 +79,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 // startForTest starts berth for a test (skipped under -short) with o, its
 // root, directory and output filled in, and a ten-minute context; both stop
 // when the test ends.
-func startForTest(t *testing.T, o Options) (context.Context, *Env) {
+func startForTest(t testing.TB, o Options) (context.Context, *Env) {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds three binaries")
@@ -96,7 +96,7 @@ func startForTest(t *testing.T, o Options) (context.Context, *Env) {
 	return ctx, env
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))

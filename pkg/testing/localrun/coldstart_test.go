@@ -1,0 +1,150 @@
+package localrun
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// coldStartRoutes are the real API calls each function's first request makes:
+// the tenant's token reviewed, its access checked, the cluster read.
+var coldStartRoutes = map[string]string{
+	"floor":      "/",
+	"install":    "/releases",
+	"getport":    "/ports",
+	"setingress": "/exposures",
+}
+
+// BenchmarkColdStart prints, from one run against one API server, each
+// function's time from exec to its first 200 on a real API call, and its
+// peak RSS then, beside the floor for any function that reads the cluster
+// (pkg/testing/floor: a client-go server listing one ConfigMap per request).
+// Medians of 9 rounds; each round starts every binary once, in an order that
+// rotates, so that a busy moment of the machine falls on each in turn.
+func BenchmarkColdStart(b *testing.B) {
+	ctx, env := startForTest(b, Options{})
+	floor := filepath.Join(env.opts.Dir, "bin", "floor")
+	build := exec.CommandContext(ctx, "go", "build", "-o", floor, "./pkg/testing/floor")
+	build.Dir = env.opts.Root
+	if out, err := build.CombinedOutput(); err != nil {
+		b.Fatalf("build floor: %v: %s", err, out)
+	}
+	order := append([]string{"floor"}, Functions...)
+	const rounds = 9
+	for range b.N {
+		first := map[string][]time.Duration{}
+		rss := map[string][]int64{}
+		for r := range rounds + 1 {
+			for i := range order {
+				name := order[(i+r)%len(order)]
+				d, kb := coldStart(b, env, name)
+				if r == 0 {
+					continue // the first round warms the page cache
+				}
+				first[name] = append(first[name], d)
+				rss[name] = append(rss[name], kb)
+			}
+		}
+		base := median(first["floor"])
+		var out strings.Builder
+		fmt.Fprintf(&out, "\n  exec to first 200 on a real API call, median of %d, and peak RSS then (median)\n", rounds)
+		fmt.Fprintf(&out, "  %-11s %-18s %9s %8s %8s\n", "", "route", "first 200", "ratio", "RSS")
+		for _, name := range order {
+			d := median(first[name])
+			ratio := float64(d) / float64(base)
+			mb := float64(medianInt(rss[name])) / 1024
+			fmt.Fprintf(&out, "  %-11s %-18s %7.1fms %8.2f %6.1fMB\n", name, "GET "+coldStartRoutes[name], ms(d), ratio, mb)
+			if name != "floor" {
+				b.ReportMetric(ratio, name+"-ratio")
+				b.ReportMetric(mb, name+"-MB")
+			}
+		}
+		out.WriteString("  goals: ratio <= 1.3 each; RSS install <= 64 MB, getport and setingress <= 30 MB")
+		b.Log(out.String())
+	}
+}
+
+// coldStart execs name on a free port with its run's environment, asks its
+// cold-start route as the demo tenant until it answers 200, and returns the
+// time from exec to that answer and the process's peak RSS (KiB) then.
+func coldStart(b *testing.B, env *Env, name string) (time.Duration, int64) {
+	b.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	port := strconv.Itoa(ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	vars := env.vars["install"]
+	if name != "floor" {
+		vars = env.vars[name]
+	}
+	cmd := exec.Command(filepath.Join(env.opts.Dir, "bin", name))
+	cmd.Env = append(slices.Concat(os.Environ(), vars), "PORT="+port, "LOG_LEVEL=WARN")
+	req, _ := http.NewRequest("GET", "http://127.0.0.1:"+port+coldStartRoutes[name], nil)
+	req.Header.Set("Authorization", "Bearer "+env.Token)
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 10 * time.Second}
+	start := time.Now()
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { _ = cmd.Process.Kill(); _ = cmd.Wait() }()
+	for {
+		resp, err := client.Do(req)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				b.Fatalf("%s: GET %s = %s", name, coldStartRoutes[name], resp.Status)
+			}
+			return time.Since(start), peakRSS(b, cmd.Process.Pid)
+		}
+		if time.Since(start) > 20*time.Second {
+			b.Fatalf("%s did not answer in 20s: %v", name, err)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// peakRSS reads a process's peak resident set size (VmHWM), in KiB.
+func peakRSS(b *testing.B, pid int) int64 {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return kb
+		}
+	}
+	b.Fatalf("no VmHWM in /proc/%d/status", pid)
+	return 0
+}
+
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+
+func median(d []time.Duration) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+func medianInt(v []int64) int64 {
+	s := slices.Clone(v)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
