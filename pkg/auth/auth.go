@@ -167,11 +167,13 @@ func CallerFrom(ctx context.Context) (Caller, bool) {
 // Authenticate verifies r's bearer token for berth's audience and applies the
 // caller's rate limit. It returns r's context with the caller in it.
 func (g *Guard) Authenticate(r *http.Request) (context.Context, error) {
-	h := r.Header.Get("Authorization")
-	scheme, token, ok := strings.Cut(h, " ")
-	if token = strings.TrimSpace(token); !ok || !strings.EqualFold(scheme, "bearer") || token == "" {
+	// As the API server reads it: "Bearer <token>", one space, nothing after
+	// the token but another space-separated word.
+	parts := strings.SplitN(strings.TrimSpace(r.Header.Get("Authorization")), " ", 3)
+	if len(parts) < 2 || !strings.EqualFold(parts[0], "bearer") || parts[1] == "" {
 		return nil, ErrNoToken
 	}
+	token := parts[1]
 	u, err := g.init().authenticate(r.Context(), token)
 	switch {
 	case err != nil:
@@ -186,6 +188,8 @@ func (g *Guard) Authenticate(r *http.Request) (context.Context, error) {
 			return nil, err
 		}
 	}
+	// The token has done its work: nothing after this point sees it.
+	r.Header.Del("Authorization")
 	return WithCaller(r.Context(), Caller{User: u}), nil
 }
 

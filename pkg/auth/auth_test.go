@@ -111,7 +111,9 @@ func TestGuard(t *testing.T) {
 		{"basic", "Basic YTpi", 401},
 		{"not a JWT", "Bearer nope", 401},
 		{"another audience", "Bearer " + mint(t, ns, "alice", "kubernetes"), 401},
+		{"two spaces", "Bearer  " + good, 401},
 		{"berth's audience", "Bearer " + good, 200},
+		{"lower-case scheme, a word after", "bearer " + good + " extra", 200},
 	}
 	for _, tc := range tests {
 		r := httptest.NewRequest("GET", "/", nil)
@@ -121,6 +123,9 @@ func TestGuard(t *testing.T) {
 		_, err := g.Authenticate(r)
 		if got := problem.Status(err); got != tc.want {
 			t.Errorf("%s: Authenticate = %v (%d), want %d", tc.name, err, got, tc.want)
+		}
+		if err == nil && r.Header.Get("Authorization") != "" {
+			t.Errorf("%s: the token is still on the request after authentication", tc.name)
 		}
 	}
 
@@ -155,6 +160,19 @@ func TestGuard(t *testing.T) {
 	}
 	if got := auth.HomeNamespace(ctx); got != ns {
 		t.Errorf("HomeNamespace = %q, want the ServiceAccount's %q", got, ns)
+	}
+
+	// A question too long to keep (a name from a request body) is asked
+	// every time rather than kept.
+	rv.access.Store(0)
+	long := auth.Attributes{Verb: "get", Resource: auth.Releases, Namespace: ns, Name: strings.Repeat("x", 20000)}
+	for range 3 {
+		if err := g.Check(ctx, long); err != nil {
+			t.Fatalf("allowed, long name: %v", err)
+		}
+	}
+	if n := rv.access.Load(); n != 3 {
+		t.Errorf("3 checks with a 20,000-byte name sent %d SubjectAccessReviews, want 3 (not kept)", n)
 	}
 
 	c, _ := auth.CallerFrom(ctx)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net/url"
 	"slices"
 	"time"
@@ -20,8 +21,15 @@ import (
 	"k8s.io/client-go/kubernetes"
 )
 
-// maxReviews bounds each cache of review answers, least recently used first out.
-const maxReviews = 10000
+// maxReviews and maxRejected bound the caches of review answers, least
+// recently used first out; maxAccessKey is the largest access question kept
+// (the API server's own delegating authorizer keeps none over 10,000 bytes),
+// so that long names in requests cannot fill memory.
+const (
+	maxReviews   = 10000
+	maxRejected  = 1000
+	maxAccessKey = 10000
+)
 
 // reviewer asks the API server who a token is (TokenReview) and what a user may
 // do (SubjectAccessReview), as a delegating API server would, and keeps each
@@ -35,7 +43,10 @@ const maxReviews = 10000
 type reviewer struct {
 	client   kubernetes.Interface
 	audience string
-	tokens   *expirable.LRU[[sha256.Size]byte, *user.DefaultInfo] // nil user: rejected
+	// tokens are accepted tokens; rejected are refused ones, apart, so that a
+	// flood of bad tokens cannot push out the good.
+	tokens   *expirable.LRU[[sha256.Size]byte, *user.DefaultInfo]
+	rejected *expirable.LRU[[sha256.Size]byte, struct{}]
 	access   *expirable.LRU[string, bool]
 	flight   singleflight.Group
 	// retry is how long to wait before asking once more after a failure.
@@ -45,8 +56,9 @@ type reviewer struct {
 func newReviewer(client kubernetes.Interface, audience string, ttl time.Duration) *reviewer {
 	return &reviewer{
 		client: client, audience: audience, retry: 100 * time.Millisecond,
-		tokens: expirable.NewLRU[[sha256.Size]byte, *user.DefaultInfo](maxReviews, nil, ttl),
-		access: expirable.NewLRU[string, bool](maxReviews, nil, ttl),
+		tokens:   expirable.NewLRU[[sha256.Size]byte, *user.DefaultInfo](maxReviews, nil, ttl),
+		rejected: expirable.NewLRU[[sha256.Size]byte, struct{}](maxRejected, nil, ttl),
+		access:   expirable.NewLRU[string, bool](maxReviews, nil, ttl),
 	}
 }
 
@@ -57,10 +69,20 @@ var errReviewFailed = errors.New("access review failed")
 // API server does not accept it. Tokens are kept by their hash only.
 func (rv *reviewer) authenticate(ctx context.Context, token string) (*user.DefaultInfo, error) {
 	key := sha256.Sum256([]byte(token))
-	if u, ok := rv.tokens.Get(key); ok {
+	cached := func() (*user.DefaultInfo, bool) {
+		if u, ok := rv.tokens.Get(key); ok {
+			return u, true
+		}
+		_, ok := rv.rejected.Get(key)
+		return nil, ok
+	}
+	if u, ok := cached(); ok {
 		return u, nil
 	}
-	v, err, _ := rv.flight.Do("t"+string(key[:]), func() (any, error) {
+	v, err := rv.once(ctx, "t"+string(key[:]), func(ctx context.Context) (any, error) {
+		if u, ok := cached(); ok {
+			return u, nil
+		}
 		var st authnv1.TokenReviewStatus
 		err := rv.ask(ctx, func(ctx context.Context) error {
 			r, err := rv.client.AuthenticationV1().TokenReviews().Create(ctx, &authnv1.TokenReview{
@@ -74,19 +96,40 @@ func (rv *reviewer) authenticate(ctx context.Context, token string) (*user.Defau
 		if err != nil {
 			return nil, err
 		}
-		var u *user.DefaultInfo
 		// A token is berth's only when the API server says it was issued for
 		// berth's audience, not merely that it is valid.
 		if st.Authenticated && slices.Contains(st.Audiences, rv.audience) {
-			u = toUser(st.User)
+			u := toUser(st.User)
+			rv.tokens.Add(key, u)
+			return u, nil
 		}
-		rv.tokens.Add(key, u)
-		return u, nil
+		// Kept whatever its error text: the API server words every invalid
+		// token as an error, and a flood of them must not cost a review each.
+		rv.rejected.Add(key, struct{}{})
+		return (*user.DefaultInfo)(nil), nil
 	})
 	if err != nil {
 		return nil, err
 	}
 	return v.(*user.DefaultInfo), nil
+}
+
+// once runs review once for all the callers asking key at the same time. The
+// review runs apart from any caller's context (its cancellation, its values,
+// its trace: it answers others too); each caller stops waiting when its own
+// context ends.
+func (rv *reviewer) once(ctx context.Context, key string, review func(context.Context) (any, error)) (any, error) {
+	ch := rv.flight.DoChan(key, func() (any, error) {
+		rctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return review(rctx)
+	})
+	select {
+	case r := <-ch:
+		return r.Val, r.Err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: %w", errReviewFailed, ctx.Err())
+	}
 }
 
 // toUser is a TokenReview's user, in the groups of every authenticated user
@@ -128,7 +171,10 @@ func (rv *reviewer) allowed(ctx context.Context, u user.Info, a Attributes) (boo
 	if ok, hit := rv.access.Get(key); hit {
 		return ok, nil
 	}
-	v, err, _ := rv.flight.Do("a"+key, func() (any, error) {
+	v, err := rv.once(ctx, "a"+key, func(ctx context.Context) (any, error) {
+		if ok, hit := rv.access.Get(key); hit {
+			return ok, nil
+		}
 		var ok bool
 		err := rv.ask(ctx, func(ctx context.Context) error {
 			r, err := rv.client.AuthorizationV1().SubjectAccessReviews().Create(ctx, &authzv1.SubjectAccessReview{Spec: spec}, metav1.CreateOptions{})
@@ -140,7 +186,9 @@ func (rv *reviewer) allowed(ctx context.Context, u user.Info, a Attributes) (boo
 		if err != nil {
 			return false, err
 		}
-		rv.access.Add(key, ok)
+		if len(key) <= maxAccessKey {
+			rv.access.Add(key, ok)
+		}
 		return ok, nil
 	})
 	if err != nil {
@@ -149,19 +197,15 @@ func (rv *reviewer) allowed(ctx context.Context, u user.Info, a Attributes) (boo
 	return v.(bool), nil
 }
 
-// ask makes a review, once more after a short wait if the API server could
-// not answer or was shedding load: a caller's request waits on it.
-//
-// Concurrent callers share one review, so it does not end with the caller
-// that started it: it has its own deadline.
+// ask makes a review, once more after a short wait (100 ms, jittered) if the
+// API server could not answer or was shedding load: a caller's request waits
+// on it.
 func (rv *reviewer) ask(ctx context.Context, review func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
-	defer cancel()
 	err := review(ctx)
 	if err != nil && transient(err) {
 		select {
 		case <-ctx.Done():
-		case <-time.After(rv.retry):
+		case <-time.After(rv.retry + rand.N(rv.retry/5)):
 			err = review(ctx)
 		}
 	}
