@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -120,41 +121,68 @@ func (f *Finder) List(ctx context.Context, consistent bool) ([]EntryPoint, error
 	if f.Label != "" {
 		opts.LabelSelector = LabelIngress + "=" + f.Label
 	}
-	svcs, err := f.Core.CoreV1().Services(f.Namespace).List(ctx, opts)
-	if err != nil {
-		return nil, fmt.Errorf("list entry-point Services: %w", err)
+	// Services, Gateways and ListenerSets are read at once: a caller's
+	// request waits on every round trip made one after another.
+	var (
+		svcs *corev1.ServiceList
+		gws  *gatewayv1.GatewayList
+		ls   *gatewayv1.ListenerSetList
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		if svcs, err = f.Core.CoreV1().Services(f.Namespace).List(gctx, opts); err != nil {
+			return fmt.Errorf("list entry-point Services: %w", err)
+		}
+		return nil
+	})
+	if f.Gateway != nil {
+		g.Go(func() (err error) {
+			gws, err = f.Gateway.GatewayV1().Gateways(f.Namespace).List(gctx, opts)
+			if apierrors.IsNotFound(err) {
+				return nil // the Gateway API is not installed
+			}
+			if err != nil {
+				return fmt.Errorf("list entry-point Gateways: %w", err)
+			}
+			return nil
+		})
+		g.Go(func() (err error) {
+			ls, err = f.Gateway.GatewayV1().ListenerSets(f.Namespace).List(gctx, metav1.ListOptions{ResourceVersion: rv})
+			if apierrors.IsNotFound(err) {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("list ListenerSets: %w", err)
+			}
+			return nil
+		})
 	}
-	var eps []EntryPoint
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	var lbs []*corev1.Service
 	for i := range svcs.Items {
-		s := &svcs.Items[i]
-		if s.Spec.Type != corev1.ServiceTypeLoadBalancer {
-			continue
+		if svcs.Items[i].Spec.Type == corev1.ServiceTypeLoadBalancer {
+			lbs = append(lbs, &svcs.Items[i])
 		}
-		ep, err := f.fromService(ctx, s)
-		if err != nil {
-			return nil, err
-		}
-		eps = append(eps, ep)
 	}
-	if f.Gateway == nil {
+	eps := make([]EntryPoint, len(lbs))
+	g, gctx = errgroup.WithContext(ctx)
+	for i, s := range lbs {
+		g.Go(func() (err error) {
+			eps[i], err = f.fromService(gctx, s)
+			return err
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return nil, err
+	}
+	if gws == nil {
 		return eps, nil
 	}
-	gws, err := f.Gateway.GatewayV1().Gateways(f.Namespace).List(ctx, opts)
-	if apierrors.IsNotFound(err) {
-		return eps, nil // the Gateway API is not installed
-	}
-	if err != nil {
-		return nil, fmt.Errorf("list entry-point Gateways: %w", err)
-	}
 	var sets []gatewayv1.ListenerSet
-	if len(gws.Items) > 0 {
-		ls, err := f.Gateway.GatewayV1().ListenerSets(f.Namespace).List(ctx, metav1.ListOptions{ResourceVersion: rv})
-		if err != nil && !apierrors.IsNotFound(err) {
-			return nil, fmt.Errorf("list ListenerSets: %w", err)
-		}
-		if ls != nil {
-			sets = ls.Items
-		}
+	if ls != nil {
+		sets = ls.Items
 	}
 	for i := range gws.Items {
 		eps = append(eps, fromGateway(&gws.Items[i], sets))

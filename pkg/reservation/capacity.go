@@ -26,13 +26,14 @@ func (s *Service) Capacities(ctx context.Context) ([]Capacity, error) {
 	if err != nil {
 		return nil, err
 	}
+	ledgers, err := s.read(ctx, all)
+	if err != nil {
+		return nil, err
+	}
 	now := s.now()
 	out := []Capacity{}
-	for _, ep := range all {
-		l, err := s.Ledgers.Get(ctx, ref(ep))
-		if err != nil {
-			return nil, err
-		}
+	for i, ep := range all {
+		l := ledgers[i]
 		for _, proto := range []portalloc.Protocol{portalloc.TCP, portalloc.UDP} {
 			out = append(out, Capacity{EntryPoint: ep.ID(), IP: ep.Address, Backend: ep.Backend, Protocol: proto,
 				Usage: l.Usage(proto, s.Range, ep.InUse, now), Range: s.Range.Max - s.Range.Min + 1})

@@ -8,9 +8,11 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"slices"
 	"sync"
 	"time"
 
+	"golang.org/x/sync/errgroup"
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
@@ -391,16 +393,17 @@ func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
 	if err != nil {
 		return nil, err
 	}
+	if f.EntryPoint != "" {
+		all = slices.DeleteFunc(all, func(ep entrypoint.EntryPoint) bool { return ep.ID() != f.EntryPoint })
+	}
+	ledgers, err := s.read(ctx, all)
+	if err != nil {
+		return nil, err
+	}
 	now := s.now()
 	out := []Reservation{}
-	for _, ep := range all {
-		if f.EntryPoint != "" && ep.ID() != f.EntryPoint {
-			continue
-		}
-		l, err := s.Ledgers.Get(ctx, ref(ep))
-		if err != nil {
-			return nil, err
-		}
+	for i, ep := range all {
+		l := ledgers[i]
 		for _, k := range l.Keys() {
 			e := l.Entries[k]
 			if e.Expired(now) || f.Owner != "" && e.Owner != f.Owner {
@@ -410,6 +413,20 @@ func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
 		}
 	}
 	return out, nil
+}
+
+// read reads the ledgers of eps at once, in their order: a caller's request
+// waits on every round trip made one after another.
+func (s *Service) read(ctx context.Context, eps []entrypoint.EntryPoint) ([]*portalloc.Ledger, error) {
+	out := make([]*portalloc.Ledger, len(eps))
+	g, gctx := errgroup.WithContext(ctx)
+	for i, ep := range eps {
+		g.Go(func() (err error) {
+			out[i], err = s.Ledgers.Get(gctx, ref(ep))
+			return err
+		})
+	}
+	return out, g.Wait()
 }
 
 // SweepResult says what one sweep did, per entry point.
