@@ -87,7 +87,11 @@ func serveWith(t testing.TB, sink string, ac auth.Access, configure ...func(*Con
 	}
 	log := slog.New(slog.DiscardHandler)
 	h := newHandler(cfg, cp.Config, cp.Client, nil, ac, log)
-	s := function.NewServer(cfg.Config, h.fn(), log)
+	fn := h.fn()
+	if g, ok := ac.(function.Gate); ok {
+		fn.Gate = g // a real Guard authenticates callers too
+	}
+	s := function.NewServer(cfg.Config, fn, log)
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
 	return srv.URL, ns
