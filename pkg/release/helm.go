@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"time"
 
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/kube"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apiserver/pkg/authentication/serviceaccount"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -19,6 +21,7 @@ import (
 	"k8s.io/client-go/restmapper"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"k8s.io/kubectl/pkg/validation"
 )
 
 // Configs gives the Helm action configuration for a namespace. Tests and
@@ -52,9 +55,50 @@ func NewConfigs(rc *rest.Config, driver, deployer string, log *slog.Logger) Conf
 		if err := c.Init(g, ns, driver, debug); err != nil {
 			return nil, fmt.Errorf("helm configuration for %s: %w", ns, err)
 		}
+		if kc, ok := c.KubeClient.(*kube.Client); ok {
+			kc.Factory = &keptValidators{Factory: kc.Factory}
+		}
 		cfgs[ns] = c
 		return c, nil
 	}
+}
+
+// keptValidators keeps the schema validators a Helm kube client asks its
+// factory for, for a while. kubectl's factory builds one per call, with a
+// fresh cache of which kinds the API server validates fields for, so every
+// install parsed the OpenAPI v3 document of each group-version it touched
+// again: two thirds of an install's CPU. Kept per namespace's configuration,
+// each is built with that namespace's clients and parses each group-version
+// once; it is built again after validatorTTL, so that a failure it cached
+// (it caches them forever) or a CRD changed since does not stay.
+type keptValidators struct {
+	kube.Factory
+	mu   sync.Mutex
+	kept map[string]keptValidator
+}
+
+type keptValidator struct {
+	v     validation.Schema
+	since time.Time
+}
+
+const validatorTTL = 5 * time.Minute
+
+func (k *keptValidators) Validator(directive string) (validation.Schema, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if kv, ok := k.kept[directive]; ok && time.Since(kv.since) < validatorTTL {
+		return kv.v, nil
+	}
+	v, err := k.Factory.Validator(directive)
+	if err != nil {
+		return nil, err
+	}
+	if k.kept == nil {
+		k.kept = map[string]keptValidator{}
+	}
+	k.kept[directive] = keptValidator{v: v, since: time.Now()}
+	return v, nil
 }
 
 type sharedDiscovery struct {

@@ -407,3 +407,52 @@ func TestForgedRecordStaysInItsNamespace(t *testing.T) {
 		t.Errorf("Uninstall = %+v, %v; want %s/victim", r, err, ns)
 	}
 }
+
+// TestSchemaValidationKept: with the validator a namespace's configuration
+// keeps between installs, a manifest the API server cannot take (a port that
+// is not a number) is still refused as the chart's fault, before and after
+// good installs through the same validator, and the refusals leave nothing.
+func TestSchemaValidationKept(t *testing.T) {
+	cp.Require(t)
+	ctx := context.Background()
+	ns := cp.Namespace(t)
+	bad, err := chartrepo.FromTemplates("typo", map[string]string{"svc.yaml": `apiVersion: v1
+kind: Service
+metadata:
+  name: {{ .Release.Name }}
+spec:
+  ports: [{port: mqtt}]
+`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := charts.Add(bad); err != nil {
+		t.Fatal(err)
+	}
+	in := newInstaller(t, ns)
+	for i, name := range []string{"typo-1", "gw-1", "typo-2", "gw-2", "typo-3"} {
+		chart := "berth/typo"
+		if strings.HasPrefix(name, "gw") {
+			chart = "berth/echo-gateway"
+		}
+		_, _, err := in.Install(ctx, Request{Chart: ChartRef{Name: chart}, ReleaseName: name, Namespace: ns})
+		if want := i%2 == 1; want != (err == nil) {
+			t.Fatalf("install %d (%s): %v", i, name, err)
+		}
+		if err != nil && !errors.Is(err, ErrRender) {
+			t.Errorf("install %s = %v, want ErrRender", name, err)
+		}
+	}
+	list, err := in.List(ctx, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(list) != 2 {
+		t.Errorf("releases after 3 refused and 2 good installs: %+v, want the 2 good", list)
+	}
+	for _, n := range []string{"typo-1", "typo-2", "typo-3"} {
+		if _, err := cp.Client.CoreV1().Services(ns).Get(ctx, n, metav1.GetOptions{}); err == nil {
+			t.Errorf("refused install %s left its Service", n)
+		}
+	}
+}
