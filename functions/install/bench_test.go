@@ -11,10 +11,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/pkg/testing/figures"
 
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart/loader"
@@ -78,7 +79,7 @@ func BenchmarkInstall(b *testing.B) {
 			run("install", fmt.Sprintf("cli-%d", i), "berth/echo-gateway", "--namespace", ns)
 			cli[i] = time.Since(s)
 		}
-		bm, cm := median(berth), median(cli)
+		bm, cm := figures.Median(berth), figures.Median(cli)
 		b.ReportMetric(float64(bm.Microseconds())/1000, "berth-ms")
 		b.ReportMetric(float64(cm.Microseconds())/1000, "helm-cli-ms")
 		b.ReportMetric(float64(bm)/float64(cm), "ratio")
@@ -86,16 +87,8 @@ func BenchmarkInstall(b *testing.B) {
 			"  berth (Helm SDK in-process, HTTP):         %7.1f ms\n"+
 			"  helm CLI (repo add + repo update + install): %7.1f ms\n"+
 			"  ratio berth / CLI: %.2f (goal at most 0.5)",
-			n, ms(berth[0]), ms(cli[0]), ms(bm), ms(cm), float64(bm)/float64(cm))
+			n, figures.MS(berth[0]), figures.MS(cli[0]), figures.MS(bm), figures.MS(cm), float64(bm)/float64(cm))
 	}
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 // ingressNginx is the large chart of BenchmarkInstallFloor: ingress-nginx
@@ -194,11 +187,11 @@ func BenchmarkInstallFloor(b *testing.B) {
 					berth, floor = append(berth, d), append(floor, time.Since(s))
 				}
 			}
-			bm, fm := median(berth), median(floor)
+			bm, fm := figures.Median(berth), figures.Median(floor)
 			ratio := float64(bm) / float64(fm)
 			b.ReportMetric(ratio, c.chart.Name+"-ratio")
-			fmt.Fprintf(&report, "\n  %s %s, median of %d:\n    berth POST /releases:        %7.1f ms\n    Helm SDK floor (action.Install): %7.1f ms\n    ratio: %.2f (goal at most 1.15)",
-				c.chart.Name, c.chart.Version, n, ms(bm), ms(fm), ratio)
+			fmt.Fprintf(&report, "\n  %s %s, median of %d:\n    berth POST /releases:            %7.1f ms\n    Helm SDK floor (action.Install): %7.1f ms\n    ratio: %.2f (goal at most 1.15)",
+				c.chart.Name, c.chart.Version, n, figures.MS(bm), figures.MS(fm), ratio)
 		}
 		b.Log(report.String())
 	}

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/pkg/testing/figures"
+
 	"k8s.io/apimachinery/pkg/util/intstr"
 
 	"github.com/berth-dev/berth/pkg/portalloc"
@@ -26,12 +28,10 @@ func BenchmarkExposures(b *testing.B) {
 			b.ReportMetric(con, backend+"-exposures/s")
 			b.ReportMetric(con/seq, backend+"-ratio")
 			b.Logf("%-13s %d concurrent: %7.1f exposures/s (p50 %6.1f ms, p99 %6.1f ms); sequential baseline %7.1f/s; ratio %.2f",
-				backend, n, con, ms(p50), ms(p99), seq, con/seq)
+				backend, n, con, figures.MS(p50), figures.MS(p99), seq, con/seq)
 		}
 	}
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 func exposures(b *testing.B, backend string, n int, concurrent bool) (float64, time.Duration, time.Duration) {
 	ctx := context.Background()

@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/berth-dev/berth/pkg/testing/figures"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -58,13 +60,11 @@ func BenchmarkReservations(b *testing.B) {
 			"  berth, one write a request: %8.1f reservations/s  p50 %6.1f ms  p99 %6.1f ms  ratio to ceiling %.2f  (%d gave up with 409)\n"+
 			"  2018 list-then-pick: %d of %d answers were duplicates",
 			benchInstances, benchConcurrency, ceiling,
-			batched, ms(p50), ms(p99), batched/ceiling,
-			single, ms(sp50), ms(sp99), single/ceiling, sfailed,
+			batched, figures.MS(p50), figures.MS(p99), batched/ceiling,
+			single, figures.MS(sp50), figures.MS(sp99), single/ceiling, sfailed,
 			dups, benchInstances*benchConcurrency)
 	}
 }
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // ceilingUpdates is n sequential updates of one ConfigMap by one writer, each
 // with the resourceVersion the previous one returned: no reads, no conflicts.

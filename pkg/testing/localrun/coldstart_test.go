@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/berth-dev/berth/pkg/testing/figures"
 )
 
 // coldStartRoutes are the real API calls each function's first request makes:
@@ -54,15 +56,15 @@ func BenchmarkColdStart(b *testing.B) {
 				rss[name] = append(rss[name], kb)
 			}
 		}
-		base := median(first["floor"])
+		base := figures.Median(first["floor"])
 		var out strings.Builder
 		fmt.Fprintf(&out, "\n  exec to first 200 on a real API call, median of %d, and peak RSS then (median)\n", rounds)
 		fmt.Fprintf(&out, "  %-11s %-18s %9s %8s %8s\n", "", "route", "first 200", "ratio", "RSS")
 		for _, name := range order {
-			d := median(first[name])
+			d := figures.Median(first[name])
 			ratio := float64(d) / float64(base)
-			mb := float64(medianInt(rss[name])) / 1024
-			fmt.Fprintf(&out, "  %-11s %-18s %7.1fms %8.2f %6.1fMB\n", name, "GET "+coldStartRoutes[name], ms(d), ratio, mb)
+			mb := float64(figures.Median(rss[name])) / 1024
+			fmt.Fprintf(&out, "  %-11s %-18s %7.1fms %8.2f %6.1fMB\n", name, "GET "+coldStartRoutes[name], figures.MS(d), ratio, mb)
 			if name != "floor" {
 				b.ReportMetric(ratio, name+"-ratio")
 				b.ReportMetric(mb, name+"-MB")
@@ -133,18 +135,4 @@ func peakRSS(b *testing.B, pid int) int64 {
 	}
 	b.Fatalf("no VmHWM in /proc/%d/status", pid)
 	return 0
-}
-
-func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-func medianInt(v []int64) int64 {
-	s := slices.Clone(v)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
