@@ -22,11 +22,7 @@ type Capacity struct {
 // answers, per entry point and protocol, its ports reserved, bound, used
 // otherwise and free. It names no owner and no Service.
 func (s *Service) Capacities(ctx context.Context) ([]Capacity, error) {
-	all, err := s.EntryPoints.List(ctx, true)
-	if err != nil {
-		return nil, err
-	}
-	ledgers, err := s.read(ctx, all)
+	all, ledgers, err := s.snapshot(ctx, "")
 	if err != nil {
 		return nil, err
 	}

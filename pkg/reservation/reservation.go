@@ -389,14 +389,7 @@ type Filter struct {
 // List returns the live entries of every entry point, in entry point, protocol
 // and port order.
 func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
-	all, err := s.EntryPoints.List(ctx, true)
-	if err != nil {
-		return nil, err
-	}
-	if f.EntryPoint != "" {
-		all = slices.DeleteFunc(all, func(ep entrypoint.EntryPoint) bool { return ep.ID() != f.EntryPoint })
-	}
-	ledgers, err := s.read(ctx, all)
+	all, ledgers, err := s.snapshot(ctx, f.EntryPoint)
 	if err != nil {
 		return nil, err
 	}
@@ -415,18 +408,29 @@ func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
 	return out, nil
 }
 
-// read reads the ledgers of eps at once, in their order: a caller's request
-// waits on every round trip made one after another.
-func (s *Service) read(ctx context.Context, eps []entrypoint.EntryPoint) ([]*portalloc.Ledger, error) {
-	out := make([]*portalloc.Ledger, len(eps))
+// snapshot lists the entry points (only the one whose ID is only, if set) and
+// reads their ledgers at once, in their order: a caller's request waits on
+// every round trip made one after another.
+func (s *Service) snapshot(ctx context.Context, only string) ([]entrypoint.EntryPoint, []*portalloc.Ledger, error) {
+	all, err := s.EntryPoints.List(ctx, true)
+	if err != nil {
+		return nil, nil, err
+	}
+	if only != "" {
+		all = slices.DeleteFunc(all, func(ep entrypoint.EntryPoint) bool { return ep.ID() != only })
+	}
+	out := make([]*portalloc.Ledger, len(all))
 	g, gctx := errgroup.WithContext(ctx)
-	for i, ep := range eps {
+	for i, ep := range all {
 		g.Go(func() (err error) {
 			out[i], err = s.Ledgers.Get(gctx, ref(ep))
 			return err
 		})
 	}
-	return out, g.Wait()
+	if err := g.Wait(); err != nil {
+		return nil, nil, err
+	}
+	return all, out, nil
 }
 
 // SweepResult says what one sweep did, per entry point.
