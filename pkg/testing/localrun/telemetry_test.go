@@ -54,15 +54,25 @@ func TestTelemetry(t *testing.T) {
 		ends[rel] = d
 	}
 
-	// Spans are batched; wait until each trace holds setingress's hop.
+	// Spans are batched by each process, and a hop's own span ends only
+	// after its reply is written, so it can reach the sink after the next
+	// hop's: wait until each trace holds every hop and the last hop's route.
 	wctx, wcancel := context.WithTimeout(ctx, time.Minute)
 	defer wcancel()
+	await := []otlpsink.Span{
+		{Service: "install", Name: "process " + events.InstallRequested},
+		{Service: "getport", Name: "process " + events.ReleaseInstalled},
+		{Service: "setingress", Name: "process " + events.PortReserved},
+		{Service: "setingress", Name: "route shared-ip"},
+	}
 	err = sink.WaitFor(wctx, func(s *otlpsink.Sink) bool {
 		for _, id := range traces {
-			if !slices.ContainsFunc(s.Trace(id), func(sp otlpsink.Span) bool {
-				return sp.Service == "setingress" && sp.Name == "route shared-ip"
-			}) {
-				return false
+			for _, w := range await {
+				if !slices.ContainsFunc(s.Trace(id), func(sp otlpsink.Span) bool {
+					return sp.Service == w.Service && sp.Name == w.Name
+				}) {
+					return false
+				}
 			}
 		}
 		return true
