@@ -3,6 +3,7 @@ package main
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 
@@ -25,6 +26,12 @@ type Config struct {
 	// AllowedNamespaces are the namespaces whose Services may be exposed, comma
 	// separated: install's ALLOWED_NAMESPACES, read from the same setting.
 	AllowedNamespaces []string `split_words:"true" required:"true"`
+	// ConfirmTimeout bounds how long an exposure waits for the data plane to
+	// confirm or refuse it (a Gateway listener programmed, a load balancer's
+	// address given): an event's, a 2018 setrule's, and the longest ?wait= of
+	// POST /exposures. An event still pending then is answered
+	// endpoint.failed.
+	ConfirmTimeout time.Duration `split_words:"true" default:"30s"`
 	// RemovedDefaultServiceNamespace is a setting that is gone: a request that
 	// names no namespace is for the one install chooses (ALLOWED_NAMESPACES).
 	// Set, it is refused, rather than exposing in another namespace than it
@@ -47,6 +54,9 @@ func (c Config) Validate() error {
 	}
 	if c.RemovedDefaultServiceNamespace != "" {
 		errs = append(errs, errors.New("DEFAULT_SERVICE_NAMESPACE is gone: a request that names no namespace is for the caller's own if it is in ALLOWED_NAMESPACES, else the first of them (as install chooses); unset it"))
+	}
+	if c.ConfirmTimeout < 0 || c.ConfirmTimeout > 10*time.Minute {
+		errs = append(errs, fmt.Errorf("CONFIRM_TIMEOUT %s is not within 0 and 10m", c.ConfirmTimeout))
 	}
 	if len(c.AllowedNamespaces) == 0 {
 		errs = append(errs, errors.New("ALLOWED_NAMESPACES must name at least one namespace"))

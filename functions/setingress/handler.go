@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
@@ -38,6 +39,8 @@ type handler struct {
 	ports   *reservation.Service
 	access  auth.Access
 	allowed []string
+	// confirm bounds the wait for the data plane (CONFIRM_TIMEOUT).
+	confirm time.Duration
 }
 
 func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access) *handler {
@@ -45,7 +48,7 @@ func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interfac
 	ports := cfg.Settings.New(core, gw)
 	return &handler{
 		exp:   &expose.Exposer{Core: core, Ports: ports, Backends: backends, Backoff: kube.ConflictBackoff},
-		ports: ports, access: ac, allowed: cfg.AllowedNamespaces,
+		ports: ports, access: ac, allowed: cfg.AllowedNamespaces, confirm: cfg.ConfirmTimeout,
 	}
 }
 
@@ -158,26 +161,60 @@ func (h *handler) seed(w http.ResponseWriter, r *http.Request) {
 		seed.WriteError(w, err)
 		return
 	}
-	end, err := h.expose(r.Context(), h.toRequest(r.Context(), b))
+	req := h.toRequest(r.Context(), b)
+	req.Wait = h.confirm
+	end, err := h.expose(r.Context(), req)
 	if err != nil {
 		seed.WriteError(w, err)
 		return
 	}
-	seed.Write(w, http.StatusOK, seedAnswer{ReleaseName: end.EntryPoint, Endpoint: end})
+	seed.Write(w, stateStatus(end.State), seedAnswer{ReleaseName: end.EntryPoint, Endpoint: end})
 }
 
+// stateStatus is the HTTP status of an exposure made: 200 when the data
+// plane confirmed it, 202 while it is pending.
+func stateStatus(s expose.State) int {
+	if s == expose.StateExposed {
+		return http.StatusOK
+	}
+	return http.StatusAccepted
+}
+
+// create is POST /exposures[?wait=<duration>]: it answers 200 when the data
+// plane confirmed the exposure within the wait (none by default, at most
+// CONFIRM_TIMEOUT), 202 while it is pending, 422 when it refused it.
 func (h *handler) create(w http.ResponseWriter, r *http.Request) {
+	wait, err := h.waitParam(r)
+	if err != nil {
+		problem.Write(w, err)
+		return
+	}
 	var b exposeRequest
 	if err := function.DecodeJSON(r, &b); err != nil {
 		problem.Write(w, err)
 		return
 	}
-	end, err := h.expose(r.Context(), h.toRequest(r.Context(), b))
+	req := h.toRequest(r.Context(), b)
+	req.Wait = wait
+	end, err := h.expose(r.Context(), req)
 	if err != nil {
 		problem.Write(w, err)
 		return
 	}
-	function.WriteJSON(w, http.StatusOK, end)
+	function.WriteJSON(w, stateStatus(end.State), end)
+}
+
+// waitParam reads ?wait=, a Go duration from 0 to CONFIRM_TIMEOUT.
+func (h *handler) waitParam(r *http.Request) (time.Duration, error) {
+	v := r.URL.Query().Get("wait")
+	if v == "" {
+		return 0, nil
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil || d < 0 || d > h.confirm {
+		return 0, fmt.Errorf("%w: wait %q is not a duration from 0 to %s", expose.ErrBadRequest, problem.Clip(v), h.confirm)
+	}
+	return d, nil
 }
 
 func (h *handler) list(w http.ResponseWriter, r *http.Request) {
@@ -185,6 +222,9 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	items, err := h.exp.List(r.Context(), reservation.Filter{EntryPoint: q.Get("entryPoint"), Owner: q.Get("owner")})
 	if err == nil {
 		items, err = auth.Visible(r.Context(), h.access, auth.Exposures, items, serviceNamespace)
+	}
+	if err == nil {
+		err = h.exp.Statuses(r.Context(), items)
 	}
 	if err != nil {
 		problem.Write(w, err)
@@ -277,7 +317,12 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 	if err != nil {
 		return function.Reply(e, events.EndpointFailed, err)
 	}
-	end, err := h.expose(ctx, expose.Request{Target: t, Owner: in.Owner, EntryPoint: in.EntryPoint, Port: in.Port})
+	end, err := h.expose(ctx, expose.Request{Target: t, Owner: in.Owner, EntryPoint: in.EntryPoint, Port: in.Port, Wait: h.confirm})
+	if err == nil && end.State != expose.StateExposed {
+		// Still written, and held: a redelivery, or GET /exposures, sees
+		// whether the data plane confirms it later.
+		err = fmt.Errorf("%w within %s: %s", expose.ErrUnconfirmed, h.confirm, end.Status)
+	}
 	if err != nil {
 		return function.Reply(e, events.EndpointFailed, err)
 	}

@@ -19,6 +19,12 @@ var (
 	ErrNoBackend = problem.New(problem.ErrUnprocessable, "entry point has no usable routing backend")
 	// ErrTaken means a routing object for the port exists and routes elsewhere.
 	ErrTaken = problem.New(problem.ErrConflict, "the port is already routed elsewhere")
+	// ErrRefused means the data plane refused the exposure (a listener not
+	// accepted, an address not given); what berth wrote is taken back.
+	ErrRefused = problem.New(problem.ErrUnprocessable, "the data plane refused the exposure")
+	// ErrUnconfirmed means the data plane did not confirm the exposure within
+	// the wait; it stays written, pending.
+	ErrUnconfirmed = problem.New(problem.ErrUnprocessable, "the data plane did not confirm the exposure in time")
 	// ErrNoStreamConfigMap means the ingress-nginx controller does not read a
 	// tcp/udp-services ConfigMap for the protocol.
 	ErrNoStreamConfigMap = problem.New(problem.ErrUnprocessable, "ingress-nginx serves no ConfigMap for this protocol")

@@ -13,7 +13,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
+	"golang.org/x/sync/errgroup"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -23,6 +25,7 @@ import (
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/reservation"
+	"github.com/berth-dev/berth/pkg/telemetry"
 )
 
 // Ports reserves, binds and releases ports in the ledger.
@@ -60,6 +63,9 @@ type Request struct {
 	LBIP       string
 	// Proxy asks ingress-nginx for the PROXY protocol (TCP only).
 	Proxy Proxy
+	// Wait is how long to wait for the data plane to confirm or refuse the
+	// exposure; 0 reads its status once.
+	Wait time.Duration
 }
 
 // Endpoint is an exposed port.
@@ -72,6 +78,8 @@ type Endpoint struct {
 	Owner      string             `json:"owner"`
 	// Service is namespace/name of the target Service.
 	Service string `json:"service"`
+	// Status is what the data plane reports of it.
+	Status
 }
 
 // String is the endpoint as the berth.dev/endpoint annotation writes it.
@@ -190,7 +198,42 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (end Endpoint, err er
 	if err := e.annotate(ctx, t.Namespace, t.Name, end.String(), true); err != nil {
 		return Endpoint{}, err
 	}
+	if end.Status, err = confirm(ctx, backend, ep, x, req.Wait); err != nil {
+		return Endpoint{}, err
+	}
+	if end.State == StateFailed {
+		// Refused by the data plane: take back the route, the annotation
+		// and the port, so that no port is held by a dead route.
+		if err := e.Unexpose(ctx, id, key, req.Owner); err != nil {
+			return Endpoint{}, fmt.Errorf("%w: %s (and taking the exposure back failed: %v)", ErrRefused, end.Status, err)
+		}
+		return Endpoint{}, fmt.Errorf("%w: %s; berth removed what it wrote and freed %s port %d", ErrRefused, end.Status, key.Protocol, key.Port)
+	}
 	return end, nil
+}
+
+// confirm reads what the data plane reports of x until it is no longer
+// pending or wait has passed: at 50 ms, then twice as long each time, up to a
+// second between reads.
+func confirm(ctx context.Context, b Backend, ep entrypoint.EntryPoint, x Exposure, wait time.Duration) (Status, error) {
+	ctx, span := telemetry.Tracer().Start(ctx, "confirm "+ep.Backend)
+	deadline := time.Now().Add(wait)
+	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
+		st, err := b.Status(ctx, ep, x)
+		if err != nil || st.State != StatePending || time.Until(deadline) <= 0 {
+			span.SetAttributes(telemetry.AttrExposureState.String(string(st.State)))
+			telemetry.End(span, err)
+			return st, err
+		}
+		t := time.NewTimer(min(delay, time.Until(deadline)))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			telemetry.End(span, ctx.Err())
+			return st, ctx.Err()
+		case <-t.C:
+		}
+	}
 }
 
 // adopt makes a reservation GET /getport made up (reservation.Anonymous) in
@@ -326,7 +369,42 @@ func (e *Exposer) UnexposeOwner(ctx context.Context, owner string) (int, error) 
 	return len(held), nil
 }
 
-// List returns the bound ports, as endpoints.
+// Statuses reads what the data plane reports of each endpoint, at most 8 at
+// a time.
+func (e *Exposer) Statuses(ctx context.Context, ends []Endpoint) error {
+	eps := map[string]entrypoint.EntryPoint{}
+	for _, end := range ends {
+		if _, ok := eps[end.EntryPoint]; ok {
+			continue
+		}
+		ep, err := e.Ports.EntryPoint(ctx, end.EntryPoint)
+		if err != nil {
+			return err
+		}
+		eps[end.EntryPoint] = ep
+	}
+	g, ctx := errgroup.WithContext(ctx)
+	g.SetLimit(8)
+	for i := range ends {
+		end := &ends[i]
+		ep := eps[end.EntryPoint]
+		backend, ok := e.Backends[ep.Backend]
+		if !ok {
+			end.Status = failed("entry point "+ep.ID(), "NoBackend", "berth has no backend "+ep.Backend)
+			continue
+		}
+		ns, name, _ := strings.Cut(end.Service, "/")
+		x := Exposure{Key: portalloc.Key{Protocol: end.Protocol, Port: end.Port}, Owner: end.Owner, IP: ep.Address, Namespace: ns, Service: name}
+		g.Go(func() error {
+			st, err := backend.Status(ctx, ep, x)
+			end.Status = st
+			return err
+		})
+	}
+	return g.Wait()
+}
+
+// List returns the bound ports, as endpoints, without their status.
 func (e *Exposer) List(ctx context.Context, f reservation.Filter) ([]Endpoint, error) {
 	held, err := e.Ports.List(ctx, f)
 	if err != nil {

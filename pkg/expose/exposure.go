@@ -50,9 +50,13 @@ type Exposure struct {
 // Both calls are idempotent: a retry finishes what a crash left half done.
 // Expose answers ErrTaken, when the port is routed by something not berth's,
 // before it writes anything: the Exposer then puts the ledger back.
+//
+// Status reads what the data plane reports of x (never what berth wrote): an
+// error is only for a read that failed.
 type Backend interface {
 	Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error
 	Unexpose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error
+	Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (Status, error)
 }
 
 // An Admitter is a Backend that can refuse a target Service it cannot route,

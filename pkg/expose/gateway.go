@@ -349,3 +349,119 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 		},
 		g.writeSet(ep), nil)
 }
+
+// Status reads what the Gateway implementation reports of x: the Gateway's
+// (or ListenerSet's) acceptance, the listener's Accepted, Programmed,
+// ResolvedRefs and Conflicted conditions and its attached routes, and the
+// route's Accepted and ResolvedRefs for that listener, each at the
+// generation it was written.
+func (g *GatewayBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (Status, error) {
+	section := gatewayv1.SectionName(portName(x.Key))
+	gw, err := g.Client.GatewayV1().Gateways(ep.Namespace).Get(ctx, ep.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return failed("Gateway", "NotFound", "the entry point's Gateway is gone"), nil
+	}
+	if err != nil {
+		return Status{}, fmt.Errorf("read Gateway %s: %w", ep.ID(), err)
+	}
+	if st := judge("Gateway", gw.Status.Conditions, gw.Generation, parentChecks); st.State != StateExposed {
+		return st, nil
+	}
+	p, listener, err := g.listenerStatus(ctx, ep, gw, section)
+	if err != nil || listener.State != StateExposed {
+		return listener, err
+	}
+	route, err := g.routeStatus(ctx, ep, x, p, section)
+	if err != nil || route.State != StateExposed {
+		return route, err
+	}
+	if p.attached == 0 {
+		return pending("listener "+string(section)+" attachedRoutes", "NoAttachedRoutes", "the route is accepted but the listener counts no attached route yet"), nil
+	}
+	return exposed, nil
+}
+
+// listenerParent is where a listener was found, with its attached routes.
+type listenerParent struct {
+	parent
+	attached int32
+}
+
+// listenerStatus finds the listener on the Gateway or one of berth's
+// ListenerSets and judges its conditions.
+func (g *GatewayBackend) listenerStatus(ctx context.Context, ep entrypoint.EntryPoint, gw *gatewayv1.Gateway, section gatewayv1.SectionName) (listenerParent, Status, error) {
+	what := "listener " + string(section)
+	if slices.ContainsFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool { return l.Name == section }) {
+		p := listenerParent{parent: parent{"Gateway", gw.Name}}
+		i := slices.IndexFunc(gw.Status.Listeners, func(l gatewayv1.ListenerStatus) bool { return l.Name == section })
+		if i < 0 {
+			return p, pending(what, "NotObserved", "the Gateway's status has no such listener yet"), nil
+		}
+		p.attached = gw.Status.Listeners[i].AttachedRoutes
+		return p, judge(what, gw.Status.Listeners[i].Conditions, gw.Generation, listenerChecks), nil
+	}
+	sets, err := g.berthSets(ctx, ep)
+	if err != nil {
+		return listenerParent{}, Status{}, fmt.Errorf("read ListenerSets of %s: %w", ep.ID(), err)
+	}
+	for _, s := range sets {
+		if !slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section }) {
+			continue
+		}
+		p := listenerParent{parent: parent{"ListenerSet", s.Name}}
+		if st := judge("ListenerSet "+s.Name, s.Status.Conditions, s.Generation, parentChecks); st.State != StateExposed {
+			return p, st, nil
+		}
+		i := slices.IndexFunc(s.Status.Listeners, func(l gatewayv1.ListenerEntryStatus) bool { return l.Name == section })
+		if i < 0 {
+			return p, pending(what, "NotObserved", "the ListenerSet's status has no such listener yet"), nil
+		}
+		p.attached = s.Status.Listeners[i].AttachedRoutes
+		return p, judge(what, s.Status.Listeners[i].Conditions, s.Generation, listenerChecks), nil
+	}
+	return listenerParent{}, failed(what, "NotFound", "the listener is on neither the Gateway nor berth's ListenerSets"), nil
+}
+
+// routeStatus judges the route's status for the listener's parent.
+func (g *GatewayBackend) routeStatus(ctx context.Context, ep entrypoint.EntryPoint, x Exposure, p listenerParent, section gatewayv1.SectionName) (Status, error) {
+	name := objectName(ep, x.Key)
+	var (
+		rs  gatewayv1.RouteStatus
+		gen int64
+		err error
+	)
+	kind := "TCPRoute"
+	if x.Key.Protocol == portalloc.UDP {
+		kind = "UDPRoute"
+		var r *gatewayv1.UDPRoute
+		if r, err = g.Client.GatewayV1().UDPRoutes(x.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			rs, gen = r.Status.RouteStatus, r.Generation
+		}
+	} else {
+		var r *gatewayv1.TCPRoute
+		if r, err = g.Client.GatewayV1().TCPRoutes(x.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+			rs, gen = r.Status.RouteStatus, r.Generation
+		}
+	}
+	what := kind + " " + x.Namespace + "/" + name
+	if apierrors.IsNotFound(err) {
+		return failed(what, "NotFound", "the route is gone"), nil
+	}
+	if err != nil {
+		return Status{}, fmt.Errorf("read %s: %w", what, err)
+	}
+	i := slices.IndexFunc(rs.Parents, func(ps gatewayv1.RouteParentStatus) bool {
+		r := ps.ParentRef
+		kind := "Gateway" // the field's default
+		if r.Kind != nil {
+			kind = string(*r.Kind)
+		}
+		return string(r.Name) == p.name && kind == p.kind &&
+			r.SectionName != nil && *r.SectionName == section &&
+			(r.Namespace == nil || string(*r.Namespace) == ep.Namespace)
+	})
+	if i < 0 {
+		return pending(what, "NotObserved", "the route's status names no such parent yet"), nil
+	}
+	return judge(what, rs.Parents[i].Conditions, gen, routeChecks), nil
+}

@@ -204,3 +204,37 @@ func serviceOf(entry string) string {
 	s, _, _ := strings.Cut(entry, ":")
 	return s
 }
+
+// Status reads the entry's place in the stream ConfigMap, and the
+// controller Service's status: exposed once the Service has the port and
+// the entry point's address. ingress-nginx reports nothing per stream port,
+// so this is as far as its data plane can say.
+func (n *IngressNginxBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (Status, error) {
+	ns, name, err := streamConfigMap(ep, x.Key.Protocol)
+	if err != nil {
+		return failed("ConfigMap", "NoStreamConfigMap", err.Error()), nil
+	}
+	cm, err := n.Core.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return failed("ConfigMap "+ns+"/"+name, "NotFound", "the stream ConfigMap is gone"), nil
+	case err != nil:
+		return Status{}, fmt.Errorf("read %s/%s: %w", ns, name, err)
+	}
+	key := fmt.Sprint(x.Key.Port)
+	if cur, ok := cm.Data[key]; !ok || x.Service != "" && serviceOf(cur) != x.Namespace+"/"+x.Service {
+		return failed("ConfigMap "+ns+"/"+name, "EntryMissing", "the stream entry for port "+key+" is gone or routes elsewhere"), nil
+	}
+	pname := portName(x.Key)
+	s, err := n.Core.CoreV1().Services(ep.Namespace).Get(ctx, ep.Name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return failed("Service "+ep.ID(), "NotFound", "the controller's Service is gone"), nil
+	case err != nil:
+		return Status{}, fmt.Errorf("read entry point %s: %w", ep.ID(), err)
+	}
+	if !slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == pname }) {
+		return failed("Service "+ep.ID()+" port "+pname, "NotFound", "the port is not on the controller's Service"), nil
+	}
+	return loadBalancerStatus(s, ep.Address, int32(x.Key.Port), corev1.Protocol(x.Key.Protocol)), nil
+}

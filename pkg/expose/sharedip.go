@@ -118,3 +118,18 @@ func (b *SharedIPBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint
 	}
 	return nil
 }
+
+// Status reads the shared-IP Service's status: it is exposed once the load
+// balancer gives it the entry point's address, failed when it gives another
+// or reports an error on the port.
+func (b *SharedIPBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (Status, error) {
+	name := objectName(ep, x.Key)
+	s, err := b.Core.CoreV1().Services(x.Namespace).Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return failed("Service "+x.Namespace+"/"+name, "NotFound", "the shared-IP Service is gone"), nil
+	}
+	if err != nil {
+		return Status{}, fmt.Errorf("read shared-IP Service %s/%s: %w", x.Namespace, name, err)
+	}
+	return loadBalancerStatus(s, ep.Address, int32(x.Key.Port), corev1.Protocol(x.Key.Protocol)), nil
+}

@@ -21,7 +21,8 @@ func observeExpose(ctx context.Context, req Request) (context.Context, func(Endp
 			end.Backend = "none" // refused before an entry point was chosen, or failed after
 		}
 		if end.EntryPoint != "" {
-			o.Span().SetAttributes(telemetry.AttrEntryPoint.String(end.EntryPoint), telemetry.AttrPort.Int(end.Port))
+			o.Span().SetAttributes(telemetry.AttrEntryPoint.String(end.EntryPoint), telemetry.AttrPort.Int(end.Port),
+				telemetry.AttrExposureState.String(string(end.State)))
 		}
 		o.End(err, telemetry.AttrBackend.String(end.Backend))
 	}

@@ -26,6 +26,9 @@ const (
 	AttrPort = attribute.Key("berth.port")
 	// AttrPortState is how a port is used: reserved, bound, in_use, free.
 	AttrPortState = attribute.Key("berth.port.state")
+	// AttrExposureState is what the data plane reports of an exposure:
+	// exposed, pending, failed.
+	AttrExposureState = attribute.Key("berth.exposure.state")
 	// AttrOwner is a port's owner.
 	AttrOwner = attribute.Key("berth.owner")
 	// AttrService is a target Service, namespace/name.

@@ -29,10 +29,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/testing/chartrepo"
 	"github.com/berth-dev/berth/pkg/testing/controlplane"
+	"github.com/berth-dev/berth/pkg/testing/dataplane"
 )
 
 // The demo's namespaces and entry points. Addresses are from TEST-NET-1.
@@ -86,6 +88,8 @@ type Env struct {
 	srv    *http.Server
 	procs  []*exec.Cmd
 	wg     sync.WaitGroup
+	// stopDataPlane stops the data plane's stand-in.
+	stopDataPlane context.CancelFunc
 }
 
 func (o Options) say(format string, a ...any) { fmt.Fprintf(o.Out, "==> "+format+"\n", a...) }
@@ -122,6 +126,17 @@ func (env *Env) start(ctx context.Context) error {
 	if err := Seed(ctx, env.CP); err != nil {
 		return fmt.Errorf("seed: %w", err)
 	}
+	// No load balancer or Gateway controller runs here: a stand-in answers
+	// status as they would, so that exposures are confirmed.
+	o.say("data plane: a stand-in gives shared-IP Services their address and accepts Gateway listeners and routes (no traffic)")
+	gw, err := gatewayclient.NewForConfig(env.CP.Config)
+	if err != nil {
+		return err
+	}
+	dctx, stop := context.WithCancel(context.Background())
+	env.stopDataPlane = stop
+	dp := &dataplane.DataPlane{Core: env.CP.Client, Gateway: gw}
+	env.wg.Go(func() { dp.Run(dctx) })
 	if err := env.tenants(ctx); err != nil {
 		return fmt.Errorf("tenants: %w", err)
 	}
@@ -272,6 +287,9 @@ func (env *Env) Close() {
 		case <-time.After(10 * time.Second):
 			_ = p.Process.Kill()
 		}
+	}
+	if env.stopDataPlane != nil {
+		env.stopDataPlane()
 	}
 	env.wg.Wait()
 	if env.srv != nil {

@@ -1,0 +1,347 @@
+// Package dataplane stands in for the data plane on a control plane that has
+// none (make run, and the tests on a bare API server): a load-balancer
+// controller that gives LoadBalancer Services the address MetalLB's
+// loadBalancerIPs annotation asks for, and a Gateway controller that answers
+// Gateway, ListenerSet, TCPRoute and UDPRoute status. It writes status as an
+// implementation would, and carries no traffic. What it answers for a port
+// is the caller's choice: accept, refuse (as Traefik refuses a port it was
+// not started with), or stay silent.
+package dataplane
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
+	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+)
+
+// Answer is what the data plane says of a port.
+type Answer int
+
+const (
+	// Accept programs the port: an address given, a listener accepted and
+	// programmed, its routes accepted.
+	Accept Answer = iota
+	// Refuse turns it down: a listener Accepted=False PortUnavailable, a
+	// Service LoadBalancerPortsError.
+	Refuse
+	// Silent never answers.
+	Silent
+)
+
+// ControllerName is the Gateway controller name it writes in route status.
+const ControllerName = "berth.dev/dataplane-stand-in"
+
+// AnnotationLoadBalancerIPs is MetalLB's annotation asking for addresses.
+const AnnotationLoadBalancerIPs = "metallb.io/loadBalancerIPs"
+
+// DataPlane answers status until its context ends.
+type DataPlane struct {
+	Core    kubernetes.Interface
+	Gateway gatewayclient.Interface
+	// Decide says what to answer for a port; nil accepts every port.
+	Decide func(port int32, protocol string) Answer
+	// Every is how often it looks; 50 ms if zero.
+	Every time.Duration
+	// Namespace limits it to one namespace; "" is all.
+	Namespace string
+}
+
+func (d *DataPlane) decide(port int32, proto string) Answer {
+	if d.Decide == nil {
+		return Accept
+	}
+	return d.Decide(port, proto)
+}
+
+// Run answers until ctx ends. A write that loses a race is made again on
+// the next look.
+func (d *DataPlane) Run(ctx context.Context) {
+	every := d.Every
+	if every == 0 {
+		every = 50 * time.Millisecond
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		_ = d.Once(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// Once looks at everything once and writes the status that differs.
+func (d *DataPlane) Once(ctx context.Context) error {
+	errs := []error{d.loadBalancers(ctx)}
+	if d.Gateway != nil {
+		errs = append(errs, d.gateways(ctx))
+	}
+	return errors.Join(errs...)
+}
+
+// loadBalancers gives each LoadBalancer Service that asks for an address by
+// MetalLB's annotation, and has none, that address, or refuses it; and on
+// one that has an address (an ingress controller's), reports an error on
+// each port refused.
+func (d *DataPlane) loadBalancers(ctx context.Context) error {
+	l, err := d.Core.CoreV1().Services(d.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	for i := range l.Items {
+		s := &l.Items[i]
+		if s.Spec.Type != corev1.ServiceTypeLoadBalancer || len(s.Spec.Ports) == 0 {
+			continue
+		}
+		if len(s.Status.LoadBalancer.Ingress) > 0 {
+			if err := d.portErrors(ctx, s); err != nil {
+				return err
+			}
+			continue
+		}
+		ip := s.Annotations[AnnotationLoadBalancerIPs]
+		if ip == "" || len(s.Status.Conditions) > 0 {
+			continue
+		}
+		p := s.Spec.Ports[0]
+		switch d.decide(p.Port, string(p.Protocol)) {
+		case Accept:
+			s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip}}
+		case Refuse:
+			meta.SetStatusCondition(&s.Status.Conditions, metav1.Condition{
+				Type: corev1.LoadBalancerPortsError, Status: metav1.ConditionTrue, Reason: "AllocationFailed",
+				Message: fmt.Sprintf("port %d/%s is not available on %s", p.Port, p.Protocol, ip), ObservedGeneration: s.Generation,
+			})
+		default:
+			continue
+		}
+		if _, err := d.Core.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{}); err != nil && !apierrors.IsConflict(err) {
+			return err
+		}
+	}
+	return nil
+}
+
+// portErrors sets the error of each refused port of s in its first
+// address's port status, as a cloud load balancer reports a port it cannot
+// serve.
+func (d *DataPlane) portErrors(ctx context.Context, s *corev1.Service) error {
+	var ports []corev1.PortStatus
+	for _, p := range s.Spec.Ports {
+		if d.decide(p.Port, string(p.Protocol)) == Refuse {
+			msg := "PortUnavailable"
+			ports = append(ports, corev1.PortStatus{Port: p.Port, Protocol: p.Protocol, Error: &msg})
+		}
+	}
+	in := &s.Status.LoadBalancer.Ingress[0]
+	if equality.Semantic.DeepEqual(in.Ports, ports) {
+		return nil
+	}
+	in.Ports = ports
+	_, err := d.Core.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
+	return ignoreConflict(err)
+}
+
+// listenerKey names a listener: its parent's kind, namespace and name, and
+// its own name.
+type listenerKey struct{ kind, namespace, name, section string }
+
+// gateways answers listeners on Gateways and ListenerSets, then routes, and
+// counts each listener's attached routes.
+func (d *DataPlane) gateways(ctx context.Context) error {
+	gv := d.Gateway.GatewayV1()
+	gws, err := gv.Gateways(d.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	sets, err := gv.ListenerSets(d.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	tcp, err := gv.TCPRoutes(d.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	udp, err := gv.UDPRoutes(d.Namespace).List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	// What each listener answered.
+	answers := map[listenerKey]Answer{}
+	for _, gw := range gws.Items {
+		for _, l := range gw.Spec.Listeners {
+			answers[listenerKey{"Gateway", gw.Namespace, gw.Name, string(l.Name)}] = d.decide(int32(l.Port), string(l.Protocol))
+		}
+	}
+	for _, s := range sets.Items {
+		for _, l := range s.Spec.Listeners {
+			answers[listenerKey{"ListenerSet", s.Namespace, s.Name, string(l.Name)}] = d.decide(int32(l.Port), string(l.Protocol))
+		}
+	}
+	attached := map[listenerKey]int32{}
+	var errs []error
+	for i := range tcp.Items {
+		r := &tcp.Items[i]
+		if parents, changed := d.routeParents(r.Namespace, r.Spec.ParentRefs, r.Status.Parents, r.Generation, answers, attached); changed {
+			r.Status.Parents = parents
+			_, err := gv.TCPRoutes(r.Namespace).UpdateStatus(ctx, r, metav1.UpdateOptions{})
+			errs = append(errs, ignoreConflict(err))
+		}
+	}
+	for i := range udp.Items {
+		r := &udp.Items[i]
+		if parents, changed := d.routeParents(r.Namespace, r.Spec.ParentRefs, r.Status.Parents, r.Generation, answers, attached); changed {
+			r.Status.Parents = parents
+			_, err := gv.UDPRoutes(r.Namespace).UpdateStatus(ctx, r, metav1.UpdateOptions{})
+			errs = append(errs, ignoreConflict(err))
+		}
+	}
+	for i := range gws.Items {
+		gw := &gws.Items[i]
+		before := gw.Status.DeepCopy()
+		accept(&gw.Status.Conditions, gw.Generation)
+		var ls []gatewayv1.ListenerStatus
+		for _, l := range gw.Spec.Listeners {
+			k := listenerKey{"Gateway", gw.Namespace, gw.Name, string(l.Name)}
+			old := findListener(gw.Status.Listeners, l.Name)
+			conds, ok := listenerConditions(old, answers[k], l.Port, gw.Generation)
+			if ok {
+				ls = append(ls, gatewayv1.ListenerStatus{Name: l.Name, AttachedRoutes: attached[k], Conditions: conds,
+					SupportedKinds: []gatewayv1.RouteGroupKind{{Kind: "TCPRoute"}, {Kind: "UDPRoute"}}})
+			}
+		}
+		gw.Status.Listeners = ls
+		if !equality.Semantic.DeepEqual(before, &gw.Status) {
+			_, err := gv.Gateways(gw.Namespace).UpdateStatus(ctx, gw, metav1.UpdateOptions{})
+			errs = append(errs, ignoreConflict(err))
+		}
+	}
+	for i := range sets.Items {
+		s := &sets.Items[i]
+		before := s.Status.DeepCopy()
+		accept(&s.Status.Conditions, s.Generation)
+		var ls []gatewayv1.ListenerEntryStatus
+		for _, l := range s.Spec.Listeners {
+			k := listenerKey{"ListenerSet", s.Namespace, s.Name, string(l.Name)}
+			var old []metav1.Condition
+			for _, o := range s.Status.Listeners {
+				if o.Name == l.Name {
+					old = o.Conditions
+				}
+			}
+			conds, ok := listenerConditions(old, answers[k], l.Port, s.Generation)
+			if ok {
+				ls = append(ls, gatewayv1.ListenerEntryStatus{Name: l.Name, AttachedRoutes: attached[k], Conditions: conds,
+					SupportedKinds: []gatewayv1.RouteGroupKind{{Kind: "TCPRoute"}, {Kind: "UDPRoute"}}})
+			}
+		}
+		s.Status.Listeners = ls
+		if !equality.Semantic.DeepEqual(before, &s.Status) {
+			_, err := gv.ListenerSets(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
+			errs = append(errs, ignoreConflict(err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func ignoreConflict(err error) error {
+	if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+func findListener(ls []gatewayv1.ListenerStatus, name gatewayv1.SectionName) []metav1.Condition {
+	for _, l := range ls {
+		if l.Name == name {
+			return l.Conditions
+		}
+	}
+	return nil
+}
+
+// accept marks a Gateway or ListenerSet Accepted and Programmed.
+func accept(conds *[]metav1.Condition, gen int64) {
+	for _, t := range []string{"Accepted", "Programmed"} {
+		meta.SetStatusCondition(conds, metav1.Condition{Type: t, Status: metav1.ConditionTrue, Reason: t, ObservedGeneration: gen})
+	}
+}
+
+// listenerConditions are a listener's conditions for answer; false for a
+// silent one, which gets no status.
+func listenerConditions(old []metav1.Condition, a Answer, port gatewayv1.PortNumber, gen int64) ([]metav1.Condition, bool) {
+	conds := append([]metav1.Condition(nil), old...)
+	switch a {
+	case Accept:
+		for _, t := range []string{"Accepted", "Programmed", "ResolvedRefs"} {
+			meta.SetStatusCondition(&conds, metav1.Condition{Type: t, Status: metav1.ConditionTrue, Reason: t, ObservedGeneration: gen})
+		}
+	case Refuse:
+		meta.SetStatusCondition(&conds, metav1.Condition{Type: "Accepted", Status: metav1.ConditionFalse, Reason: "PortUnavailable",
+			Message: fmt.Sprintf("no entry point is listening on port %d", port), ObservedGeneration: gen})
+		meta.SetStatusCondition(&conds, metav1.Condition{Type: "Programmed", Status: metav1.ConditionFalse, Reason: "Invalid", ObservedGeneration: gen})
+		meta.SetStatusCondition(&conds, metav1.Condition{Type: "ResolvedRefs", Status: metav1.ConditionTrue, Reason: "ResolvedRefs", ObservedGeneration: gen})
+	default:
+		return nil, false
+	}
+	return conds, true
+}
+
+// routeParents is a route's parent status as the stand-in answers it: for
+// each parentRef to a listener it knows, Accepted when the listener was,
+// counting it in attached. Parents of other controllers are kept.
+func (d *DataPlane) routeParents(ns string, refs []gatewayv1.ParentReference, have []gatewayv1.RouteParentStatus, gen int64,
+	answers map[listenerKey]Answer, attached map[listenerKey]int32) ([]gatewayv1.RouteParentStatus, bool) {
+	var out []gatewayv1.RouteParentStatus
+	for _, p := range have {
+		if p.ControllerName != ControllerName {
+			out = append(out, p)
+		}
+	}
+	for _, ref := range refs {
+		kind, pns, section := "Gateway", ns, ""
+		if ref.Kind != nil {
+			kind = string(*ref.Kind)
+		}
+		if ref.Namespace != nil {
+			pns = string(*ref.Namespace)
+		}
+		if ref.SectionName != nil {
+			section = string(*ref.SectionName)
+		}
+		k := listenerKey{kind, pns, string(ref.Name), section}
+		a, ok := answers[k]
+		if !ok || a == Silent {
+			continue
+		}
+		var old []metav1.Condition
+		for _, p := range have {
+			if p.ControllerName == ControllerName && equality.Semantic.DeepEqual(p.ParentRef, ref) {
+				old = append(old, p.Conditions...)
+			}
+		}
+		conds := append([]metav1.Condition(nil), old...)
+		if a == Accept {
+			attached[k]++
+			meta.SetStatusCondition(&conds, metav1.Condition{Type: "Accepted", Status: metav1.ConditionTrue, Reason: "Accepted", ObservedGeneration: gen})
+		} else {
+			meta.SetStatusCondition(&conds, metav1.Condition{Type: "Accepted", Status: metav1.ConditionFalse, Reason: "NotAllowedByListeners",
+				Message: "the listener is not accepted", ObservedGeneration: gen})
+		}
+		meta.SetStatusCondition(&conds, metav1.Condition{Type: "ResolvedRefs", Status: metav1.ConditionTrue, Reason: "ResolvedRefs", ObservedGeneration: gen})
+		out = append(out, gatewayv1.RouteParentStatus{ParentRef: ref, ControllerName: ControllerName, Conditions: conds})
+	}
+	return out, !equality.Semantic.DeepEqual(out, have)
+}
