@@ -321,7 +321,7 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 	if err == nil && end.State != expose.StateExposed {
 		// Still written, and held: a redelivery, or GET /exposures, sees
 		// whether the data plane confirms it later.
-		err = fmt.Errorf("%w within %s: %s", expose.ErrUnconfirmed, h.confirm, end.Status)
+		err = fmt.Errorf("%w (waited %s): %s", expose.ErrUnconfirmed, h.confirm, end.Status)
 	}
 	if err != nil {
 		return function.Reply(e, events.EndpointFailed, err)

@@ -59,6 +59,7 @@ func serve(t *testing.T) (string, string) {
 		Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: 30000, ReservationTTL: time.Minute,
 			TCPServicesConfigMap: "tcp-services", UDPServicesConfigMap: "udp-services"},
 		AllowedNamespaces: []string{ns},
+		ConfirmTimeout:    5 * time.Second,
 	}
 	h := newHandler(cfg, cp.Client, nil, allowAll{})
 	s := function.NewServer(cfg.Config, h.fn(), slog.New(slog.DiscardHandler))
@@ -128,6 +129,9 @@ func TestBadRequests(t *testing.T) {
 		{"delete bad owner", "DELETE", "/exposures/service.ingress-nginx-controller/TCP/20000?owner=a%20b", "", "", 400},
 		{"delete unknown entry point", "DELETE", "/exposures/service.nope/TCP/20000", "", "", 404},
 		{"no route", "PATCH", "/exposures", js, "{}", 404},
+		{"exposure wait not a duration", "POST", "/exposures?wait=forever", js, body(`"serviceName":"app","servicePort":1883`), 400},
+		{"exposure wait negative", "POST", "/exposures?wait=-1s", js, body(`"serviceName":"app","servicePort":1883`), 400},
+		{"exposure wait over CONFIRM_TIMEOUT", "POST", "/exposures?wait=1h", js, body(`"serviceName":"app","servicePort":1883`), 400},
 	}
 	before := cp.Fingerprint(t, ns)
 	for _, tc := range tests {
