@@ -168,8 +168,8 @@ func TestTenancy(t *testing.T) {
 	expose := func(ns, svc string) string {
 		return fmt.Sprintf(`{"serviceName":%q,"serviceNamespace":%q,"servicePort":"tcp","lbip":%q}`, svc, ns, SharedIP)
 	}
-	aEP, aPort := endpointOf(t, mustStatus(t, "alice exposes", alice.do(t, "POST", si+"/exposures", expose(AppsNamespace, "a-gw")), 200))
-	endpointOf(t, mustStatus(t, "bob exposes", bob.do(t, "POST", si+"/exposures", expose(tenantB, "b-gw")), 200))
+	aEP, aPort := endpointOf(t, mustStatus(t, "alice exposes", alice.do(t, "POST", si+"/exposures?wait=30s", expose(AppsNamespace, "a-gw")), 200))
+	endpointOf(t, mustStatus(t, "bob exposes", bob.do(t, "POST", si+"/exposures?wait=30s", expose(tenantB, "b-gw")), 200))
 	rEP, rPort := endpointOf(t, mustStatus(t, "alice reserves", alice.do(t, "POST", gp+"/ports", `{"owner":"berth-apps/spare"}`), 200))
 	mustStatus(t, "a signed, live token (the expired one below is signed the same way)", bobSigned.do(t, "GET", inst+"/releases?namespace="+tenantB, ""), 200)
 
@@ -324,8 +324,8 @@ func TestTenancy(t *testing.T) {
 	}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	_, p1 := endpointOf(t, mustStatus(t, "expose port a", alice.do(t, "POST", si+"/exposures", `{"serviceName":"two-ports","serviceNamespace":"berth-apps","servicePort":7000,"lbip":"192.0.2.10"}`), 200))
-	_, p2 := endpointOf(t, mustStatus(t, "expose port b", alice.do(t, "POST", si+"/exposures", `{"serviceName":"two-ports","serviceNamespace":"berth-apps","servicePort":7001,"lbip":"192.0.2.10"}`), 200))
+	_, p1 := endpointOf(t, mustStatus(t, "expose port a", alice.do(t, "POST", si+"/exposures?wait=30s", `{"serviceName":"two-ports","serviceNamespace":"berth-apps","servicePort":7000,"lbip":"192.0.2.10"}`), 200))
+	_, p2 := endpointOf(t, mustStatus(t, "expose port b", alice.do(t, "POST", si+"/exposures?wait=30s", `{"serviceName":"two-ports","serviceNamespace":"berth-apps","servicePort":7001,"lbip":"192.0.2.10"}`), 200))
 	if p1 == p2 {
 		t.Errorf("two ports of one Service share public port %d", p1)
 	}
