@@ -27,8 +27,9 @@ import (
 // load balancer (the data plane stand-in) gives addresses, refuses them, or
 // never answers, and checks each answer: port.reserved is answered
 // endpoint.exposed only when confirmed, else endpoint.failed naming the
-// condition (the port freed when refused, still held when pending); POST
-// /exposures answers 200, 422 or 202; GET /exposures shows each state.
+// condition, the exposure taken back (the port no longer the release's when
+// refused, its reservation again when unconfirmed); POST /exposures answers
+// 200, 422 or 202; GET /exposures shows each state.
 func TestRepliesFollowTheDataPlane(t *testing.T) {
 	cp.Require(t)
 	ctx := context.Background()
@@ -66,13 +67,13 @@ func TestRepliesFollowTheDataPlane(t *testing.T) {
 		answer dataplane.Answer
 		reply  string
 		detail string // in endpoint.failed's problem
-		held   bool   // the port is still held after the reply
+		held   bool   // the release still holds the port (bound or reserved) after the reply
 		state  string // GET /exposures
 		post   int    // POST /exposures?wait=1s for a second port of the app
 	}{
 		{"confirmed", dataplane.Accept, events.EndpointExposed, "", true, "exposed", 200},
 		{"refused", dataplane.Refuse, events.EndpointFailed, "AllocationFailed", false, "", 422},
-		{"never answered", dataplane.Silent, events.EndpointFailed, "AddressNotAssigned", true, "pending", 202},
+		{"never answered", dataplane.Silent, events.EndpointFailed, "AddressNotAssigned", true, "", 202},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			answer.Store(int32(tc.answer))

@@ -317,12 +317,9 @@ func (h *handler) event(ctx context.Context, e event.Event) (*event.Event, error
 	if err != nil {
 		return function.Reply(e, events.EndpointFailed, err)
 	}
-	end, err := h.expose(ctx, expose.Request{Target: t, Owner: in.Owner, EntryPoint: in.EntryPoint, Port: in.Port, Wait: h.confirm})
-	if err == nil && end.State != expose.StateExposed {
-		// Still written, and held: a redelivery, or GET /exposures, sees
-		// whether the data plane confirms it later.
-		err = fmt.Errorf("%w (waited %s): %s", expose.ErrUnconfirmed, h.confirm, end.Status)
-	}
+	// Confirmed: an exposure not confirmed within CONFIRM_TIMEOUT is taken
+	// back, so that endpoint.failed means nothing is routed.
+	end, err := h.expose(ctx, expose.Request{Target: t, Owner: in.Owner, EntryPoint: in.EntryPoint, Port: in.Port, Wait: h.confirm, Confirmed: true})
 	if err != nil {
 		return function.Reply(e, events.EndpointFailed, err)
 	}

@@ -66,6 +66,9 @@ type Request struct {
 	// Wait is how long to wait for the data plane to confirm or refuse the
 	// exposure; 0 reads its status once.
 	Wait time.Duration
+	// Confirmed asks for a confirmed exposure: one still pending after Wait
+	// is taken back, like a refused one, and answered ErrUnconfirmed.
+	Confirmed bool
 }
 
 // Endpoint is an exposed port.
@@ -181,7 +184,8 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (end Endpoint, err er
 		Key: key, Owner: req.Owner, IP: ep.Address, Namespace: t.Namespace, Service: t.Name,
 		Port: t.ServicePort.Port, TargetPort: t.ServicePort.TargetPort, Selector: t.Service.Spec.Selector, Proxy: req.Proxy,
 	}
-	if err := route(ctx, backend, ep, x); err != nil {
+	since, err := route(ctx, backend, ep, x)
+	if err != nil {
 		// Routed elsewhere by something not berth's. A backend answers
 		// ErrTaken having written nothing, so only the ledger is put back: a
 		// port reserved by this call is free again, a port the owner held
@@ -198,29 +202,70 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (end Endpoint, err er
 	if err := e.annotate(ctx, t.Namespace, t.Name, end.String(), true); err != nil {
 		return Endpoint{}, err
 	}
-	if end.Status, err = confirm(ctx, backend, ep, x, req.Wait); err != nil {
+	if end.Status, err = confirm(ctx, backend, ep, x, since, req.Wait); err != nil {
 		return Endpoint{}, err
 	}
-	if end.State == StateFailed {
-		// Refused by the data plane: take back the route, the annotation
-		// and the port, so that no port is held by a dead route.
-		if err := e.Unexpose(ctx, id, key, req.Owner); err != nil {
-			return Endpoint{}, fmt.Errorf("%w: %s (and taking the exposure back failed: %v)", ErrRefused, end.Status, err)
-		}
-		return Endpoint{}, fmt.Errorf("%w: %s; berth removed what it wrote and freed %s port %d", ErrRefused, end.Status, key.Protocol, key.Port)
+	var class error
+	switch {
+	case end.State == StateFailed:
+		class = ErrRefused
+	case end.State == StatePending && req.Confirmed:
+		class = ErrUnconfirmed
+	default:
+		return end, nil
 	}
-	return end, nil
+	if prev.State == portalloc.Bound {
+		// Exposed before this call (a retry): not this call's to take back.
+		return Endpoint{}, fmt.Errorf("%w: %s; it was exposed before this request and is left as it is", class, end.Status)
+	}
+	// Take back what this call wrote, so that no port is held by a dead
+	// route. A refused port is held a while by nobody's reservation
+	// (RefusedOwner), so that it is not handed straight to the next caller; a
+	// port merely unconfirmed is the owner's reservation again, if it was.
+	back := prev
+	if end.State == StateFailed {
+		now := time.Now()
+		back = portalloc.Entry{Owner: RefusedOwner, State: portalloc.Reserved, Since: now.Unix(), Expires: now.Add(RefusedHold).Unix()}
+	}
+	if err := e.takeBack(ctx, backend, ep, x, t, back); err != nil {
+		return Endpoint{}, fmt.Errorf("%w: %s (and taking the exposure back failed: %v)", class, end.Status, err)
+	}
+	return Endpoint{}, fmt.Errorf("%w: %s; berth removed what it wrote from %s port %d", class, end.Status, key.Protocol, key.Port)
+}
+
+// RefusedOwner holds, for RefusedHold, a port the data plane refused, so
+// that the next reservation does not get it at once. It is no namespace's
+// owner, so it counts against no tenant's quota; the port is free again when
+// the reservation lapses.
+const (
+	RefusedOwner = "berth.dev/refused"
+	RefusedHold  = 15 * time.Minute
+)
+
+// takeBack removes x's routing objects and the target's endpoint, and puts
+// its ledger entry back to back, even if ctx ends meanwhile.
+func (e *Exposer) takeBack(ctx context.Context, b Backend, ep entrypoint.EntryPoint, x Exposure, t resolved, back portalloc.Entry) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	if err := b.Unexpose(ctx, ep, x); err != nil {
+		return err
+	}
+	end := Endpoint{IP: ep.Address, Port: x.Key.Port, Protocol: x.Key.Protocol}
+	if err := e.annotate(ctx, t.Namespace, t.Name, end.String(), false); err != nil {
+		return err
+	}
+	return e.Ports.Unbind(ctx, ep.ID(), x.Key, x.Owner, t.NamespacedName(), back)
 }
 
 // confirm reads what the data plane reports of x until it is no longer
 // pending or wait has passed: at 50 ms, then twice as long each time, up to a
-// second between reads.
-func confirm(ctx context.Context, b Backend, ep entrypoint.EntryPoint, x Exposure, wait time.Duration) (Status, error) {
+// second between reads. A read that fails is tried again until then.
+func confirm(ctx context.Context, b Backend, ep entrypoint.EntryPoint, x Exposure, since int64, wait time.Duration) (Status, error) {
 	ctx, span := telemetry.Tracer().Start(ctx, "confirm "+ep.Backend)
 	deadline := time.Now().Add(wait)
 	for delay := 50 * time.Millisecond; ; delay = min(2*delay, time.Second) {
-		st, err := b.Status(ctx, ep, x)
-		if err != nil || st.State != StatePending || time.Until(deadline) <= 0 {
+		st, err := b.Status(ctx, ep, x, since)
+		if err == nil && st.State != StatePending || time.Until(deadline) <= 0 {
 			span.SetAttributes(telemetry.AttrExposureState.String(string(st.State)))
 			telemetry.End(span, err)
 			return st, err
@@ -370,7 +415,8 @@ func (e *Exposer) UnexposeOwner(ctx context.Context, owner string) (int, error) 
 }
 
 // Statuses reads what the data plane reports of each endpoint, at most 8 at
-// a time.
+// a time, counting answers observed at any generation: a listener's status
+// outlives other tenants' changes to the same Gateway.
 func (e *Exposer) Statuses(ctx context.Context, ends []Endpoint) error {
 	eps := map[string]entrypoint.EntryPoint{}
 	for _, end := range ends {
@@ -396,9 +442,13 @@ func (e *Exposer) Statuses(ctx context.Context, ends []Endpoint) error {
 		ns, name, _ := strings.Cut(end.Service, "/")
 		x := Exposure{Key: portalloc.Key{Protocol: end.Protocol, Port: end.Port}, Owner: end.Owner, IP: ep.Address, Namespace: ns, Service: name}
 		g.Go(func() error {
-			st, err := backend.Status(ctx, ep, x)
+			st, err := backend.Status(ctx, ep, x, 0)
+			if err != nil {
+				// One unreadable status is that item's, not the list's.
+				st = pending("status", "StatusUnreadable", fmt.Sprintf("berth could not read the data plane's status (HTTP %d)", problem.Status(err)))
+			}
 			end.Status = st
-			return err
+			return nil
 		})
 	}
 	return g.Wait()

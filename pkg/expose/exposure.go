@@ -51,12 +51,15 @@ type Exposure struct {
 // Expose answers ErrTaken, when the port is routed by something not berth's,
 // before it writes anything: the Exposer then puts the ledger back.
 //
-// Status reads what the data plane reports of x (never what berth wrote): an
-// error is only for a read that failed.
+// Expose returns the generation from which the data plane's answer about the
+// exposure counts (a Gateway's, when berth wrote its listener; 0 where there
+// is none). Status reads what the data plane reports of x (never what berth
+// wrote), counting answers from generation since (0: any); an error is only
+// for a read that failed.
 type Backend interface {
-	Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error
+	Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (since int64, err error)
 	Unexpose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error
-	Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (Status, error)
+	Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure, since int64) (Status, error)
 }
 
 // An Admitter is a Backend that can refuse a target Service it cannot route,

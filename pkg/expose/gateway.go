@@ -31,6 +31,9 @@ type GatewayBackend struct {
 type parent struct {
 	kind string // Gateway or ListenerSet
 	name string
+	// gen is the object's generation when berth wrote or found the
+	// listener there: the data plane's answer about it counts from it.
+	gen int64
 }
 
 func (g *GatewayBackend) listener(x Exposure) (gatewayv1.SectionName, gatewayv1.ProtocolType, *gatewayv1.AllowedRoutes) {
@@ -47,16 +50,17 @@ func (g *GatewayBackend) listener(x Exposure) (gatewayv1.SectionName, gatewayv1.
 	}
 }
 
-// Expose adds the listener, then the route.
-func (g *GatewayBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error {
+// Expose adds the listener, then the route. It returns the generation of the
+// Gateway or ListenerSet that has the listener, from which its status counts.
+func (g *GatewayBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (int64, error) {
 	p, err := g.addListener(ctx, ep, x)
 	if err != nil {
-		return fmt.Errorf("gateway listener %s on %s: %w", portName(x.Key), ep.ID(), err)
+		return 0, fmt.Errorf("gateway listener %s on %s: %w", portName(x.Key), ep.ID(), err)
 	}
 	if err := g.applyRoute(ctx, ep, x, p); err != nil {
-		return fmt.Errorf("route for %s on %s: %w", portName(x.Key), ep.ID(), err)
+		return 0, fmt.Errorf("route for %s on %s: %w", portName(x.Key), ep.ID(), err)
 	}
-	return nil
+	return p.gen, nil
 }
 
 // addListener finds the exposure's listener on the Gateway or one of berth's
@@ -75,7 +79,7 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 			found, full = parent{}, false
 			for _, l := range gw.Spec.Listeners {
 				if l.Name == name {
-					found = parent{"Gateway", gw.Name}
+					found = parent{"Gateway", gw.Name, gw.Generation}
 					return false, nil
 				}
 				if l.Port == port && sameProtocol(l.Protocol, proto) {
@@ -88,13 +92,13 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 			}
 			for _, s := range ls {
 				if slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == name }) {
-					found = parent{"ListenerSet", s.Name}
+					found = parent{"ListenerSet", s.Name, s.Generation}
 					return false, nil
 				}
 			}
 			if len(gw.Spec.Listeners) < maxGatewayListeners {
 				gw.Spec.Listeners = append(gw.Spec.Listeners, gatewayv1.Listener{Name: name, Port: port, Protocol: proto, AllowedRoutes: allowed})
-				found = parent{"Gateway", gw.Name}
+				found = parent{"Gateway", gw.Name, 0} // the generation written, below
 				return true, nil
 			}
 			full = true
@@ -107,7 +111,10 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 			return false, nil
 		},
 		func(ctx context.Context, gw *gatewayv1.Gateway) error {
-			_, err := gws.Update(ctx, gw, metav1.UpdateOptions{})
+			u, err := gws.Update(ctx, gw, metav1.UpdateOptions{})
+			if err == nil && found.kind == "Gateway" {
+				found.gen = u.Generation
+			}
 			return err
 		}, nil)
 	if err != nil || !full || found.kind != "" {
@@ -115,12 +122,14 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 	}
 	// The Gateway is full: add the listener to a ListenerSet with room, or to a
 	// new one. A lost race is a conflict, and the whole choice is made again.
+	var setWritten int64
+	write := g.writeSet(ep)
 	err = casUpdate(ctx, "listenersets/"+ep.Namespace+"/"+ep.Name, g.Backoff, g.readSets(ep),
 		func(w *setWrite) (bool, error) {
 			entry := gatewayv1.ListenerEntry{Name: name, Port: port, Protocol: proto, AllowedRoutes: allowed}
 			for i := range w.sets {
 				if slices.ContainsFunc(w.sets[i].Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == name }) {
-					found = parent{"ListenerSet", w.sets[i].Name}
+					found = parent{"ListenerSet", w.sets[i].Name, w.sets[i].Generation}
 					return false, nil
 				}
 			}
@@ -128,7 +137,7 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 				if len(w.sets[i].Spec.Listeners) < maxListenerSetListen {
 					w.sets[i].Spec.Listeners = append(w.sets[i].Spec.Listeners, entry)
 					w.op, w.set = setUpdate, &w.sets[i]
-					found = parent{"ListenerSet", w.set.Name}
+					found = parent{"ListenerSet", w.set.Name, 0}
 					return true, nil
 				}
 			}
@@ -142,10 +151,17 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 					Listeners: []gatewayv1.ListenerEntry{entry},
 				},
 			}
-			found = parent{"ListenerSet", w.set.Name}
+			found = parent{"ListenerSet", w.set.Name, 0}
 			return true, nil
 		},
-		g.writeSet(ep), nil)
+		func(ctx context.Context, w *setWrite) error {
+			err := write(ctx, w)
+			setWritten = w.gen
+			return err
+		}, nil)
+	if err == nil && found.gen == 0 {
+		found.gen = setWritten
+	}
 	return found, err
 }
 
@@ -155,6 +171,8 @@ type setWrite struct {
 	sets []gatewayv1.ListenerSet
 	op   setOp
 	set  *gatewayv1.ListenerSet
+	// gen is the written set's generation.
+	gen int64
 }
 
 type setOp int
@@ -180,16 +198,20 @@ func (g *GatewayBackend) writeSet(ep entrypoint.EntryPoint) func(context.Context
 	sets := g.Client.GatewayV1().ListenerSets(ep.Namespace)
 	return func(ctx context.Context, w *setWrite) error {
 		var err error
+		var out *gatewayv1.ListenerSet
 		switch w.op {
 		case setCreate:
-			_, err = sets.Create(ctx, w.set, metav1.CreateOptions{})
+			out, err = sets.Create(ctx, w.set, metav1.CreateOptions{})
 		case setUpdate:
-			_, err = sets.Update(ctx, w.set, metav1.UpdateOptions{})
+			out, err = sets.Update(ctx, w.set, metav1.UpdateOptions{})
 		case setDelete:
 			err = sets.Delete(ctx, w.set.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &w.set.ResourceVersion}})
 			if apierrors.IsNotFound(err) {
 				err = nil
 			}
+		}
+		if err == nil && out != nil {
+			w.gen = out.Generation
 		}
 		return err
 	}
@@ -352,10 +374,12 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 
 // Status reads what the Gateway implementation reports of x: the Gateway's
 // (or ListenerSet's) acceptance, the listener's Accepted, Programmed,
-// ResolvedRefs and Conflicted conditions and its attached routes, and the
-// route's Accepted and ResolvedRefs for that listener, each at the
-// generation it was written.
-func (g *GatewayBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (Status, error) {
+// ResolvedRefs and Conflicted conditions (observed at generation since or
+// later; any, if since is 0) and its attached routes, and the route's
+// Accepted and ResolvedRefs for that listener at the route's generation. A
+// Gateway or ListenerSet not accepted holds every tenant's listeners, so it
+// leaves the exposure pending, not failed.
+func (g *GatewayBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure, since int64) (Status, error) {
 	section := gatewayv1.SectionName(portName(x.Key))
 	gw, err := g.Client.GatewayV1().Gateways(ep.Namespace).Get(ctx, ep.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -364,10 +388,10 @@ func (g *GatewayBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x
 	if err != nil {
 		return Status{}, fmt.Errorf("read Gateway %s: %w", ep.ID(), err)
 	}
-	if st := judge("Gateway", gw.Status.Conditions, gw.Generation, parentChecks); st.State != StateExposed {
+	if st := judgeShared("Gateway", gw.Status.Conditions); st.State != StateExposed {
 		return st, nil
 	}
-	p, listener, err := g.listenerStatus(ctx, ep, gw, section)
+	p, listener, err := g.listenerStatus(ctx, ep, gw, section, since)
 	if err != nil || listener.State != StateExposed {
 		return listener, err
 	}
@@ -389,16 +413,16 @@ type listenerParent struct {
 
 // listenerStatus finds the listener on the Gateway or one of berth's
 // ListenerSets and judges its conditions.
-func (g *GatewayBackend) listenerStatus(ctx context.Context, ep entrypoint.EntryPoint, gw *gatewayv1.Gateway, section gatewayv1.SectionName) (listenerParent, Status, error) {
+func (g *GatewayBackend) listenerStatus(ctx context.Context, ep entrypoint.EntryPoint, gw *gatewayv1.Gateway, section gatewayv1.SectionName, since int64) (listenerParent, Status, error) {
 	what := "listener " + string(section)
 	if slices.ContainsFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool { return l.Name == section }) {
-		p := listenerParent{parent: parent{"Gateway", gw.Name}}
+		p := listenerParent{parent: parent{kind: "Gateway", name: gw.Name}}
 		i := slices.IndexFunc(gw.Status.Listeners, func(l gatewayv1.ListenerStatus) bool { return l.Name == section })
 		if i < 0 {
 			return p, pending(what, "NotObserved", "the Gateway's status has no such listener yet"), nil
 		}
 		p.attached = gw.Status.Listeners[i].AttachedRoutes
-		return p, judge(what, gw.Status.Listeners[i].Conditions, gw.Generation, listenerChecks), nil
+		return p, judge(what, gw.Status.Listeners[i].Conditions, since, listenerChecks), nil
 	}
 	sets, err := g.berthSets(ctx, ep)
 	if err != nil {
@@ -408,8 +432,8 @@ func (g *GatewayBackend) listenerStatus(ctx context.Context, ep entrypoint.Entry
 		if !slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section }) {
 			continue
 		}
-		p := listenerParent{parent: parent{"ListenerSet", s.Name}}
-		if st := judge("ListenerSet "+s.Name, s.Status.Conditions, s.Generation, parentChecks); st.State != StateExposed {
+		p := listenerParent{parent: parent{kind: "ListenerSet", name: s.Name}}
+		if st := judgeShared("ListenerSet "+s.Name, s.Status.Conditions); st.State != StateExposed {
 			return p, st, nil
 		}
 		i := slices.IndexFunc(s.Status.Listeners, func(l gatewayv1.ListenerEntryStatus) bool { return l.Name == section })
@@ -417,7 +441,7 @@ func (g *GatewayBackend) listenerStatus(ctx context.Context, ep entrypoint.Entry
 			return p, pending(what, "NotObserved", "the ListenerSet's status has no such listener yet"), nil
 		}
 		p.attached = s.Status.Listeners[i].AttachedRoutes
-		return p, judge(what, s.Status.Listeners[i].Conditions, s.Generation, listenerChecks), nil
+		return p, judge(what, s.Status.Listeners[i].Conditions, since, listenerChecks), nil
 	}
 	return listenerParent{}, failed(what, "NotFound", "the listener is on neither the Gateway nor berth's ListenerSets"), nil
 }

@@ -50,10 +50,10 @@ func streamConfigMap(ep entrypoint.EntryPoint, proto portalloc.Protocol) (string
 }
 
 // Expose writes the ConfigMap entry, then opens the port on the controller's Service.
-func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error {
+func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (int64, error) {
 	ns, name, err := streamConfigMap(ep, x.Key.Protocol)
 	if err != nil {
-		return err
+		return 0, err
 	}
 	pname := portName(x.Key)
 	svcs := n.Core.CoreV1().Services(ep.Namespace)
@@ -61,10 +61,10 @@ func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoi
 	// berth's is refused before the ConfigMap is written.
 	s, err := svcs.Get(ctx, ep.Name, metav1.GetOptions{})
 	if err != nil {
-		return fmt.Errorf("read entry point %s: %w", ep.ID(), err)
+		return 0, fmt.Errorf("read entry point %s: %w", ep.ID(), err)
 	}
 	if err := portTaken(s, pname, x.Key); err != nil {
-		return err
+		return 0, err
 	}
 	key, value := fmt.Sprint(x.Key.Port), StreamEntry(x)
 	cms := n.Core.CoreV1().ConfigMaps(ns)
@@ -92,7 +92,7 @@ func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoi
 			return err
 		})
 	if err != nil {
-		return fmt.Errorf("ingress-nginx entry %s in %s/%s: %w", key, ns, name, err)
+		return 0, fmt.Errorf("ingress-nginx entry %s in %s/%s: %w", key, ns, name, err)
 	}
 	err = casUpdate(ctx, "service/"+ep.Namespace+"/"+ep.Name, n.Backoff,
 		func(ctx context.Context) (*corev1.Service, error) {
@@ -126,13 +126,13 @@ func (n *IngressNginxBackend) Expose(ctx context.Context, ep entrypoint.EntryPoi
 		// above: take back the entry, so that ErrTaken still means nothing
 		// of this exposure is written.
 		if rerr := n.removeEntry(ctx, ep, x); rerr != nil {
-			return fmt.Errorf("port %s on Service %s: %w (and removing the entry failed: %v)", pname, ep.ID(), err, rerr)
+			return 0, fmt.Errorf("port %s on Service %s: %w (and removing the entry failed: %v)", pname, ep.ID(), err, rerr)
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("port %s on Service %s: %w", pname, ep.ID(), err)
+		return 0, fmt.Errorf("port %s on Service %s: %w", pname, ep.ID(), err)
 	}
-	return nil
+	return 0, nil
 }
 
 // portTaken refuses k when the controller's Service has it under a name other
@@ -209,7 +209,7 @@ func serviceOf(entry string) string {
 // controller Service's status: exposed once the Service has the port and
 // the entry point's address. ingress-nginx reports nothing per stream port,
 // so this is as far as its data plane can say.
-func (n *IngressNginxBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (Status, error) {
+func (n *IngressNginxBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure, _ int64) (Status, error) {
 	ns, name, err := streamConfigMap(ep, x.Key.Protocol)
 	if err != nil {
 		return failed("ConfigMap", "NoStreamConfigMap", err.Error()), nil
@@ -236,5 +236,5 @@ func (n *IngressNginxBackend) Status(ctx context.Context, ep entrypoint.EntryPoi
 	if !slices.ContainsFunc(s.Spec.Ports, func(p corev1.ServicePort) bool { return p.Name == pname }) {
 		return failed("Service "+ep.ID()+" port "+pname, "NotFound", "the port is not on the controller's Service"), nil
 	}
-	return loadBalancerStatus(s, ep.Address, int32(x.Key.Port), corev1.Protocol(x.Key.Protocol)), nil
+	return loadBalancerStatus(s, ep.Address, int32(x.Key.Port), corev1.Protocol(x.Key.Protocol), true), nil
 }

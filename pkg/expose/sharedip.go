@@ -60,14 +60,14 @@ func (b *SharedIPBackend) Admit(svc *corev1.Service) error {
 }
 
 // Expose creates the Service, or brings it back to what it should be.
-func (b *SharedIPBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) error {
+func (b *SharedIPBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (int64, error) {
 	if len(x.Selector) == 0 {
-		return fmt.Errorf("%w: %s/%s", ErrNoSelector, x.Namespace, x.Service)
+		return 0, fmt.Errorf("%w: %s/%s", ErrNoSelector, x.Namespace, x.Service)
 	}
 	// Same load-balancer implementation as the entry point, so the address can be shared.
 	entry, err := b.Core.CoreV1().Services(ep.Namespace).Get(ctx, ep.Name, metav1.GetOptions{})
 	if err != nil {
-		return fmt.Errorf("read entry point %s: %w", ep.ID(), err)
+		return 0, fmt.Errorf("read entry point %s: %w", ep.ID(), err)
 	}
 	want := b.desired(ep, x, entry.Spec.LoadBalancerClass)
 	svcs := b.Core.CoreV1().Services(x.Namespace)
@@ -101,9 +101,9 @@ func (b *SharedIPBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, 
 		},
 		func(ctx context.Context) error { _, err := svcs.Create(ctx, want, metav1.CreateOptions{}); return err })
 	if err != nil {
-		return fmt.Errorf("shared-IP Service %s/%s: %w", x.Namespace, want.Name, err)
+		return 0, fmt.Errorf("shared-IP Service %s/%s: %w", x.Namespace, want.Name, err)
 	}
-	return nil
+	return 0, nil
 }
 
 // Unexpose deletes the Service.
@@ -122,7 +122,7 @@ func (b *SharedIPBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint
 // Status reads the shared-IP Service's status: it is exposed once the load
 // balancer gives it the entry point's address, failed when it gives another
 // or reports an error on the port.
-func (b *SharedIPBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (Status, error) {
+func (b *SharedIPBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure, _ int64) (Status, error) {
 	name := objectName(ep, x.Key)
 	s, err := b.Core.CoreV1().Services(x.Namespace).Get(ctx, name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
@@ -131,5 +131,5 @@ func (b *SharedIPBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, 
 	if err != nil {
 		return Status{}, fmt.Errorf("read shared-IP Service %s/%s: %w", x.Namespace, name, err)
 	}
-	return loadBalancerStatus(s, ep.Address, int32(x.Key.Port), corev1.Protocol(x.Key.Protocol)), nil
+	return loadBalancerStatus(s, ep.Address, int32(x.Key.Port), corev1.Protocol(x.Key.Protocol), false), nil
 }

@@ -87,6 +87,9 @@ type conditionCheck struct {
 	// Bad is the status that means failure: False for most, True for
 	// Conflicted.
 	Bad metav1.ConditionStatus
+	// Waiting are reasons that, with the bad status, still mean pending
+	// (beside Pending).
+	Waiting []string
 }
 
 // listenerChecks are the conditions of a Gateway API listener: Accepted and
@@ -99,8 +102,11 @@ var (
 		{Type: "ResolvedRefs", Bad: metav1.ConditionFalse},
 		{Type: "Conflicted", Bad: metav1.ConditionTrue},
 	}
+	// A route's Accepted=False NoMatchingParent or NotAllowedByListeners
+	// may have been written before the implementation saw the listener
+	// (adding one does not change the route's generation): pending.
 	routeChecks = []conditionCheck{
-		{Type: "Accepted", Required: true, Bad: metav1.ConditionFalse},
+		{Type: "Accepted", Required: true, Bad: metav1.ConditionFalse, Waiting: []string{"NoMatchingParent", "NotAllowedByListeners"}},
 		{Type: "ResolvedRefs", Bad: metav1.ConditionFalse},
 	}
 	// parentChecks are a Gateway's or ListenerSet's own: only a refusal
@@ -110,10 +116,11 @@ var (
 	}
 )
 
-// judge reads conds, of an object at generation gen, against checks. A
-// condition observed at an older generation is not an answer yet (0, which
-// some implementations leave unset, is taken as current). A failure wins over
-// pending; a bad condition whose reason is Pending is pending.
+// judge reads conds against checks, counting only conditions observed at
+// generation gen or later (any, if gen is 0; a condition whose
+// observedGeneration is unset, as some implementations leave it, counts). A
+// failure wins over pending; a bad condition whose reason is Pending (or one
+// of the check's Waiting) is pending.
 func judge(what string, conds []metav1.Condition, gen int64, checks []conditionCheck) Status {
 	var wait *Status
 	hold := func(s Status) {
@@ -130,7 +137,7 @@ func judge(what string, conds []metav1.Condition, gen int64, checks []conditionC
 				hold(pending(name, "NotObserved", fmt.Sprintf("the data plane has not reported %s for generation %d", c.Type, gen)))
 			}
 		case cond.Status == c.Bad:
-			if cond.Reason != reasonPending {
+			if cond.Reason != reasonPending && !slices.Contains(c.Waiting, cond.Reason) {
 				return failed(name+"="+string(cond.Status), cond.Reason, cond.Message)
 			}
 			hold(pending(name+"="+string(cond.Status), cond.Reason, cond.Message))
@@ -144,11 +151,26 @@ func judge(what string, conds []metav1.Condition, gen int64, checks []conditionC
 	return exposed
 }
 
+// judgeShared judges the conditions of an object that carries other
+// tenants' exposures too (a Gateway, a ListenerSet): its refusal is not
+// this exposure's own, so it is pending, never failed.
+func judgeShared(what string, conds []metav1.Condition) Status {
+	st := judge(what, conds, 0, parentChecks)
+	if st.State == StateFailed {
+		st.State = StatePending
+	}
+	return st
+}
+
 // loadBalancerStatus judges a LoadBalancer Service that should answer on ip
 // at port k: its LoadBalancerPortsError condition, the error of its port in
-// status, and whether ip is among its addresses.
-func loadBalancerStatus(s *corev1.Service, ip string, port int32, proto corev1.Protocol) Status {
+// status, and whether ip is among its addresses. On a shared Service (an
+// ingress controller's) the condition is not this port's own: pending.
+func loadBalancerStatus(s *corev1.Service, ip string, port int32, proto corev1.Protocol, shared bool) Status {
 	if c := meta.FindStatusCondition(s.Status.Conditions, corev1.LoadBalancerPortsError); c != nil && c.Status == metav1.ConditionTrue {
+		if shared {
+			return pending("Service "+corev1.LoadBalancerPortsError, c.Reason, c.Message)
+		}
 		return failed("Service "+corev1.LoadBalancerPortsError, c.Reason, c.Message)
 	}
 	var addrs []string

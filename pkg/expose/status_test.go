@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -21,20 +22,55 @@ import (
 )
 
 // standIn runs a data plane stand-in on f's namespace that answers a for
-// every port berth exposes (20000 and up), and accepts the rest.
-func standIn(t *testing.T, f *fixture, a dataplane.Answer) {
+// every port berth exposes (20000 and up), and accepts the rest. The answer
+// can be changed through the pointer it returns.
+func standIn(t *testing.T, f *fixture, a dataplane.Answer) *atomic.Int32 {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
+	answer := new(atomic.Int32)
+	answer.Store(int32(a))
 	dp := &dataplane.DataPlane{Core: cp.Client, Gateway: f.gw, Namespace: f.ns, Every: 20 * time.Millisecond,
 		Decide: func(port int32, _ string) dataplane.Answer {
 			if port >= 20000 {
-				return a
+				return dataplane.Answer(answer.Load())
 			}
 			return dataplane.Accept
 		}}
 	var wg sync.WaitGroup
 	wg.Go(func() { dp.Run(ctx) })
 	t.Cleanup(func() { cancel(); wg.Wait() })
+	return answer
+}
+
+// TestRetryOfExposedIsNotTakenBack: a retry of an exposure that was
+// confirmed, read while the data plane now refuses it, reports the refusal
+// and leaves the exposure as it is: only what a call itself wrote is taken
+// back.
+func TestRetryOfExposedIsNotTakenBack(t *testing.T) {
+	cp.Require(t)
+	ctx := context.Background()
+	f := newFixture(t, entrypoint.BackendGatewayAPI)
+	f.app(t, "gw-1")
+	answer := standIn(t, f, dataplane.Accept)
+	req := f.request("gw-1", intstr.FromString("mqtt"), portalloc.TCP)
+	req.Wait = 30 * time.Second
+	end, err := f.exp.Expose(ctx, req)
+	if err != nil || end.State != StateExposed {
+		t.Fatalf("Expose = %+v, %v; want exposed", end, err)
+	}
+	answer.Store(int32(dataplane.Refuse))
+	req.EntryPoint, req.Port, req.Owner = end.EntryPoint, end.Port, end.Owner
+	if again, err := f.exp.Expose(ctx, req); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "left as it is") {
+		t.Errorf("retry while refused = %+v, %v; want ErrRefused, left as it is", again, err)
+	}
+	checkRouted(t, f, entrypoint.BackendGatewayAPI, end, true)
+	held, err := f.exp.List(ctx, reservation.Filter{EntryPoint: f.ep})
+	if err != nil || len(held) != 1 || held[0].Port != end.Port {
+		t.Errorf("after the retry List = %+v, %v; want the exposure still bound", held, err)
+	}
+	if err := f.exp.Statuses(ctx, held); err != nil || held[0].State != StateFailed || held[0].Reason != "PortUnavailable" {
+		t.Errorf("Statuses = %+v, %v; want failed PortUnavailable", held, err)
+	}
 }
 
 // TestConfirmedByStatus exposes through each backend while the data plane
@@ -76,7 +112,8 @@ func TestConfirmedByStatus(t *testing.T) {
 					}
 					if tc.answer == dataplane.Refuse {
 						msg := "PortUnavailable"
-						s.Status.LoadBalancer.Ingress[0].Ports = []corev1.PortStatus{{Port: 20000, Protocol: corev1.ProtocolTCP, Error: &msg}}
+						s.Status.LoadBalancer.Ingress[0].Ports = []corev1.PortStatus{
+							{Port: 20000, Protocol: corev1.ProtocolTCP, Error: &msg}, {Port: 20001, Protocol: corev1.ProtocolTCP, Error: &msg}}
 					} else {
 						s.Status = corev1.ServiceStatus{}
 					}
@@ -125,8 +162,19 @@ func TestConfirmedByStatus(t *testing.T) {
 					if !errors.Is(err, ErrRefused) || problem.Status(err) != http.StatusUnprocessableEntity || !strings.Contains(err.Error(), tc.reason) {
 						t.Fatalf("Expose = %+v, %v; want ErrRefused (422) naming %s", end, err, tc.reason)
 					}
-					if len(held) != 0 {
-						t.Errorf("after a refusal the ledger holds %+v, want no port", held)
+					ledger, err := f.exp.Ports.List(ctx, reservation.Filter{EntryPoint: f.ep})
+					if err != nil || len(held) != 0 || len(ledger) != 1 || ledger[0].Owner != RefusedOwner || ledger[0].State != portalloc.Reserved || ledger[0].Port != 20000 {
+						t.Errorf("after a refusal: exposures %+v, ledger %+v, %v; want none exposed, and port 20000 held a while by %s", held, ledger, err, RefusedOwner)
+					}
+					// The next exposure gets another port.
+					f.app(t, "gw-2")
+					req2 := f.request("gw-2", intstr.FromString("mqtt"), portalloc.TCP)
+					req2.Wait = wait
+					if next, err := f.exp.Expose(ctx, req2); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "port 20001") {
+						t.Errorf("the next exposure = %+v, %v; want port 20001 (refused too)", next, err)
+					}
+					if err := cp.Client.CoreV1().Services(f.ns).Delete(ctx, "gw-2", metav1.DeleteOptions{}); err != nil {
+						t.Fatal(err)
 					}
 				}
 				// Refused, or unexposed: nothing of berth's is left, and
@@ -186,6 +234,7 @@ func TestJudge(t *testing.T) {
 		{"refs unresolved", []metav1.Condition{cond("Accepted", T, "Accepted", 3), cond("Programmed", T, "Programmed", 3), cond("ResolvedRefs", F, "InvalidRouteKinds", 3)}, StateFailed, "InvalidRouteKinds"},
 		{"conflicted", []metav1.Condition{cond("Accepted", T, "Accepted", 3), cond("Programmed", T, "Programmed", 3), cond("Conflicted", T, "ProtocolConflict", 3)}, StateFailed, "ProtocolConflict"},
 		{"stale refusal", []metav1.Condition{cond("Accepted", F, "PortUnavailable", 2), cond("Programmed", T, "Programmed", 3)}, StatePending, "NotObserved"},
+		{"later generation", []metav1.Condition{cond("Accepted", T, "Accepted", 7), cond("Programmed", T, "Programmed", 7)}, StateExposed, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := judge("listener tcp-20000", tc.conds, 3, listenerChecks)
@@ -193,6 +242,16 @@ func TestJudge(t *testing.T) {
 				t.Errorf("judge(%s) = %+v, want %s %s", tc.name, got, tc.want, tc.reason)
 			}
 		})
+	}
+	// A route refused before the listener was seen is pending.
+	for _, reason := range []string{"NoMatchingParent", "NotAllowedByListeners"} {
+		if got := judge("route", []metav1.Condition{cond("Accepted", F, reason, 1)}, 1, routeChecks); got.State != StatePending {
+			t.Errorf("route Accepted=False %s = %+v, want pending", reason, got)
+		}
+	}
+	// A Gateway not accepted holds every tenant's listeners: pending.
+	if got := judgeShared("Gateway", []metav1.Condition{cond("Accepted", F, "ListenersNotValid", 1)}); got.State != StatePending || got.Reason != "ListenersNotValid" {
+		t.Errorf("Gateway Accepted=False = %+v, want pending", got)
 	}
 }
 
@@ -215,9 +274,15 @@ func TestLoadBalancerStatus(t *testing.T) {
 		{"ports error condition", corev1.ServiceStatus{Conditions: []metav1.Condition{{Type: corev1.LoadBalancerPortsError, Status: metav1.ConditionTrue, Reason: "AllocationFailed"}}}, StateFailed, "AllocationFailed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := loadBalancerStatus(&corev1.Service{Status: tc.status}, "192.0.2.1", 20000, corev1.ProtocolTCP)
+			got := loadBalancerStatus(&corev1.Service{Status: tc.status}, "192.0.2.1", 20000, corev1.ProtocolTCP, false)
 			if got.State != tc.want || got.Reason != tc.reason {
 				t.Errorf("loadBalancerStatus(%s) = %+v, want %s %s", tc.name, got, tc.want, tc.reason)
+			}
+			// On a shared Service (an ingress controller's), a condition
+			// about the Service is not this port's: pending, not failed.
+			shared := loadBalancerStatus(&corev1.Service{Status: tc.status}, "192.0.2.1", 20000, corev1.ProtocolTCP, true)
+			if want := map[bool]State{true: StatePending, false: tc.want}[tc.name == "ports error condition"]; shared.State != want {
+				t.Errorf("loadBalancerStatus(%s) on a shared Service = %+v, want %s", tc.name, shared, want)
 			}
 		})
 	}

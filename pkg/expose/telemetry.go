@@ -30,10 +30,10 @@ func observeExpose(ctx context.Context, req Request) (context.Context, func(Endp
 
 // route writes x's routing objects through backend, in a span of its own:
 // each write to the API server is a child span.
-func route(ctx context.Context, backend Backend, ep entrypoint.EntryPoint, x Exposure) error {
+func route(ctx context.Context, backend Backend, ep entrypoint.EntryPoint, x Exposure) (int64, error) {
 	ctx, span := telemetry.Tracer().Start(ctx, "route "+ep.Backend, trace.WithAttributes(
 		telemetry.AttrBackend.String(ep.Backend), telemetry.AttrEntryPoint.String(ep.ID()), telemetry.AttrPort.Int(x.Key.Port)))
-	err := backend.Expose(ctx, ep, x)
+	since, err := backend.Expose(ctx, ep, x)
 	telemetry.End(span, err)
-	return err
+	return since, err
 }
