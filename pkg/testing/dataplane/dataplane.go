@@ -212,17 +212,18 @@ func (d *DataPlane) gateways(ctx context.Context) error {
 		gw := &gws.Items[i]
 		before := gw.Status.DeepCopy()
 		accept(&gw.Status.Conditions, gw.Generation)
-		var ls []gatewayv1.ListenerStatus
-		for _, l := range gw.Spec.Listeners {
-			k := listenerKey{"Gateway", gw.Namespace, gw.Name, string(l.Name)}
-			old := findListener(gw.Status.Listeners, l.Name)
-			conds, ok := listenerConditions(old, answers[k], l.Port, gw.Generation)
-			if ok {
-				ls = append(ls, gatewayv1.ListenerStatus{Name: l.Name, AttachedRoutes: attached[k], Conditions: conds,
-					SupportedKinds: []gatewayv1.RouteGroupKind{{Kind: "TCPRoute"}, {Kind: "UDPRoute"}}})
-			}
+		old := map[gatewayv1.SectionName][]metav1.Condition{}
+		var specs []listenerSpec
+		for _, l := range gw.Status.Listeners {
+			old[l.Name] = l.Conditions
 		}
-		gw.Status.Listeners = ls
+		for _, l := range gw.Spec.Listeners {
+			specs = append(specs, listenerSpec{l.Name, l.Port})
+		}
+		gw.Status.Listeners = nil
+		for _, a := range answerListeners(listenerKey{"Gateway", gw.Namespace, gw.Name, ""}, gw.Generation, specs, old, answers, attached) {
+			gw.Status.Listeners = append(gw.Status.Listeners, gatewayv1.ListenerStatus{Name: a.name, AttachedRoutes: a.attached, Conditions: a.conds, SupportedKinds: routeKinds})
+		}
 		if !equality.Semantic.DeepEqual(before, &gw.Status) {
 			_, err := gv.Gateways(gw.Namespace).UpdateStatus(ctx, gw, metav1.UpdateOptions{})
 			errs = append(errs, ignoreConflict(err))
@@ -232,22 +233,18 @@ func (d *DataPlane) gateways(ctx context.Context) error {
 		s := &sets.Items[i]
 		before := s.Status.DeepCopy()
 		accept(&s.Status.Conditions, s.Generation)
-		var ls []gatewayv1.ListenerEntryStatus
-		for _, l := range s.Spec.Listeners {
-			k := listenerKey{"ListenerSet", s.Namespace, s.Name, string(l.Name)}
-			var old []metav1.Condition
-			for _, o := range s.Status.Listeners {
-				if o.Name == l.Name {
-					old = o.Conditions
-				}
-			}
-			conds, ok := listenerConditions(old, answers[k], l.Port, s.Generation)
-			if ok {
-				ls = append(ls, gatewayv1.ListenerEntryStatus{Name: l.Name, AttachedRoutes: attached[k], Conditions: conds,
-					SupportedKinds: []gatewayv1.RouteGroupKind{{Kind: "TCPRoute"}, {Kind: "UDPRoute"}}})
-			}
+		old := map[gatewayv1.SectionName][]metav1.Condition{}
+		var specs []listenerSpec
+		for _, l := range s.Status.Listeners {
+			old[l.Name] = l.Conditions
 		}
-		s.Status.Listeners = ls
+		for _, l := range s.Spec.Listeners {
+			specs = append(specs, listenerSpec{l.Name, l.Port})
+		}
+		s.Status.Listeners = nil
+		for _, a := range answerListeners(listenerKey{"ListenerSet", s.Namespace, s.Name, ""}, s.Generation, specs, old, answers, attached) {
+			s.Status.Listeners = append(s.Status.Listeners, gatewayv1.ListenerEntryStatus{Name: a.name, AttachedRoutes: a.attached, Conditions: a.conds, SupportedKinds: routeKinds})
+		}
 		if !equality.Semantic.DeepEqual(before, &s.Status) {
 			_, err := gv.ListenerSets(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
 			errs = append(errs, ignoreConflict(err))
@@ -263,13 +260,34 @@ func ignoreConflict(err error) error {
 	return err
 }
 
-func findListener(ls []gatewayv1.ListenerStatus, name gatewayv1.SectionName) []metav1.Condition {
-	for _, l := range ls {
-		if l.Name == name {
-			return l.Conditions
+var routeKinds = []gatewayv1.RouteGroupKind{{Kind: "TCPRoute"}, {Kind: "UDPRoute"}}
+
+// listenerSpec is what the stand-in needs of a listener's spec.
+type listenerSpec struct {
+	name gatewayv1.SectionName
+	port gatewayv1.PortNumber
+}
+
+// answered is a listener's status as the stand-in answers it.
+type answered struct {
+	name     gatewayv1.SectionName
+	attached int32
+	conds    []metav1.Condition
+}
+
+// answerListeners answers the listeners of parent (its section left empty)
+// at generation gen, from their old conditions; silent ones get no status.
+func answerListeners(parent listenerKey, gen int64, specs []listenerSpec, old map[gatewayv1.SectionName][]metav1.Condition,
+	answers map[listenerKey]Answer, attached map[listenerKey]int32) []answered {
+	var out []answered
+	for _, l := range specs {
+		k := parent
+		k.section = string(l.name)
+		if conds, ok := listenerConditions(old[l.name], answers[k], l.port, gen); ok {
+			out = append(out, answered{l.name, attached[k], conds})
 		}
 	}
-	return nil
+	return out
 }
 
 // accept marks a Gateway or ListenerSet Accepted and Programmed.
