@@ -33,6 +33,7 @@ type Ports interface {
 	Choose(ctx context.Context, req reservation.Request) (entrypoint.EntryPoint, error)
 	Reserve(ctx context.Context, req reservation.Request) (reservation.Reservation, error)
 	EntryPoint(ctx context.Context, id string) (entrypoint.EntryPoint, error)
+	ListEntryPoints(ctx context.Context) ([]entrypoint.EntryPoint, error)
 	Bind(ctx context.Context, id string, k portalloc.Key, owner, service string) (reservation.Reservation, portalloc.Entry, error)
 	Unbind(ctx context.Context, id string, k portalloc.Key, owner, service string, prev portalloc.Entry) error
 	Release(ctx context.Context, id string, k portalloc.Key, owner string) (bool, error)
@@ -418,7 +419,19 @@ func (e *Exposer) UnexposeOwner(ctx context.Context, owner string) (int, error) 
 // a time, counting answers observed at any generation: a listener's status
 // outlives other tenants' changes to the same Gateway.
 func (e *Exposer) Statuses(ctx context.Context, ends []Endpoint) error {
+	if len(ends) == 0 {
+		return nil
+	}
+	// The entry points listed once; one the list missed (made since the
+	// cache was filled) is read on its own.
+	all, err := e.Ports.ListEntryPoints(ctx)
+	if err != nil {
+		return err
+	}
 	eps := map[string]entrypoint.EntryPoint{}
+	for _, ep := range all {
+		eps[ep.ID()] = ep
+	}
 	for _, end := range ends {
 		if _, ok := eps[end.EntryPoint]; ok {
 			continue

@@ -290,6 +290,11 @@ func (s *Service) EntryPoint(ctx context.Context, id string) (entrypoint.EntryPo
 	return entrypoint.EntryPoint{}, fmt.Errorf("%w: %s", ErrUnknownEntryPoint, id)
 }
 
+// ListEntryPoints lists every entry point once, as a cached read sees them.
+func (s *Service) ListEntryPoints(ctx context.Context) ([]entrypoint.EntryPoint, error) {
+	return s.EntryPoints.List(ctx, false)
+}
+
 // Release frees a port. Releasing a free port succeeds; with owner set, a port
 // held by another owner is refused.
 func (s *Service) Release(ctx context.Context, id string, k portalloc.Key, owner string) (bool, error) {
