@@ -59,6 +59,18 @@ func TestRetryOfExposedIsNotTakenBack(t *testing.T) {
 		t.Fatalf("Expose = %+v, %v; want exposed", end, err)
 	}
 	answer.Store(int32(dataplane.Refuse))
+	// Once the data plane has turned it down, retry it.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		held, err := f.exp.List(ctx, reservation.Filter{EntryPoint: f.ep})
+		if err == nil && len(held) == 1 && f.exp.Statuses(ctx, held) == nil && held[0].State == StateFailed {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stand-in never refused the listener: %+v, %v", held, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	req.EntryPoint, req.Port, req.Owner = end.EntryPoint, end.Port, end.Owner
 	if again, err := f.exp.Expose(ctx, req); !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "left as it is") {
 		t.Errorf("retry while refused = %+v, %v; want ErrRefused, left as it is", again, err)
