@@ -388,12 +388,18 @@ func (g *GatewayBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x
 	if err != nil {
 		return Status{}, fmt.Errorf("read Gateway %s: %w", ep.ID(), err)
 	}
+	// The listener's own refusal comes first: some implementations (Traefik)
+	// also mark the whole Gateway not Accepted for one refused listener, and
+	// that alone is only pending, as it concerns every listener on it.
+	p, listener, err := g.listenerStatus(ctx, ep, gw, section, since)
+	if err != nil || listener.State == StateFailed {
+		return listener, err
+	}
 	if st := judgeShared("Gateway", gw.Status.Conditions); st.State != StateExposed {
 		return st, nil
 	}
-	p, listener, err := g.listenerStatus(ctx, ep, gw, section, since)
-	if err != nil || listener.State != StateExposed {
-		return listener, err
+	if listener.State != StateExposed {
+		return listener, nil
 	}
 	route, err := g.routeStatus(ctx, ep, x, p, section)
 	if err != nil || route.State != StateExposed {

@@ -31,7 +31,8 @@ const (
 	// Accept programs the port: an address given, a listener accepted and
 	// programmed, its routes accepted.
 	Accept Answer = iota
-	// Refuse turns it down: a listener Accepted=False PortUnavailable, a
+	// Refuse turns it down: a listener Accepted=False PortUnavailable (and,
+	// as Traefik answers, its Gateway Accepted=False ListenersNotValid), a
 	// Service LoadBalancerPortsError.
 	Refuse
 	// Silent never answers.
@@ -223,6 +224,13 @@ func (d *DataPlane) gateways(ctx context.Context) error {
 		gw.Status.Listeners = nil
 		for _, a := range answerListeners(listenerKey{"Gateway", gw.Namespace, gw.Name, ""}, gw.Generation, specs, old, answers, attached) {
 			gw.Status.Listeners = append(gw.Status.Listeners, gatewayv1.ListenerStatus{Name: a.name, AttachedRoutes: a.attached, Conditions: a.conds, SupportedKinds: routeKinds})
+			if answers[listenerKey{"Gateway", gw.Namespace, gw.Name, string(a.name)}] == Refuse {
+				// As Traefik answers: one refused listener and the whole
+				// Gateway is not Accepted, with no Programmed condition.
+				meta.SetStatusCondition(&gw.Status.Conditions, metav1.Condition{Type: "Accepted", Status: metav1.ConditionFalse,
+					Reason: "ListenersNotValid", Message: "Some listeners are not valid", ObservedGeneration: gw.Generation})
+				meta.RemoveStatusCondition(&gw.Status.Conditions, "Programmed")
+			}
 		}
 		if !equality.Semantic.DeepEqual(before, &gw.Status) {
 			_, err := gv.Gateways(gw.Namespace).UpdateStatus(ctx, gw, metav1.UpdateOptions{})
