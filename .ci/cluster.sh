@@ -3,6 +3,8 @@
 # from the Go module proxy, into the same cache (pkg/testing/cluster runs it; `make e2e`):
 #   - kubelet, kube-controller-manager, kube-scheduler, kube-proxy (via controlplane.sh)
 #   - CoreDNS, MetalLB's controller
+#   - a module requiring Traefik (Knative's ingress and a Gateway API implementation
+#     in the e2e), that ko builds its image in, and Gateway API's experimental CRDs
 #   - a module requiring Knative Serving and Eventing, that ko builds their images in,
 #     and their release manifests (with ko:// image references) gathered from it.
 # containerd, runc and the CNI plugins come from Debian (.ci/run installs them).
@@ -16,6 +18,8 @@ coredns_version=${COREDNS_VERSION:-v1.15.0}
 metallb_version=${METALLB_VERSION:-v0.15.2}
 serving_version=${KNATIVE_SERVING_VERSION:-v0.50.0}
 eventing_version=${KNATIVE_EVENTING_VERSION:-v0.50.0}
+traefik_version=${TRAEFIK_VERSION:-v3.6.12}
+gateway_version=${GATEWAY_API_VERSION:-v1.6.3}
 export GOFLAGS=-mod=mod GOWORK=off CGO_ENABLED=0
 
 say() { printf '==> %s\n' "$*" >&2; }
@@ -74,6 +78,31 @@ if [ ! -f "$k/manifests.done" ]; then
   yamls "$metallb/config/crd/bases" >"$k/metallb-crds.yaml"
   touch "$k/manifests.done"
 fi
+# Traefik's go.mod replaces modules, so `go install traefik@version` refuses it: a
+# wrapper module requires it with the same replacements.
+t="$out/src/traefik"
+if [ ! -f "$t/build.done" ]; then
+  say "preparing Traefik $traefik_version (first time: about 10 CPU-minutes)"
+  mkdir -p "$t"
+  gomod=$(go mod download -json "github.com/traefik/traefik/v3@$traefik_version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
+  (
+    cd "$t"
+    { printf 'module berth.local/traefik\n\ngo 1.26.0\n\nrequire github.com/traefik/traefik/v3 %s\n\n' "$traefik_version"
+      awk '/^replace \(/ {on = 1} on {print} on && /^\)/ {on = 0}' "$gomod"; } >go.mod
+    printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/traefik/traefik/v3/cmd/traefik"\n' >tools.go
+    # Without the `direct` fallback: a module the proxy lacks fails at once.
+    proxy=$(go env GOPROXY)
+    [ "${proxy%,direct}" = direct ] || export GOPROXY=${proxy%,direct}
+    go mod tidy
+    go build -trimpath -o /dev/null github.com/traefik/traefik/v3/cmd/traefik
+  )
+  # Traefik watches TCPRoute at v1alpha2, which only the experimental channel serves.
+  gw=$(moddir "sigs.k8s.io/gateway-api@$gateway_version")
+  for f in "$gw"/config/crd/experimental/gateway.networking.*.yaml; do printf -- '---\n'; cat "$f"; printf '\n'; done >"$t/gateway-api-experimental.yaml"
+  touch "$t/build.done"
+fi
+printf 'defaultPlatforms: [linux/amd64]\n' >"$t/.ko.yaml"
+
 # ko reads that folder's .ko.yaml; the base image comes from KO_DEFAULTBASEIMAGE.
 printf 'defaultPlatforms: [linux/amd64]\n' >"$k/.ko.yaml"
 say "cluster parts ready in $out"

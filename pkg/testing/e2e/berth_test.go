@@ -116,7 +116,7 @@ func TestBerthOnCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer telemetry.Close()
-	revisions := deployBerth(t, ctx, dyn, repo.RepoURL, telemetry.URL())
+	urls := deployBerth(t, ctx, dyn, repo.RepoURL, telemetry.URL())
 	outcomes := startOutcomeSink(t, ctx, dyn, c)
 	waitTriggers(t, ctx, dyn)
 	hc := clusterHTTP(c)
@@ -125,11 +125,11 @@ func TestBerthOnCluster(t *testing.T) {
 	// there; its tokens for berth's functions and for the Broker.
 	tenant := tenantTokens(t, ctx, appsNS, "e2e-client", "berth-tenant", audience)
 
-	// Cold start: each function from zero, through the activator.
+	// Cold start: each function from zero, through Knative's ingress (Traefik) and the activator.
 	step(t, "cold start", func(t *testing.T) {
 		waitZero(t, ctx, "after deploy")
 		for _, fn := range functions {
-			url := "http://" + revisions[fn] + "." + berthNS + ".svc.cluster.local" + coldStartOn[fn]
+			url := urls[fn] + coldStartOn[fn]
 			t0 := time.Now()
 			req, _ := http.NewRequest(http.MethodGet, url, nil)
 			req.Header.Set("Authorization", "Bearer "+tenant.berth)
@@ -145,11 +145,11 @@ func TestBerthOnCluster(t *testing.T) {
 		}
 	})
 
-	// Who may call: without a token a function's Revision answers 401; the
+	// Who may call: without a token a function answers 401; the
 	// Broker refuses a ServiceAccount no EventPolicy lists, a tenant's event for
 	// another namespace, and a tenant's event of a type only berth sends.
 	step(t, "refusals", func(t *testing.T) {
-		refusals(t, ctx, hc, revisions, broker, audience)
+		refusals(t, ctx, hc, urls, broker, audience)
 	})
 
 	post := func(t *testing.T, hc *http.Client, url string, e event.Event) { postAs(t, hc, url, tenant.broker, e) }
@@ -217,7 +217,7 @@ func TestBerthOnCluster(t *testing.T) {
 	// Where is my gateway: install answers the endpoints the chain gave.
 	step(t, "GET /releases/{ns}/{name}", func(t *testing.T) {
 		owner := appsNS + "/gw-01"
-		releaseEndpoints(t, hc, "http://"+revisions["install"]+"."+berthNS+".svc.cluster.local", tenant.berth, tcp[owner], udp[owner])
+		releaseEndpoints(t, hc, urls["install"], tenant.berth, tcp[owner], udp[owner])
 	})
 
 	// Traffic from the node to <shared ip>:<port>, TCP and UDP, for each.
@@ -350,7 +350,15 @@ func TestBerthOnCluster(t *testing.T) {
 	// gateway at the ip:port setrule answered. No namespace is named: install
 	// and setingress, as config/ ships them, agree on where.
 	step(t, "the 2018 sample flow", func(t *testing.T) {
-		seedFlow(t, ctx, hc, revisions, tenant.berth, sharedIP)
+		seedFlow(t, ctx, hc, urls, tenant.berth, sharedIP)
+	})
+
+	// A Gateway entry point that Traefik implements: gateways exposed through
+	// berth's Gateway API backend answer TCP through it, and a port Traefik
+	// cannot serve is reported failed with its reason and taken back. Last, as
+	// requests that name no lbip may pick any entry point.
+	step(t, "Gateway entry point through Traefik", func(t *testing.T) {
+		gatewayThroughTraefik(t, ctx, hc, outcomes, broker, tenant.broker, repo.RepoURL)
 	})
 
 	step(t, "scale to zero", func(t *testing.T) { waitZero(t, ctx, "after the gateways") })
@@ -365,9 +373,11 @@ func step(t *testing.T, name string, f func(t *testing.T)) {
 	}
 }
 
-// deployBerth builds berth's images with ko, applies config/ (chart source
-// allowed: the test's repository), waits for each function's revision, and
-// points the Triggers and the PingSource at the revisions (see note below).
+// deployBerth builds berth's images with ko, applies config/ as shipped (the
+// chart source allowed: the test's repository; telemetry to the test's
+// receiver), and waits until each function's Knative Service is Ready: its
+// revision, and its Route through Traefik's KIngress. It returns each
+// function's URL, the address Knative's ingress answers on.
 func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoURL, otlp string) map[string]string {
 	t.Helper()
 	t0 := time.Now()
@@ -379,10 +389,8 @@ func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoU
 	if err != nil {
 		t.Fatal(err)
 	}
-	var first, routed []*unstructured.Unstructured
 	for _, o := range objs {
-		switch {
-		case o.GetKind() == "ConfigMap" && o.GetName() == "berth-config":
+		if o.GetKind() == "ConfigMap" && o.GetName() == "berth-config" {
 			_ = unstructured.SetNestedField(o.Object, repoURL+"/", "data", "ALLOWED_CHART_SOURCES")
 			// Named as 2018 clients name their repository.
 			_ = unstructured.SetNestedField(o.Object, "stable="+repoURL, "data", "CHART_REPOSITORIES")
@@ -392,17 +400,12 @@ func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoU
 			_ = unstructured.SetNestedField(o.Object, otlp, "data", "OTEL_EXPORTER_OTLP_ENDPOINT")
 			_ = unstructured.SetNestedField(o.Object, "200", "data", "OTEL_BSP_SCHEDULE_DELAY")
 			_ = unstructured.SetNestedField(o.Object, "2000", "data", "OTEL_METRIC_EXPORT_INTERVAL")
-			first = append(first, o)
-		case o.GetKind() == "Trigger" || o.GetKind() == "PingSource":
-			routed = append(routed, o)
-		default:
-			first = append(first, o)
 		}
 	}
-	if err := env.cluster.Apply(ctx, encode(first), 3*time.Minute); err != nil {
+	if err := env.cluster.Apply(ctx, encode(objs), 3*time.Minute); err != nil {
 		t.Fatal(err)
 	}
-	revisions := map[string]string{}
+	urls, revisions := map[string]string{}, map[string]string{}
 	for _, fn := range functions {
 		if err := eventually(ctx, 5*time.Minute, func() error {
 			ks, err := dyn.Resource(ksvcGVR).Namespace(berthNS).Get(ctx, fn, metav1.GetOptions{})
@@ -410,60 +413,26 @@ func deployBerth(t *testing.T, ctx context.Context, dyn dynamic.Interface, repoU
 				return err
 			}
 			rev, _, _ := unstructured.NestedString(ks.Object, "status", "latestReadyRevisionName")
-			if rev == "" || condition(ks, "ConfigurationsReady") != "True" {
-				return fmt.Errorf("ksvc %s: no ready revision yet (%v)", fn, ks.Object["status"])
+			url, _, _ := unstructured.NestedString(ks.Object, "status", "url")
+			if status, reason := conditionOf(ks, "Ready"); status != "True" || url == "" {
+				return fmt.Errorf("ksvc %s: Ready=%s (%s): %v", fn, status, reason, ks.Object["status"])
 			}
-			revisions[fn] = rev
+			rt, err := dyn.Resource(routeGVR).Namespace(berthNS).Get(ctx, fn, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			if status, reason := conditionOf(rt, "Ready"); status != "True" {
+				return fmt.Errorf("route %s: Ready=%s (%s)", fn, status, reason)
+			}
+			urls[fn], revisions[fn] = url, rev
 			return nil
 		}); err != nil {
 			t.Fatalf("%v\n%s", err, podProblems(ctx, env.cluster.Client, berthNS))
 		}
 	}
-	reportf("berth: built with ko, applied from config/, revisions %v Ready in %s", revisions, time.Since(t0).Round(time.Second))
-	// The Routes settle on IngressNotConfigured: nothing reconciles their KIngress.
-	for _, fn := range functions {
-		var status, reason string
-		if err := eventually(ctx, 2*time.Minute, func() error {
-			rt, err := dyn.Resource(routeGVR).Namespace(berthNS).Get(ctx, fn, metav1.GetOptions{})
-			if err != nil {
-				return err
-			}
-			status, reason = conditionOf(rt, "Ready")
-			if reason != "IngressNotConfigured" {
-				return fmt.Errorf("route %s: Ready=%s (%s)", fn, status, reason)
-			}
-			return nil
-		}); err != nil {
-			t.Fatal(err)
-		}
-		reportf("berth: Route %s is Ready=%s (%s): no KIngress implementation runs here", fn, status, reason)
-	}
-
-	// Without a KIngress, a Knative Service's address (<ksvc>.berth.svc.cluster.local,
-	// an ExternalName placeholder for the ingress) leads nowhere. The Revision's
-	// own Service does: Knative fronts it with the activator while at zero, and
-	// the activator reads the revision from the Host. So the Triggers and the
-	// PingSource address the revisions by URI instead of the ksvc by ref.
-	for _, o := range routed {
-		path := []string{"spec", "subscriber"}
-		if o.GetKind() == "PingSource" {
-			path = []string{"spec", "sink"}
-		}
-		name, _, _ := unstructured.NestedString(o.Object, append(path, "ref", "name")...)
-		rev, ok := revisions[name]
-		if !ok {
-			t.Fatalf("%s %s points at %q, not a berth function", o.GetKind(), o.GetName(), name)
-		}
-		dest := map[string]any{"uri": "http://" + rev + "." + berthNS + ".svc.cluster.local"}
-		if aud, ok, _ := unstructured.NestedString(o.Object, append(path, "audience")...); ok {
-			dest["audience"] = aud
-		}
-		_ = unstructured.SetNestedField(o.Object, dest, path...)
-	}
-	if err := env.cluster.Apply(ctx, encode(routed), 2*time.Minute); err != nil {
-		t.Fatal(err)
-	}
-	return revisions
+	reportf("berth: built with ko, applied from config/ as shipped (Triggers and PingSource by ref), revisions %v; every Route Ready through Traefik's KIngress in %s; URLs %v",
+		revisions, time.Since(t0).Round(time.Second), urls)
+	return urls
 }
 
 func condition(o *unstructured.Unstructured, typ string) string {
@@ -570,11 +539,11 @@ func tenantTokens(t *testing.T, ctx context.Context, ns, name, role, brokerAudie
 
 // refusals checks who may not call: a function's Revision without a token,
 // and posts to the Broker that no EventPolicy admits. Nothing is installed.
-func refusals(t *testing.T, ctx context.Context, hc *http.Client, revisions map[string]string, broker, audience string) {
+func refusals(t *testing.T, ctx context.Context, hc *http.Client, urls map[string]string, broker, audience string) {
 	t.Helper()
 	before := releaseCount(t, ctx)
 	for _, fn := range functions {
-		url := "http://" + revisions[fn] + "." + berthNS + ".svc.cluster.local/"
+		url := urls[fn] + "/"
 		body, _ := json.Marshal(newEvent("direct-"+fn, events.InstallRequested, "", map[string]any{"chartName": "echo-gateway", "namespace": appsNS}))
 		resp, err := hc.Post(url, "application/cloudevents+json", strings.NewReader(string(body)))
 		if err != nil {
@@ -611,7 +580,7 @@ func refusals(t *testing.T, ctx context.Context, hc *http.Client, revisions map[
 	if t.Failed() {
 		t.FailNow()
 	}
-	reportf("refusals: an unauthenticated POST to each function's Revision got 401; the Broker refused %d posts no EventPolicy admits (401/403)", len(bad))
+	reportf("refusals: an unauthenticated POST to each function's URL got 401; the Broker refused %d posts no EventPolicy admits (401/403)", len(bad))
 }
 
 func withTenant(e event.Event, tenant string) event.Event {
@@ -669,11 +638,11 @@ func sampleChart(image string) (chartrepo.Chart, error) {
 // form chartName=stable/<chart>, then POST /setrule with the form
 // serviceName=<the answer's serviceName>&servicePort=<port>, then the
 // gateway at the answer's ip:port.
-func seedFlow(t *testing.T, ctx context.Context, hc *http.Client, revisions map[string]string, token, sharedIP string) {
+func seedFlow(t *testing.T, ctx context.Context, hc *http.Client, urls map[string]string, token, sharedIP string) {
 	t0 := time.Now()
 	post := func(fn, path, body string) map[string]any {
 		t.Helper()
-		u := "http://" + revisions[fn] + "." + berthNS + ".svc.cluster.local" + path
+		u := urls[fn] + path
 		req, _ := http.NewRequestWithContext(ctx, http.MethodPost, u, strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("Authorization", "Bearer "+token)

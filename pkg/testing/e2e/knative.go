@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -48,6 +49,10 @@ func deployKnative(ctx context.Context, c *cluster.Cluster) error {
 					_ = unstructured.SetNestedField(o.Object, v, "data", k)
 				}
 			}
+			if o.GetKind() == "ConfigMap" && o.GetName() == "config-network" && o.GetNamespace() == "knative-serving" {
+				// Traefik's Knative provider reconciles the KIngresses.
+				_ = unstructured.SetNestedField(o.Object, traefikIngressClass, "data", "ingress-class")
+			}
 			if o.GetKind() == "ConfigMap" && o.GetName() == "config-features" && o.GetNamespace() == "knative-eventing" {
 				// Senders carry OIDC tokens; the Broker's ingress enforces EventPolicies.
 				_ = unstructured.SetNestedField(o.Object, "enabled", "data", "authentication-oidc")
@@ -60,7 +65,39 @@ func deployKnative(ctx context.Context, c *cluster.Cluster) error {
 			return fmt.Errorf("%s: %w\n%s", part.ns, err, podProblems(ctx, c.Client, part.ns))
 		}
 		reportf("knative: %s built with ko, applied and available in %s", part.ns, time.Since(t0).Round(time.Second))
+		if part.ns == "knative-serving" {
+			if err := deployTraefik(ctx, c); err != nil {
+				return err
+			}
+		}
 	}
+	return nil
+}
+
+// traefikIngressClass is the KIngress class Traefik's Knative provider takes.
+const traefikIngressClass = "traefik.ingress.networking.knative.dev"
+
+// deployTraefik builds Traefik with ko in the module .ci/cluster.sh prepared,
+// and applies Gateway API's experimental CRDs and traefik.yaml: Knative's
+// ingress, and the Gateway API implementation of the Gateway entry point.
+func deployTraefik(ctx context.Context, c *cluster.Cluster) error {
+	t0 := time.Now()
+	dir := filepath.Join(env.assets, "src", "traefik")
+	crds, err := os.ReadFile(filepath.Join(dir, "gateway-api-experimental.yaml"))
+	if err != nil {
+		return err
+	}
+	manifest, err := env.images.resolve(ctx, dir, "traefik", dir, filepath.Join(env.root, "pkg", "testing", "e2e", "traefik.yaml"))
+	if err != nil {
+		return err
+	}
+	if err := c.Apply(ctx, append(append(crds, "\n---\n"...), manifest...), 3*time.Minute); err != nil {
+		return fmt.Errorf("traefik: %w", err)
+	}
+	if err := waitDeployments(ctx, c.Client, "traefik", 3*time.Minute); err != nil {
+		return fmt.Errorf("traefik: %w\n%s", err, podProblems(ctx, c.Client, "traefik"))
+	}
+	reportf("traefik: built with ko, Gateway API experimental CRDs and Traefik applied and available in %s", time.Since(t0).Round(time.Second))
 	return nil
 }
 
