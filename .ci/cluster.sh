@@ -87,13 +87,14 @@ if [ ! -f "$t/build.done" ]; then
   gomod=$(go mod download -json "github.com/traefik/traefik/v3@$traefik_version" | sed -n 's/.*"GoMod": "\(.*\)".*/\1/p')
   (
     cd "$t"
-    { printf 'module berth.local/traefik\n\ngo 1.26.0\n\nrequire github.com/traefik/traefik/v3 %s\n\n' "$traefik_version"
+    { printf 'module berth.local/traefik\n\ngo 1.26.0\n\n'
       awk '/^replace \(/ {on = 1} on {print} on && /^\)/ {on = 0}' "$gomod"; } >go.mod
     printf '//go:build tools\n\npackage tools\n\nimport _ "github.com/traefik/traefik/v3/cmd/traefik"\n' >tools.go
     # Without the `direct` fallback: a module the proxy lacks fails at once.
     proxy=$(go env GOPROXY)
     [ "${proxy%,direct}" = direct ] || export GOPROXY=${proxy%,direct}
-    go mod tidy
+    # go get resolves what the command builds from, not every test's modules.
+    go get "github.com/traefik/traefik/v3/cmd/traefik@$traefik_version"
     go build -trimpath -o /dev/null github.com/traefik/traefik/v3/cmd/traefik
   )
   # Traefik watches TCPRoute at v1alpha2, which only the experimental channel serves.

@@ -49,6 +49,7 @@ var (
 	routeGVR    = schema.GroupVersionResource{Group: "serving.knative.dev", Version: "v1", Resource: "routes"}
 	triggerGVR  = schema.GroupVersionResource{Group: "eventing.knative.dev", Version: "v1", Resource: "triggers"}
 	brokerGVR   = schema.GroupVersionResource{Group: "eventing.knative.dev", Version: "v1", Resource: "brokers"}
+	pingGVR     = schema.GroupVersionResource{Group: "sources.knative.dev", Version: "v1", Resource: "pingsources"}
 	functions   = []string{"install", "getport", "setingress"}
 	coldStartOn = map[string]string{"install": "/releases", "getport": "/ports", "setingress": "/exposures"}
 )
@@ -119,6 +120,7 @@ func TestBerthOnCluster(t *testing.T) {
 	urls := deployBerth(t, ctx, dyn, repo.RepoURL, telemetry.URL())
 	outcomes := startOutcomeSink(t, ctx, dyn, c)
 	waitTriggers(t, ctx, dyn)
+	sinksByRef(t, ctx, dyn, urls)
 	hc := clusterHTTP(c)
 	broker, audience := brokerAddress(t, ctx, dyn)
 	// The tenant: a ServiceAccount of the apps namespace, bound to berth-tenant
@@ -470,6 +472,44 @@ func waitTriggers(t *testing.T, ctx context.Context, dyn dynamic.Interface) {
 	}); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// sinksByRef checks that config/'s Triggers and PingSource, which name the
+// functions' Knative Services by ref, resolved to the URLs Knative's ingress
+// answers on, and are Ready.
+func sinksByRef(t *testing.T, ctx context.Context, dyn dynamic.Interface, urls map[string]string) {
+	t.Helper()
+	n := map[string]int{}
+	check := func(gvr schema.GroupVersionResource, path, uriField string) {
+		if err := eventually(ctx, 2*time.Minute, func() error {
+			n[gvr.Resource] = 0
+			list, err := dyn.Resource(gvr).Namespace(berthNS).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return err
+			}
+			for i := range list.Items {
+				o := &list.Items[i]
+				name, ok, _ := unstructured.NestedString(o.Object, "spec", path, "ref", "name")
+				if !ok {
+					continue // the test's own outcome Triggers, by URI
+				}
+				got, _, _ := unstructured.NestedString(o.Object, "status", uriField)
+				if condition(o, "Ready") != "True" || got != urls[name] {
+					return fmt.Errorf("%s %s: Ready=%s, %s %q; want %q", o.GetKind(), o.GetName(), condition(o, "Ready"), uriField, got, urls[name])
+				}
+				n[gvr.Resource]++
+			}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check(triggerGVR, "subscriber", "subscriberUri")
+	check(pingGVR, "sink", "sinkUri")
+	if n["triggers"] == 0 || n["pingsources"] != 1 {
+		t.Fatalf("by ref: %v, want berth's Triggers and its PingSource", n)
+	}
+	reportf("berth: %d Triggers and %d PingSource, by ref as config/ ships them, resolved to the Knative Services' URLs and Ready", n["triggers"], n["pingsources"])
 }
 
 // waitZero waits until no pod of a berth function runs.
