@@ -20,6 +20,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
+	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
 )
@@ -45,6 +46,20 @@ const (
 	// ConfigMaps (name, or namespace/name) when they differ from the configured ones.
 	AnnotationTCPServices = "berth.dev/tcp-services-configmap"
 	AnnotationUDPServices = "berth.dev/udp-services-configmap"
+	// AnnotationListeners says where a Gateway entry point's listeners go:
+	// ListenersOnSets (the default) or ListenersOnGateway.
+	AnnotationListeners = "berth.dev/listeners"
+)
+
+// Where berth puts a Gateway entry point's listeners.
+const (
+	// ListenersOnSets: in berth's own ListenerSets attached to the Gateway,
+	// which must admit them (spec.allowedListeners); berth never writes the
+	// Gateway.
+	ListenersOnSets = "listenersets"
+	// ListenersOnGateway: in the Gateway's own listeners, at most 64 in all, for
+	// implementations without ListenerSets (Traefik v3.6).
+	ListenersOnGateway = "gateway"
 )
 
 // The routing backends.
@@ -71,6 +86,12 @@ type EntryPoint struct {
 	// StreamConfigMaps are, for ingress-nginx, the namespace/name of the
 	// tcp-services and udp-services ConfigMaps the controller reads.
 	StreamConfigMaps map[portalloc.Protocol]string
+	// Listeners is, for a Gateway, where berth puts its listeners
+	// (ListenersOnSets or ListenersOnGateway; another value as annotated).
+	Listeners string
+	// AdmitsListenerSets is, for a Gateway, whether its allowedListeners
+	// admits ListenerSets from its own namespace.
+	AdmitsListenerSets bool
 }
 
 // ID is the entry point's id in berth's API: "<kind>.<name>".
@@ -147,7 +168,11 @@ func (f *Finder) List(ctx context.Context, consistent bool) ([]EntryPoint, error
 			return nil
 		})
 		g.Go(func() (err error) {
-			ls, err = f.Gateway.GatewayV1().ListenerSets(f.Namespace).List(gctx, metav1.ListOptions{ResourceVersion: rv})
+			// Others' ListenerSets only: the ports of berth's own are in the
+			// ledger, and at a thousand exposures their listeners would make
+			// every request read a megabyte.
+			ls, err = f.Gateway.GatewayV1().ListenerSets(f.Namespace).List(gctx, metav1.ListOptions{ResourceVersion: rv,
+				LabelSelector: kube.LabelManagedBy + "!=" + kube.ManagedBy})
 			if apierrors.IsNotFound(err) {
 				return nil
 			}
@@ -315,6 +340,14 @@ func fromGateway(g *gatewayv1.Gateway, sets []gatewayv1.ListenerSet) EntryPoint 
 	}
 	if len(g.Status.Addresses) > 0 {
 		ep.Address = g.Status.Addresses[0].Value
+	}
+	if ep.Listeners = g.Annotations[AnnotationListeners]; ep.Listeners == "" {
+		ep.Listeners = ListenersOnSets
+	}
+	if a := g.Spec.AllowedListeners; a != nil && a.Namespaces != nil && a.Namespaces.From != nil {
+		// A selector may or may not take the Gateway's own namespace; the
+		// ListenerSets' status says which.
+		ep.AdmitsListenerSets = *a.Namespaces.From != gatewayv1.NamespacesFromNone
 	}
 	use := func(port gatewayv1.PortNumber, proto gatewayv1.ProtocolType) {
 		p := portalloc.TCP

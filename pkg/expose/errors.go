@@ -25,6 +25,12 @@ var (
 	// ErrUnconfirmed means the data plane did not confirm the exposure within
 	// the wait; it stays written, pending.
 	ErrUnconfirmed = problem.New(problem.ErrUnprocessable, "the data plane did not confirm the exposure in time")
+	// ErrGatewayFull means a Gateway that takes berth's listeners itself has
+	// its 64 already.
+	ErrGatewayFull = problem.New(problem.ErrUnprocessable, "the Gateway has no room for another listener")
+	// ErrSetsNotAdmitted means the entry point's Gateway does not admit
+	// ListenerSets, where berth puts its listeners.
+	ErrSetsNotAdmitted = problem.New(problem.ErrUnprocessable, "the Gateway admits no ListenerSets")
 	// ErrNoStreamConfigMap means the ingress-nginx controller does not read a
 	// tcp/udp-services ConfigMap for the protocol.
 	ErrNoStreamConfigMap = problem.New(problem.ErrUnprocessable, "ingress-nginx serves no ConfigMap for this protocol")

@@ -187,12 +187,12 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (end Endpoint, err er
 	}
 	since, err := route(ctx, backend, ep, x)
 	if err != nil {
-		// Routed elsewhere by something not berth's. A backend answers
-		// ErrTaken having written nothing, so only the ledger is put back: a
-		// port reserved by this call is free again, a port the owner held
-		// before is its reservation again. (A port bound before this call, a
-		// retry, is left as it was.)
-		if errors.Is(err, ErrTaken) && prev.State != portalloc.Bound {
+		// Routed elsewhere by something not berth's, or no room for it. A
+		// backend answers these having written nothing, so only the ledger is
+		// put back: a port reserved by this call is free again, a port the
+		// owner held before is its reservation again. (A port bound before
+		// this call, a retry, is left as it was.)
+		if wroteNothing(err) && prev.State != portalloc.Bound {
 			if uerr := e.Ports.Unbind(ctx, id, key, req.Owner, t.NamespacedName(), prev); uerr != nil {
 				return Endpoint{}, fmt.Errorf("%w (and putting the ledger back failed: %v)", err, uerr)
 			}
@@ -232,6 +232,16 @@ func (e *Exposer) Expose(ctx context.Context, req Request) (end Endpoint, err er
 		return Endpoint{}, fmt.Errorf("%w: %s (and taking the exposure back failed: %v)", class, end.Status, err)
 	}
 	return Endpoint{}, fmt.Errorf("%w: %s; berth removed what it wrote from %s port %d", class, end.Status, key.Protocol, key.Port)
+}
+
+// wroteNothing reports whether a backend's error says it wrote nothing.
+func wroteNothing(err error) bool {
+	for _, e := range []error{ErrTaken, ErrGatewayFull, ErrSetsNotAdmitted, ErrNoBackend} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 // RefusedOwner holds, for RefusedHold, a port the data plane refused, so

@@ -16,15 +16,21 @@ import (
 	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
+	"github.com/berth-dev/berth/pkg/problem"
 )
 
-// GatewayBackend exposes a port as a listener on a Gateway (or, once its 64
-// listeners are used, on a ListenerSet attached to it) and a TCPRoute or
-// UDPRoute in the target's namespace bound to that listener by sectionName.
-// The listener admits routes from the target's namespace only.
+// GatewayBackend exposes a port as a listener in berth's ListenerSet of that
+// port, attached to the entry point's Gateway (or, where the Gateway is
+// annotated berth.dev/listeners: gateway, on the Gateway itself), and a
+// TCPRoute or UDPRoute in the target's namespace bound to that listener by
+// sectionName. The listener admits routes from the target's namespace only.
 type GatewayBackend struct {
 	Client  gatewayclient.Interface
 	Backoff wait.Backoff
+
+	// Writes to one Gateway or ListenerSet are group-committed.
+	gateways groups[*gatewayv1.Gateway]
+	sets     groups[*gatewayv1.ListenerSet]
 }
 
 // parent is the object that carries an exposure's listener.
@@ -63,168 +69,149 @@ func (g *GatewayBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, x
 	return p.gen, nil
 }
 
-// addListener finds the exposure's listener on the Gateway or one of berth's
-// ListenerSets, or adds it where there is room. It never adds one twice.
+// addListener finds the exposure's listener, or adds it where the entry point
+// says berth's listeners go: the ListenerSet of its port (the default), or the
+// Gateway itself. Either write is group-committed with the other exposures'
+// on the same object. It never adds one twice: an exposure has one place.
 func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (parent, error) {
 	name, proto, allowed := g.listener(x)
 	port := gatewayv1.PortNumber(x.Key.Port)
-	gws := g.Client.GatewayV1().Gateways(ep.Namespace)
-	var found parent
-	var full bool
-	err := casUpdate(ctx, "gateway/"+ep.Namespace+"/"+ep.Name, g.Backoff,
-		func(ctx context.Context) (*gatewayv1.Gateway, error) {
-			return gws.Get(ctx, ep.Name, metav1.GetOptions{})
-		},
-		func(gw *gatewayv1.Gateway) (bool, error) {
-			found, full = parent{}, false
+	if ep.InUse(x.Key) {
+		// Something listens on the port: berth's own listener (a retry, or one
+		// an earlier berth put on the Gateway), or someone else's.
+		gw, err := g.Client.GatewayV1().Gateways(ep.Namespace).Get(ctx, ep.Name, metav1.GetOptions{})
+		if err != nil {
+			return parent{}, fmt.Errorf("read Gateway %s: %w", ep.ID(), err)
+		}
+		for _, l := range gw.Spec.Listeners {
+			if l.Name == name {
+				return parent{"Gateway", gw.Name, gw.Generation}, nil
+			}
+			if l.Port == port && sameProtocol(l.Protocol, proto) {
+				return parent{}, fmt.Errorf("%w: listener %s uses port %d", ErrTaken, l.Name, port)
+			}
+		}
+	}
+	switch ep.Listeners {
+	case entrypoint.ListenersOnGateway:
+		gen, err := g.gateways.do(ctx, g.gatewayObject(ep), func(gw *gatewayv1.Gateway) (bool, error) {
 			for _, l := range gw.Spec.Listeners {
 				if l.Name == name {
-					found = parent{"Gateway", gw.Name, gw.Generation}
 					return false, nil
 				}
 				if l.Port == port && sameProtocol(l.Protocol, proto) {
 					return false, fmt.Errorf("%w: listener %s uses port %d", ErrTaken, l.Name, port)
 				}
 			}
-			ls, err := g.berthSets(ctx, ep)
-			if err != nil {
-				return false, err
+			if len(gw.Spec.Listeners) >= maxGatewayListeners {
+				return false, fmt.Errorf("%w: Gateway %s has %d listeners", ErrGatewayFull, ep.ID(), len(gw.Spec.Listeners))
 			}
-			for _, s := range ls {
-				if slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == name }) {
-					found = parent{"ListenerSet", s.Name, s.Generation}
-					return false, nil
-				}
-			}
-			if len(gw.Spec.Listeners) < maxGatewayListeners {
-				gw.Spec.Listeners = append(gw.Spec.Listeners, gatewayv1.Listener{Name: name, Port: port, Protocol: proto, AllowedRoutes: allowed})
-				found = parent{"Gateway", gw.Name, 0} // the generation written, below
-				return true, nil
-			}
-			full = true
-			if gw.Spec.AllowedListeners == nil {
-				// A Gateway takes no ListenerSets unless it says so.
-				same := gatewayv1.NamespacesFromSame
-				gw.Spec.AllowedListeners = &gatewayv1.AllowedListeners{Namespaces: &gatewayv1.ListenerNamespaces{From: &same}}
-				return true, nil
-			}
-			return false, nil
-		},
-		func(ctx context.Context, gw *gatewayv1.Gateway) error {
-			u, err := gws.Update(ctx, gw, metav1.UpdateOptions{})
-			if err == nil && found.kind == "Gateway" {
-				found.gen = u.Generation
-			}
-			return err
-		}, nil)
-	if err != nil || !full || found.kind != "" {
-		return found, err
+			gw.Spec.Listeners = append(gw.Spec.Listeners, gatewayv1.Listener{Name: name, Port: port, Protocol: proto, AllowedRoutes: allowed})
+			return true, nil
+		})
+		return parent{"Gateway", ep.Name, gen}, err
+	case entrypoint.ListenersOnSets:
+	default:
+		return parent{}, fmt.Errorf("%w: %s=%q on %s (want %s or %s)", ErrNoBackend, entrypoint.AnnotationListeners,
+			problem.Clip(ep.Listeners), ep.ID(), entrypoint.ListenersOnSets, entrypoint.ListenersOnGateway)
 	}
-	// The Gateway is full: add the listener to a ListenerSet with room, or to a
-	// new one. A lost race is a conflict, and the whole choice is made again.
-	var setWritten int64
-	write := g.writeSet(ep)
-	err = casUpdate(ctx, "listenersets/"+ep.Namespace+"/"+ep.Name, g.Backoff, g.readSets(ep),
-		func(w *setWrite) (bool, error) {
-			entry := gatewayv1.ListenerEntry{Name: name, Port: port, Protocol: proto, AllowedRoutes: allowed}
-			for i := range w.sets {
-				if slices.ContainsFunc(w.sets[i].Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == name }) {
-					found = parent{"ListenerSet", w.sets[i].Name, w.sets[i].Generation}
-					return false, nil
-				}
+	if !ep.AdmitsListenerSets {
+		return parent{}, fmt.Errorf("%w: Gateway %s: set spec.allowedListeners to admit ListenerSets from %s, or annotate it %s: %s",
+			ErrSetsNotAdmitted, ep.ID(), ep.Namespace, entrypoint.AnnotationListeners, entrypoint.ListenersOnGateway)
+	}
+	set := setName(ep, x.Key)
+	gen, err := g.sets.do(ctx, g.setObject(ep, set, true), func(s *gatewayv1.ListenerSet) (bool, error) {
+		if s.Labels[kube.LabelManagedBy] != kube.ManagedBy {
+			return false, fmt.Errorf("%w: ListenerSet %s/%s is not berth's", ErrTaken, ep.Namespace, set)
+		}
+		for _, l := range s.Spec.Listeners {
+			if l.Name == name {
+				return false, nil
 			}
-			for i := range w.sets {
-				if len(w.sets[i].Spec.Listeners) < maxListenerSetListen {
-					w.sets[i].Spec.Listeners = append(w.sets[i].Spec.Listeners, entry)
-					w.op, w.set = setUpdate, &w.sets[i]
-					found = parent{"ListenerSet", w.set.Name, 0}
-					return true, nil
-				}
+			if l.Port == port && sameProtocol(l.Protocol, proto) {
+				return false, fmt.Errorf("%w: listener %s uses port %d", ErrTaken, l.Name, port)
 			}
-			w.op, w.set = setCreate, &gatewayv1.ListenerSet{
+		}
+		s.Spec.Listeners = append(s.Spec.Listeners, gatewayv1.ListenerEntry{Name: name, Port: port, Protocol: proto, AllowedRoutes: allowed})
+		return true, nil
+	})
+	return parent{"ListenerSet", set, gen}, err
+}
+
+// portsPerSet is how many ports one of berth's ListenerSets covers: with a
+// TCP and a UDP listener each, 64 listeners, a ListenerSet's most.
+const portsPerSet = maxListenerSetListen / 2
+
+// setName is the ListenerSet that holds k's listener: one per portsPerSet
+// ports, so that its place never depends on what else is there (no race
+// between exposures choosing a set), and neighbouring ports, which
+// reservations hand out together, share a write.
+func setName(ep entrypoint.EntryPoint, k portalloc.Key) string {
+	return fmt.Sprintf("berth-%s-p%d", ep.Name, k.Port/portsPerSet*portsPerSet)
+}
+
+// gatewayObject is ep's Gateway, for group commits.
+func (g *GatewayBackend) gatewayObject(ep entrypoint.EntryPoint) object[*gatewayv1.Gateway] {
+	gws := g.Client.GatewayV1().Gateways(ep.Namespace)
+	return object[*gatewayv1.Gateway]{
+		key: ep.Namespace + "/" + ep.Name, backoff: g.Backoff,
+		get: func(ctx context.Context) (*gatewayv1.Gateway, error) {
+			return gws.Get(ctx, ep.Name, metav1.GetOptions{})
+		},
+		write: func(ctx context.Context, gw *gatewayv1.Gateway, _ bool) (int64, error) {
+			out, err := gws.Update(ctx, gw, metav1.UpdateOptions{})
+			if err != nil {
+				return 0, err
+			}
+			return out.Generation, nil
+		},
+	}
+}
+
+// setObject is berth's ListenerSet name of ep, for group commits: created
+// when missing (if create), deleted when its last listener goes.
+func (g *GatewayBackend) setObject(ep entrypoint.EntryPoint, name string, create bool) object[*gatewayv1.ListenerSet] {
+	sets := g.Client.GatewayV1().ListenerSets(ep.Namespace)
+	o := object[*gatewayv1.ListenerSet]{
+		key: ep.Namespace + "/" + name, backoff: g.Backoff,
+		get: func(ctx context.Context) (*gatewayv1.ListenerSet, error) {
+			return sets.Get(ctx, name, metav1.GetOptions{})
+		},
+		write: func(ctx context.Context, s *gatewayv1.ListenerSet, created bool) (int64, error) {
+			var out *gatewayv1.ListenerSet
+			var err error
+			switch {
+			case created:
+				out, err = sets.Create(ctx, s, metav1.CreateOptions{})
+			case len(s.Spec.Listeners) == 0:
+				// A ListenerSet has at least one listener: the last one
+				// removed, the set goes, if no one changed it since.
+				err = sets.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &s.ResourceVersion}})
+				if apierrors.IsNotFound(err) {
+					err = nil
+				}
+				return 0, err
+			default:
+				out, err = sets.Update(ctx, s, metav1.UpdateOptions{})
+			}
+			if err != nil {
+				return 0, err
+			}
+			return out.Generation, nil
+		},
+	}
+	if create {
+		o.fresh = func() *gatewayv1.ListenerSet {
+			return &gatewayv1.ListenerSet{
 				ObjectMeta: metav1.ObjectMeta{
-					Name:   freeSetName(ep.Name, w.sets),
+					Name: name, Namespace: ep.Namespace,
 					Labels: map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelGateway: ep.Name},
 				},
-				Spec: gatewayv1.ListenerSetSpec{
-					ParentRef: gatewayv1.ParentGatewayReference{Name: gatewayv1.ObjectName(ep.Name)},
-					Listeners: []gatewayv1.ListenerEntry{entry},
-				},
-			}
-			found = parent{"ListenerSet", w.set.Name, 0}
-			return true, nil
-		},
-		func(ctx context.Context, w *setWrite) error {
-			err := write(ctx, w)
-			setWritten = w.gen
-			return err
-		}, nil)
-	if err == nil && found.gen == 0 {
-		found.gen = setWritten
-	}
-	return found, err
-}
-
-// setWrite is one write to berth's ListenerSets of an entry point: the sets as
-// read, and what a casUpdate change decided to do to one of them.
-type setWrite struct {
-	sets []gatewayv1.ListenerSet
-	op   setOp
-	set  *gatewayv1.ListenerSet
-	// gen is the written set's generation.
-	gen int64
-}
-
-type setOp int
-
-const (
-	setNone setOp = iota
-	setCreate
-	setUpdate
-	setDelete
-)
-
-// readSets reads berth's ListenerSets of ep, for casUpdate.
-func (g *GatewayBackend) readSets(ep entrypoint.EntryPoint) func(context.Context) (*setWrite, error) {
-	return func(ctx context.Context) (*setWrite, error) {
-		ls, err := g.berthSets(ctx, ep)
-		return &setWrite{sets: ls}, err
-	}
-}
-
-// writeSet makes the write a change decided, at the resourceVersion the set
-// was read at: a lost race is a conflict, and casUpdate reads again.
-func (g *GatewayBackend) writeSet(ep entrypoint.EntryPoint) func(context.Context, *setWrite) error {
-	sets := g.Client.GatewayV1().ListenerSets(ep.Namespace)
-	return func(ctx context.Context, w *setWrite) error {
-		var err error
-		var out *gatewayv1.ListenerSet
-		switch w.op {
-		case setCreate:
-			out, err = sets.Create(ctx, w.set, metav1.CreateOptions{})
-		case setUpdate:
-			out, err = sets.Update(ctx, w.set, metav1.UpdateOptions{})
-		case setDelete:
-			err = sets.Delete(ctx, w.set.Name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &w.set.ResourceVersion}})
-			if apierrors.IsNotFound(err) {
-				err = nil
+				Spec: gatewayv1.ListenerSetSpec{ParentRef: gatewayv1.ParentGatewayReference{Name: gatewayv1.ObjectName(ep.Name)}},
 			}
 		}
-		if err == nil && out != nil {
-			w.gen = out.Generation
-		}
-		return err
 	}
-}
-
-// freeSetName is the first berth-<gateway>-<n> not taken.
-func freeSetName(gateway string, ls []gatewayv1.ListenerSet) string {
-	for n := 0; ; n++ {
-		name := fmt.Sprintf("berth-%s-%d", gateway, n)
-		if !slices.ContainsFunc(ls, func(s gatewayv1.ListenerSet) bool { return s.Name == name }) {
-			return name
-		}
-	}
+	return o
 }
 
 // berthSets are the ListenerSets berth made for the entry point, in name order.
@@ -333,43 +320,57 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 		}
 	}
 	section := gatewayv1.SectionName(portName(x.Key))
-	gws := g.Client.GatewayV1().Gateways(ep.Namespace)
-	err = casUpdate(ctx, "gateway/"+ep.Namespace+"/"+ep.Name, g.Backoff,
-		func(ctx context.Context) (*gatewayv1.Gateway, error) {
-			return gws.Get(ctx, ep.Name, metav1.GetOptions{})
-		},
-		func(gw *gatewayv1.Gateway) (bool, error) {
-			n := len(gw.Spec.Listeners)
-			gw.Spec.Listeners = slices.DeleteFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool { return l.Name == section })
-			return len(gw.Spec.Listeners) != n, nil
-		},
-		func(ctx context.Context, gw *gatewayv1.Gateway) error {
-			_, err := gws.Update(ctx, gw, metav1.UpdateOptions{})
-			return err
-		},
-		nil)
+	drop := func(l []gatewayv1.ListenerEntry) ([]gatewayv1.ListenerEntry, bool) {
+		n := len(l)
+		l = slices.DeleteFunc(l, func(l gatewayv1.ListenerEntry) bool { return l.Name == section })
+		return l, len(l) != n
+	}
+	// Its ListenerSet, then the Gateway (where gateway mode, or an earlier
+	// berth, put it), then any other berth ListenerSet (an earlier berth's).
+	removed := false
+	_, err = g.sets.do(ctx, g.setObject(ep, setName(ep, x.Key), false), func(s *gatewayv1.ListenerSet) (bool, error) {
+		if s.Labels[kube.LabelManagedBy] != kube.ManagedBy {
+			return false, nil
+		}
+		s.Spec.Listeners, removed = drop(s.Spec.Listeners)
+		return removed, nil
+	})
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove listener %s from %s: %w", section, ep.ID(), err)
 	}
-	return casUpdate(ctx, "listenersets/"+ep.Namespace+"/"+ep.Name, g.Backoff, g.readSets(ep),
-		func(w *setWrite) (bool, error) {
-			for i := range w.sets {
-				n := len(w.sets[i].Spec.Listeners)
-				w.sets[i].Spec.Listeners = slices.DeleteFunc(w.sets[i].Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section })
-				switch {
-				case len(w.sets[i].Spec.Listeners) == n:
-					continue
-				case len(w.sets[i].Spec.Listeners) == 0:
-					w.op = setDelete
-				default:
-					w.op = setUpdate
-				}
-				w.set = &w.sets[i]
-				return true, nil
-			}
-			return false, nil
-		},
-		g.writeSet(ep), nil)
+	if removed {
+		return nil
+	}
+	_, err = g.gateways.do(ctx, g.gatewayObject(ep), func(gw *gatewayv1.Gateway) (bool, error) {
+		n := len(gw.Spec.Listeners)
+		gw.Spec.Listeners = slices.DeleteFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool { return l.Name == section })
+		removed = len(gw.Spec.Listeners) != n
+		return removed, nil
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("remove listener %s from %s: %w", section, ep.ID(), err)
+	}
+	if removed {
+		return nil
+	}
+	sets, err := g.berthSets(ctx, ep)
+	if err != nil {
+		return fmt.Errorf("read ListenerSets of %s: %w", ep.ID(), err)
+	}
+	for _, s := range sets {
+		if !slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section }) {
+			continue
+		}
+		_, err = g.sets.do(ctx, g.setObject(ep, s.Name, false), func(s *gatewayv1.ListenerSet) (bool, error) {
+			var changed bool
+			s.Spec.Listeners, changed = drop(s.Spec.Listeners)
+			return changed, nil
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("remove listener %s from %s: %w", section, ep.ID(), err)
+		}
+	}
+	return nil
 }
 
 // Status reads what the Gateway implementation reports of x: the Gateway's
@@ -391,7 +392,7 @@ func (g *GatewayBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x
 	// The listener's own refusal comes first: some implementations (Traefik)
 	// also mark the whole Gateway not Accepted for one refused listener, and
 	// that alone is only pending, as it concerns every listener on it.
-	p, listener, err := g.listenerStatus(ctx, ep, gw, section, since)
+	p, listener, err := g.listenerStatus(ctx, ep, gw, x.Key, since)
 	if err != nil || listener.State == StateFailed {
 		return listener, err
 	}
@@ -419,7 +420,8 @@ type listenerParent struct {
 
 // listenerStatus finds the listener on the Gateway or one of berth's
 // ListenerSets and judges its conditions.
-func (g *GatewayBackend) listenerStatus(ctx context.Context, ep entrypoint.EntryPoint, gw *gatewayv1.Gateway, section gatewayv1.SectionName, since int64) (listenerParent, Status, error) {
+func (g *GatewayBackend) listenerStatus(ctx context.Context, ep entrypoint.EntryPoint, gw *gatewayv1.Gateway, k portalloc.Key, since int64) (listenerParent, Status, error) {
+	section := gatewayv1.SectionName(portName(k))
 	what := "listener " + string(section)
 	if slices.ContainsFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool { return l.Name == section }) {
 		p := listenerParent{parent: parent{kind: "Gateway", name: gw.Name}}
@@ -430,9 +432,19 @@ func (g *GatewayBackend) listenerStatus(ctx context.Context, ep entrypoint.Entry
 		p.attached = gw.Status.Listeners[i].AttachedRoutes
 		return p, judge(what, gw.Status.Listeners[i].Conditions, since, listenerChecks), nil
 	}
-	sets, err := g.berthSets(ctx, ep)
-	if err != nil {
-		return listenerParent{}, Status{}, fmt.Errorf("read ListenerSets of %s: %w", ep.ID(), err)
+	// Its ListenerSet, or one an earlier berth placed it in.
+	var sets []gatewayv1.ListenerSet
+	s, err := g.Client.GatewayV1().ListenerSets(ep.Namespace).Get(ctx, setName(ep, k), metav1.GetOptions{})
+	switch {
+	case err == nil && s.Labels[kube.LabelManagedBy] == kube.ManagedBy &&
+		slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section }):
+		sets = []gatewayv1.ListenerSet{*s}
+	case err != nil && !apierrors.IsNotFound(err):
+		return listenerParent{}, Status{}, fmt.Errorf("read ListenerSet of %s: %w", ep.ID(), err)
+	default:
+		if sets, err = g.berthSets(ctx, ep); err != nil {
+			return listenerParent{}, Status{}, fmt.Errorf("read ListenerSets of %s: %w", ep.ID(), err)
+		}
 	}
 	for _, s := range sets {
 		if !slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section }) {

@@ -51,14 +51,18 @@ func (cp *ControlPlane) CreateLoadBalancer(ctx context.Context, ns, name, ip str
 	return cp.Client.CoreV1().Services(ns).UpdateStatus(ctx, svc, metav1.UpdateOptions{})
 }
 
-// CreateGateway creates a Gateway API Gateway with the given listeners and,
-// when ip is set, gives it that address in status, as a Gateway controller
-// would: an entry point of the gateway-api backend.
+// CreateGateway creates a Gateway API Gateway with the given listeners,
+// admitting ListenerSets from its own namespace (as a platform team that lets
+// berth add its own does) and, when ip is set, gives it that address in
+// status, as a Gateway controller would: an entry point of the gateway-api
+// backend.
 func (cp *ControlPlane) CreateGateway(ctx context.Context, ns, name, ip string, listeners ...gatewayv1.Listener) (*gatewayv1.Gateway, error) {
 	gws := gatewayclient.NewForConfigOrDie(cp.Config).GatewayV1().Gateways(ns)
+	same := gatewayv1.NamespacesFromSame
 	g, err := gws.Create(ctx, &gatewayv1.Gateway{
 		ObjectMeta: metav1.ObjectMeta{Name: name},
-		Spec:       gatewayv1.GatewaySpec{GatewayClassName: "berth-test", Listeners: listeners},
+		Spec: gatewayv1.GatewaySpec{GatewayClassName: "berth-test", Listeners: listeners,
+			AllowedListeners: &gatewayv1.AllowedListeners{Namespaces: &gatewayv1.ListenerNamespaces{From: &same}}},
 	}, metav1.CreateOptions{})
 	if err != nil || ip == "" {
 		return g, err

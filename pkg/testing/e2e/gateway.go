@@ -20,6 +20,7 @@ import (
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
+	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/expose"
 	"github.com/berth-dev/berth/pkg/function"
@@ -46,9 +47,11 @@ func gatewayThroughTraefik(t *testing.T, ctx context.Context, hc *http.Client, o
 		t.Fatal(err)
 	}
 	// A Gateway needs one listener: an HTTP one on Traefik's web entry point,
-	// outside berth's port range.
+	// outside berth's port range. Traefik has no ListenerSets: berth puts its
+	// listeners on the Gateway.
 	gw := &gatewayv1.Gateway{
-		ObjectMeta: metav1.ObjectMeta{Name: traefikGateway, Namespace: ingressNS},
+		ObjectMeta: metav1.ObjectMeta{Name: traefikGateway, Namespace: ingressNS,
+			Annotations: map[string]string{entrypoint.AnnotationListeners: entrypoint.ListenersOnGateway}},
 		Spec: gatewayv1.GatewaySpec{GatewayClassName: "traefik", Listeners: []gatewayv1.Listener{
 			{Name: "web", Port: 8000, Protocol: gatewayv1.HTTPProtocolType},
 		}},
