@@ -9,8 +9,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/sync/singleflight"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -124,6 +127,17 @@ type Finder struct {
 	// Namespace, or namespace/name). Where empty, they are read from the
 	// controller's --tcp-services-configmap / --udp-services-configmap arguments.
 	TCPServices, UDPServices string
+	// MaxAge, when set, lets a List that need not be consistent answer from
+	// the last listing of at most that age, and lets concurrent Lists share
+	// one listing: a thousand concurrent requests then read the entry points
+	// a few times, not thousands. The answer is shared: callers must not
+	// change it.
+	MaxAge time.Duration
+
+	mu       sync.Mutex
+	cached   []EntryPoint
+	cachedAt time.Time
+	lists    singleflight.Group
 }
 
 // List returns every entry point, addressed or not.
@@ -134,6 +148,41 @@ type Finder struct {
 // points change seldom, and the ledger, read and written by compare-and-swap, is
 // what decides which port is free. Callers confirm a miss with a consistent list.
 func (f *Finder) List(ctx context.Context, consistent bool) ([]EntryPoint, error) {
+	if consistent || f.MaxAge <= 0 {
+		return f.list(ctx, consistent)
+	}
+	f.mu.Lock()
+	if f.cached != nil && time.Since(f.cachedAt) < f.MaxAge {
+		eps := f.cached
+		f.mu.Unlock()
+		return eps, nil
+	}
+	f.mu.Unlock()
+	ch := f.lists.DoChan("", func() (any, error) {
+		// The listing is shared: it does not end with one caller's context.
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		at := time.Now()
+		eps, err := f.list(ctx, false)
+		if err == nil {
+			f.mu.Lock()
+			f.cached, f.cachedAt = eps, at
+			f.mu.Unlock()
+		}
+		return eps, err
+	})
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return nil, r.Err
+		}
+		return r.Val.([]EntryPoint), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+func (f *Finder) list(ctx context.Context, consistent bool) ([]EntryPoint, error) {
 	rv := "0"
 	if consistent {
 		rv = ""

@@ -12,24 +12,34 @@ import (
 
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/portalloc"
 )
 
 // BenchmarkExposures prints, per backend and from one run on one API server,
 // exposures/s and p50/p99 latency of 100 concurrent exposures on one entry point
-// beside 100 sequential ones (one at a time, no contention) as the baseline.
+// beside 100 sequential ones (one at a time, no contention) as the baseline;
+// then 1,000 concurrent through the Gateway API backend (goal: >= 50/s) beside
+// the same sequential baseline.
 func BenchmarkExposures(b *testing.B) {
 	cp.Require(b)
-	const n = 100
+	const n, many = 100, 1000
 	for range b.N {
+		seqs := map[string]float64{}
 		for _, backend := range backends {
 			seq, _, _ := exposures(b, backend, n, false)
 			con, p50, p99 := exposures(b, backend, n, true)
+			seqs[backend] = seq
 			b.ReportMetric(con, backend+"-exposures/s")
 			b.ReportMetric(con/seq, backend+"-ratio")
 			b.Logf("%-13s %d concurrent: %7.1f exposures/s (p50 %6.1f ms, p99 %6.1f ms); sequential baseline %7.1f/s; ratio %.2f",
 				backend, n, con, figures.MS(p50), figures.MS(p99), seq, con/seq)
 		}
+		gw := entrypoint.BackendGatewayAPI
+		con, p50, p99 := exposures(b, gw, many, true)
+		b.ReportMetric(con, gw+"-1000-exposures/s")
+		b.Logf("%-13s %d concurrent: %7.1f exposures/s (p50 %6.1f ms, p99 %6.1f ms); sequential baseline %7.1f/s; ratio %.2f",
+			gw, many, con, figures.MS(p50), figures.MS(p99), seqs[gw], con/seqs[gw])
 	}
 }
 

@@ -5,7 +5,6 @@ import (
 	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/retry"
 
@@ -13,19 +12,17 @@ import (
 )
 
 // object is one Kubernetes object that group commits change: how to read it,
-// what it is when missing, and how to write what a batch made of it.
+// and how to write what a batch made of it.
 type object[T any] struct {
 	// key names the object; commits to one key are grouped.
 	key     string
 	backoff wait.Backoff
-	// get reads the object; it answers NotFound when there is none.
+	// get reads the object.
 	get func(context.Context) (T, error)
-	// fresh is the object to create when there is none; nil when a missing
-	// object is an error (get's NotFound is returned).
-	fresh func() T
-	// write writes obj, read at its resourceVersion (created when it was
-	// missing), and returns the generation written; 0 when it deleted it.
-	write func(ctx context.Context, obj T, created bool) (int64, error)
+	// write writes obj at the resourceVersion it was read at (or creates or
+	// deletes it, as obj says) and returns the generation written; 0 when it
+	// deleted it.
+	write func(ctx context.Context, obj T) (int64, error)
 }
 
 // edit is one caller's change to an object: it alters obj and reports
@@ -132,10 +129,6 @@ func (g *groups[T]) commit(o object[T], batch []*pendingEdit[T]) {
 	var gen int64
 	err := retry.OnError(o.backoff, kube.LostRace, func() error {
 		obj, err := o.get(ctx)
-		created := false
-		if apierrors.IsNotFound(err) && o.fresh != nil {
-			obj, created, err = o.fresh(), true, nil
-		}
 		if err != nil {
 			return err
 		}
@@ -146,13 +139,10 @@ func (g *groups[T]) commit(o object[T], batch []*pendingEdit[T]) {
 			changed = changed || c
 		}
 		if !changed {
-			gen = 0
-			if !created {
-				gen = generationOf(obj)
-			}
+			gen = generationOf(obj)
 			return nil
 		}
-		gen, err = o.write(ctx, obj, created)
+		gen, err = o.write(ctx, obj)
 		return err
 	})
 	for i, p := range batch {

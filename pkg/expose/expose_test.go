@@ -60,11 +60,12 @@ func newFixture(t testing.TB, backend string) *fixture {
 		f.ep = "service.shared"
 	}
 	ports := &reservation.Service{
-		EntryPoints: &entrypoint.Finder{Core: cp.Client, Gateway: gw, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services"},
-		Ledgers:     ledger.NewStore(cp.Client.CoreV1(), kube.ConflictBackoff),
-		Services:    reservation.KubeServices{Client: cp.Client},
-		Range:       portalloc.Range{Min: 20000, Max: 30000},
-		TTL:         10 * time.Minute,
+		EntryPoints: &entrypoint.Finder{Core: cp.Client, Gateway: gw, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services",
+			MaxAge: reservation.EntryPointsMaxAge},
+		Ledgers:  ledger.NewStore(cp.Client.CoreV1(), kube.ConflictBackoff),
+		Services: reservation.KubeServices{Client: cp.Client},
+		Range:    portalloc.Range{Min: 20000, Max: 30000},
+		TTL:      10 * time.Minute,
 	}
 	f.exp = &Exposer{Core: cp.Client, Ports: ports, Backoff: kube.ConflictBackoff, Backends: NewBackends(Deps{Core: cp.Client, Gateway: gw, Backoff: kube.ConflictBackoff,
 		SharedIPAnnotations: map[string]string{"metallb.io/allow-shared-ip": "berth", "metallb.io/loadBalancerIPs": "{ip}"}})}

@@ -30,7 +30,7 @@ type GatewayBackend struct {
 
 	// Writes to one Gateway or ListenerSet are group-committed.
 	gateways groups[*gatewayv1.Gateway]
-	sets     groups[*gatewayv1.ListenerSet]
+	sets     groups[*setState]
 }
 
 // parent is the object that carries an exposure's listener.
@@ -76,22 +76,6 @@ func (g *GatewayBackend) Expose(ctx context.Context, ep entrypoint.EntryPoint, x
 func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoint, x Exposure) (parent, error) {
 	name, proto, allowed := g.listener(x)
 	port := gatewayv1.PortNumber(x.Key.Port)
-	if ep.InUse(x.Key) {
-		// Something listens on the port: berth's own listener (a retry, or one
-		// an earlier berth put on the Gateway), or someone else's.
-		gw, err := g.Client.GatewayV1().Gateways(ep.Namespace).Get(ctx, ep.Name, metav1.GetOptions{})
-		if err != nil {
-			return parent{}, fmt.Errorf("read Gateway %s: %w", ep.ID(), err)
-		}
-		for _, l := range gw.Spec.Listeners {
-			if l.Name == name {
-				return parent{"Gateway", gw.Name, gw.Generation}, nil
-			}
-			if l.Port == port && sameProtocol(l.Protocol, proto) {
-				return parent{}, fmt.Errorf("%w: listener %s uses port %d", ErrTaken, l.Name, port)
-			}
-		}
-	}
 	switch ep.Listeners {
 	case entrypoint.ListenersOnGateway:
 		gen, err := g.gateways.do(ctx, g.gatewayObject(ep), func(gw *gatewayv1.Gateway) (bool, error) {
@@ -120,7 +104,22 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 			ErrSetsNotAdmitted, ep.ID(), ep.Namespace, entrypoint.AnnotationListeners, entrypoint.ListenersOnGateway)
 	}
 	set := setName(ep, x.Key)
-	gen, err := g.sets.do(ctx, g.setObject(ep, set, true), func(s *gatewayv1.ListenerSet) (bool, error) {
+	// The Gateway is read with the set, once per group commit: a listener
+	// of its own on the port (someone else's, or one an earlier berth put
+	// there) is found however fresh the entry point's listing is.
+	var onGateway int64
+	gen, err := g.sets.do(ctx, g.setObject(ep, set), func(st *setState) (bool, error) {
+		onGateway = 0
+		for _, l := range st.gw.Spec.Listeners {
+			if l.Name == name {
+				onGateway = st.gw.Generation
+				return false, nil
+			}
+			if l.Port == port && sameProtocol(l.Protocol, proto) {
+				return false, fmt.Errorf("%w: listener %s uses port %d", ErrTaken, l.Name, port)
+			}
+		}
+		s := st.set
 		if s.Labels[kube.LabelManagedBy] != kube.ManagedBy {
 			return false, fmt.Errorf("%w: ListenerSet %s/%s is not berth's", ErrTaken, ep.Namespace, set)
 		}
@@ -135,6 +134,9 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 		s.Spec.Listeners = append(s.Spec.Listeners, gatewayv1.ListenerEntry{Name: name, Port: port, Protocol: proto, AllowedRoutes: allowed})
 		return true, nil
 	})
+	if err == nil && onGateway != 0 {
+		return parent{"Gateway", ep.Name, onGateway}, nil
+	}
 	return parent{"ListenerSet", set, gen}, err
 }
 
@@ -158,7 +160,7 @@ func (g *GatewayBackend) gatewayObject(ep entrypoint.EntryPoint) object[*gateway
 		get: func(ctx context.Context) (*gatewayv1.Gateway, error) {
 			return gws.Get(ctx, ep.Name, metav1.GetOptions{})
 		},
-		write: func(ctx context.Context, gw *gatewayv1.Gateway, _ bool) (int64, error) {
+		write: func(ctx context.Context, gw *gatewayv1.Gateway) (int64, error) {
 			out, err := gws.Update(ctx, gw, metav1.UpdateOptions{})
 			if err != nil {
 				return 0, err
@@ -168,20 +170,61 @@ func (g *GatewayBackend) gatewayObject(ep entrypoint.EntryPoint) object[*gateway
 	}
 }
 
-// setObject is berth's ListenerSet name of ep, for group commits: created
-// when missing (if create), deleted when its last listener goes.
-func (g *GatewayBackend) setObject(ep entrypoint.EntryPoint, name string, create bool) object[*gatewayv1.ListenerSet] {
+// setState is one of berth's ListenerSets as a group commit reads it, with
+// its Gateway when the commit adds listeners.
+type setState struct {
+	set *gatewayv1.ListenerSet
+	// created: the set did not exist and is created by the write.
+	created bool
+	gw      *gatewayv1.Gateway
+}
+
+func (s *setState) GetGeneration() int64 {
+	if s.created {
+		return 0
+	}
+	return s.set.Generation
+}
+
+// setObject is berth's ListenerSet name of ep, for group commits, read with
+// its Gateway: created when an edit adds to it while it is missing, deleted
+// when its last listener goes. (Every commit to a set reads the same way,
+// whichever edits it carries.)
+func (g *GatewayBackend) setObject(ep entrypoint.EntryPoint, name string) object[*setState] {
 	sets := g.Client.GatewayV1().ListenerSets(ep.Namespace)
-	o := object[*gatewayv1.ListenerSet]{
+	return object[*setState]{
 		key: ep.Namespace + "/" + name, backoff: g.Backoff,
-		get: func(ctx context.Context) (*gatewayv1.ListenerSet, error) {
-			return sets.Get(ctx, name, metav1.GetOptions{})
+		get: func(ctx context.Context) (*setState, error) {
+			st := &setState{}
+			var err error
+			st.gw, err = g.Client.GatewayV1().Gateways(ep.Namespace).Get(ctx, ep.Name, metav1.GetOptions{})
+			switch {
+			case apierrors.IsNotFound(err):
+				// Gone: its listeners are none, and berth's sets can still be
+				// emptied (an exposure added now reads failed: no Gateway).
+				st.gw = &gatewayv1.Gateway{}
+			case err != nil:
+				return nil, fmt.Errorf("read Gateway %s: %w", ep.ID(), err)
+			}
+			st.set, err = sets.Get(ctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				st.created = true
+				st.set = &gatewayv1.ListenerSet{
+					ObjectMeta: metav1.ObjectMeta{
+						Name: name, Namespace: ep.Namespace,
+						Labels: map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelGateway: ep.Name},
+					},
+					Spec: gatewayv1.ListenerSetSpec{ParentRef: gatewayv1.ParentGatewayReference{Name: gatewayv1.ObjectName(ep.Name)}},
+				}
+				return st, nil
+			}
+			return st, err
 		},
-		write: func(ctx context.Context, s *gatewayv1.ListenerSet, created bool) (int64, error) {
+		write: func(ctx context.Context, st *setState) (int64, error) {
 			var out *gatewayv1.ListenerSet
 			var err error
-			switch {
-			case created:
+			switch s := st.set; {
+			case st.created:
 				out, err = sets.Create(ctx, s, metav1.CreateOptions{})
 			case len(s.Spec.Listeners) == 0:
 				// A ListenerSet has at least one listener: the last one
@@ -200,18 +243,6 @@ func (g *GatewayBackend) setObject(ep entrypoint.EntryPoint, name string, create
 			return out.Generation, nil
 		},
 	}
-	if create {
-		o.fresh = func() *gatewayv1.ListenerSet {
-			return &gatewayv1.ListenerSet{
-				ObjectMeta: metav1.ObjectMeta{
-					Name: name, Namespace: ep.Namespace,
-					Labels: map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelGateway: ep.Name},
-				},
-				Spec: gatewayv1.ListenerSetSpec{ParentRef: gatewayv1.ParentGatewayReference{Name: gatewayv1.ObjectName(ep.Name)}},
-			}
-		}
-	}
-	return o
 }
 
 // berthSets are the ListenerSets berth made for the entry point, in name order.
@@ -328,11 +359,11 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 	// Its ListenerSet, then the Gateway (where gateway mode, or an earlier
 	// berth, put it), then any other berth ListenerSet (an earlier berth's).
 	removed := false
-	_, err = g.sets.do(ctx, g.setObject(ep, setName(ep, x.Key), false), func(s *gatewayv1.ListenerSet) (bool, error) {
-		if s.Labels[kube.LabelManagedBy] != kube.ManagedBy {
+	_, err = g.sets.do(ctx, g.setObject(ep, setName(ep, x.Key)), func(st *setState) (bool, error) {
+		if st.set.Labels[kube.LabelManagedBy] != kube.ManagedBy {
 			return false, nil
 		}
-		s.Spec.Listeners, removed = drop(s.Spec.Listeners)
+		st.set.Spec.Listeners, removed = drop(st.set.Spec.Listeners)
 		return removed, nil
 	})
 	if err != nil && !apierrors.IsNotFound(err) {
@@ -361,9 +392,9 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 		if !slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section }) {
 			continue
 		}
-		_, err = g.sets.do(ctx, g.setObject(ep, s.Name, false), func(s *gatewayv1.ListenerSet) (bool, error) {
+		_, err = g.sets.do(ctx, g.setObject(ep, s.Name), func(st *setState) (bool, error) {
 			var changed bool
-			s.Spec.Listeners, changed = drop(s.Spec.Listeners)
+			st.set.Spec.Listeners, changed = drop(st.set.Spec.Listeners)
 			return changed, nil
 		})
 		if err != nil && !apierrors.IsNotFound(err) {

@@ -70,6 +70,12 @@ func (s Settings) Validate() error {
 // Range is the configured port range.
 func (s Settings) Range() portalloc.Range { return portalloc.Range{Min: s.PortMin, Max: s.PortMax} }
 
+// EntryPointsMaxAge is how old a listing of the entry points may be when a
+// request need not read them consistently. The ledger, written by
+// compare-and-swap, decides which port is free; the listing only names the
+// entry points and the ports they serve outside it.
+const EntryPointsMaxAge = time.Second
+
 // New builds the reservation service these settings describe, reporting its
 // ports' usage when metrics are exported. gw may be nil
 // where the Gateway API is not used.
@@ -77,6 +83,7 @@ func (s Settings) New(core kubernetes.Interface, gw gatewayclient.Interface) *Se
 	finder := &entrypoint.Finder{
 		Core: core, Namespace: s.LoadBalancerNamespace, Label: s.IngressLabel,
 		TCPServices: s.TCPServicesConfigMap, UDPServices: s.UDPServicesConfigMap,
+		MaxAge: EntryPointsMaxAge,
 	}
 	if gw != nil {
 		finder.Gateway = gw
