@@ -93,7 +93,7 @@ type EntryPoint struct {
 	// (ListenersOnSets or ListenersOnGateway; another value as annotated).
 	Listeners string
 	// AdmitsListenerSets is, for a Gateway, whether its allowedListeners
-	// admits ListenerSets from its own namespace.
+	// admits ListenerSets from its own namespace only (From: Same).
 	AdmitsListenerSets bool
 }
 
@@ -394,9 +394,10 @@ func fromGateway(g *gatewayv1.Gateway, sets []gatewayv1.ListenerSet) EntryPoint 
 		ep.Listeners = ListenersOnSets
 	}
 	if a := g.Spec.AllowedListeners; a != nil && a.Namespaces != nil && a.Namespaces.From != nil {
-		// A selector may or may not take the Gateway's own namespace; the
-		// ListenerSets' status says which.
-		ep.AdmitsListenerSets = *a.Namespaces.From != gatewayv1.NamespacesFromNone
+		// From its own namespace only: ListenerSets of other namespaces
+		// (All, a Selector) would be tenants' listeners on the ports berth
+		// hands out, which berth does not read.
+		ep.AdmitsListenerSets = *a.Namespaces.From == gatewayv1.NamespacesFromSame
 	}
 	use := func(port gatewayv1.PortNumber, proto gatewayv1.ProtocolType) {
 		p := portalloc.TCP

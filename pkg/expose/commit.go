@@ -122,39 +122,70 @@ func (g *groups[T]) drain(o object[T], q *editQueue[T]) {
 
 // commit applies every edit of batch to one copy of o and writes it once.
 // The write does not end with a caller's context: the batch is everyone's.
+// An edit that failed, or changed nothing, gets its own answer whatever
+// becomes of the write; a batch whose write fails (not a lost race) is
+// committed again edit by edit, so that an edit the server refuses fails
+// alone.
 func (g *groups[T]) commit(o object[T], batch []*pendingEdit[T]) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	results := make([]editResult, len(batch))
-	var gen int64
+	changed := make([]bool, len(batch))
+	var gen, read int64 // the generation written (or read), and read
+	readOK := false
 	err := retry.OnError(o.backoff, kube.LostRace, func() error {
 		obj, err := o.get(ctx)
-		if err != nil {
+		if readOK = err == nil; !readOK {
 			return err
 		}
-		changed := false
+		read = generationOf(obj)
+		dirty := false
 		for i, p := range batch {
 			c, err := p.edit(obj)
-			results[i] = editResult{err: err}
-			changed = changed || c
+			results[i], changed[i] = editResult{err: err}, c && err == nil
+			dirty = dirty || changed[i]
 		}
-		if !changed {
-			gen = generationOf(obj)
+		if !dirty {
+			gen = read
 			return nil
 		}
 		gen, err = o.write(ctx, obj)
 		return err
 	})
-	for i, p := range batch {
-		if err != nil {
-			p.done <- editResult{err: err}
-			continue
+	if err != nil && !kube.LostRace(err) && countTrue(changed) > 1 {
+		for i, p := range batch {
+			if changed[i] {
+				g.commit(o, []*pendingEdit[T]{p})
+			} else {
+				p.done <- results[i]
+			}
 		}
-		if results[i].err == nil {
-			results[i].gen = gen
-		}
-		p.done <- results[i]
+		return
 	}
+	for i, p := range batch {
+		switch {
+		case err != nil && (changed[i] || !readOK):
+			// Its change was not written, or nothing could be read.
+			p.done <- editResult{err: err}
+		case results[i].err != nil:
+			p.done <- results[i]
+		case err != nil:
+			// It changed nothing: the object as read answers it.
+			p.done <- editResult{gen: read}
+		default:
+			p.done <- editResult{gen: gen}
+		}
+	}
+}
+
+func countTrue(bs []bool) int {
+	n := 0
+	for _, b := range bs {
+		if b {
+			n++
+		}
+	}
+	return n
 }
 
 // generationOf is obj's metadata.generation, for the objects group commits

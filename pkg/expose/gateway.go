@@ -2,6 +2,7 @@ package expose
 
 import (
 	"context"
+	"maps"
 	"fmt"
 	"slices"
 	"strings"
@@ -78,9 +79,28 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 	port := gatewayv1.PortNumber(x.Key.Port)
 	switch ep.Listeners {
 	case entrypoint.ListenersOnGateway:
+		// Placed in a ListenerSet before the Gateway was annotated: it stays
+		// there, rather than a second listener on the port.
+		if s, err := g.Client.GatewayV1().ListenerSets(ep.Namespace).Get(ctx, setName(ep, x.Key), metav1.GetOptions{}); err == nil &&
+			s.Labels[kube.LabelManagedBy] == kube.ManagedBy && slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == name }) {
+			gen, err := g.sets.do(ctx, g.setObject(ep, s.Name), func(st *setState) (bool, error) {
+				_, changed := claimEntry(st.set.Spec.Listeners, name, port, proto, allowed)
+				return changed, nil
+			})
+			return parent{"ListenerSet", s.Name, gen}, err
+		} else if err != nil && !apierrors.IsNotFound(err) {
+			return parent{}, fmt.Errorf("read ListenerSet of %s: %w", ep.ID(), err)
+		}
 		gen, err := g.gateways.do(ctx, g.gatewayObject(ep), func(gw *gatewayv1.Gateway) (bool, error) {
-			for _, l := range gw.Spec.Listeners {
+			for i, l := range gw.Spec.Listeners {
 				if l.Name == name {
+					// A listener of this name is this exposure's: whatever
+					// it admitted before (a former owner's namespace), it
+					// admits this one's now.
+					if l.Port != port || l.Protocol != proto || !sameAdmission(l.AllowedRoutes, allowed) {
+						gw.Spec.Listeners[i] = gatewayv1.Listener{Name: name, Port: port, Protocol: proto, AllowedRoutes: allowed}
+						return true, nil
+					}
 					return false, nil
 				}
 				if l.Port == port && sameProtocol(l.Protocol, proto) {
@@ -100,7 +120,7 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 			problem.Clip(ep.Listeners), ep.ID(), entrypoint.ListenersOnSets, entrypoint.ListenersOnGateway)
 	}
 	if !ep.AdmitsListenerSets {
-		return parent{}, fmt.Errorf("%w: Gateway %s: set spec.allowedListeners to admit ListenerSets from %s, or annotate it %s: %s",
+		return parent{}, fmt.Errorf("%w: Gateway %s: set spec.allowedListeners.namespaces.from to Same (ListenerSets of %s only), or annotate it %s: %s",
 			ErrSetsNotAdmitted, ep.ID(), ep.Namespace, entrypoint.AnnotationListeners, entrypoint.ListenersOnGateway)
 	}
 	set := setName(ep, x.Key)
@@ -112,6 +132,7 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 		onGateway = 0
 		for _, l := range st.gw.Spec.Listeners {
 			if l.Name == name {
+				// An earlier berth's, or the gateway mode's: it stays there.
 				onGateway = st.gw.Generation
 				return false, nil
 			}
@@ -124,12 +145,12 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 			return false, fmt.Errorf("%w: ListenerSet %s/%s is not berth's", ErrTaken, ep.Namespace, set)
 		}
 		for _, l := range s.Spec.Listeners {
-			if l.Name == name {
-				return false, nil
-			}
-			if l.Port == port && sameProtocol(l.Protocol, proto) {
+			if l.Port == port && sameProtocol(l.Protocol, proto) && l.Name != name {
 				return false, fmt.Errorf("%w: listener %s uses port %d", ErrTaken, l.Name, port)
 			}
+		}
+		if found, changed := claimEntry(s.Spec.Listeners, name, port, proto, allowed); found {
+			return changed, nil
 		}
 		s.Spec.Listeners = append(s.Spec.Listeners, gatewayv1.ListenerEntry{Name: name, Port: port, Protocol: proto, AllowedRoutes: allowed})
 		return true, nil
@@ -138,6 +159,54 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 		return parent{"Gateway", ep.Name, onGateway}, nil
 	}
 	return parent{"ListenerSet", set, gen}, err
+}
+
+// claimEntry makes the listener name in ls, if there, this exposure's: a
+// listener of that name is the exposure's, and whatever it admitted before (a
+// former owner's namespace), it admits this one's now.
+func claimEntry(ls []gatewayv1.ListenerEntry, name gatewayv1.SectionName, port gatewayv1.PortNumber, proto gatewayv1.ProtocolType, allowed *gatewayv1.AllowedRoutes) (found, changed bool) {
+	for i, l := range ls {
+		if l.Name != name {
+			continue
+		}
+		if l.Port != port || l.Protocol != proto || !sameAdmission(l.AllowedRoutes, allowed) {
+			ls[i] = gatewayv1.ListenerEntry{Name: name, Port: port, Protocol: proto, AllowedRoutes: allowed}
+			return true, true
+		}
+		return true, false
+	}
+	return false, false
+}
+
+// sameAdmission reports whether two listeners admit the same routes: the
+// same kinds from the same namespaces (fields the API server defaults, such as
+// a kind's group, aside).
+func sameAdmission(a, b *gatewayv1.AllowedRoutes) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	from := func(r *gatewayv1.AllowedRoutes) (gatewayv1.FromNamespaces, map[string]string, []gatewayv1.Kind) {
+		f, labels := gatewayv1.NamespacesFromSame, map[string]string(nil)
+		if n := r.Namespaces; n != nil {
+			if n.From != nil {
+				f = *n.From
+			}
+			if n.Selector != nil && (len(n.Selector.MatchExpressions) > 0 || n.Selector.MatchLabels == nil) {
+				return f, nil, nil // not berth's form: never the same
+			}
+			if n.Selector != nil {
+				labels = n.Selector.MatchLabels
+			}
+		}
+		var kinds []gatewayv1.Kind
+		for _, k := range r.Kinds {
+			kinds = append(kinds, k.Kind)
+		}
+		return f, labels, kinds
+	}
+	fa, la, ka := from(a)
+	fb, lb, kb := from(b)
+	return fa == fb && maps.Equal(la, lb) && slices.Equal(ka, kb) && la != nil
 }
 
 // portsPerSet is how many ports one of berth's ListenerSets covers: with a
@@ -236,6 +305,11 @@ func (g *GatewayBackend) setObject(ep entrypoint.EntryPoint, name string) object
 				return 0, err
 			default:
 				out, err = sets.Update(ctx, s, metav1.UpdateOptions{})
+				if apierrors.IsNotFound(err) {
+					// Emptied and deleted since it was read (another
+					// instance): read again, and create it.
+					err = apierrors.NewConflict(gatewayv1.Resource("listenersets"), name, err)
+				}
 			}
 			if err != nil {
 				return 0, err
@@ -369,9 +443,9 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove listener %s from %s: %w", section, ep.ID(), err)
 	}
-	if removed {
-		return nil
-	}
+	// Every place, not the first found: a listener left behind would still
+	// admit this owner's namespace on a port the ledger gives someone else.
+	fromSet := removed
 	_, err = g.gateways.do(ctx, g.gatewayObject(ep), func(gw *gatewayv1.Gateway) (bool, error) {
 		n := len(gw.Spec.Listeners)
 		gw.Spec.Listeners = slices.DeleteFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool { return l.Name == section })
@@ -381,7 +455,7 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove listener %s from %s: %w", section, ep.ID(), err)
 	}
-	if removed {
+	if removed || fromSet {
 		return nil
 	}
 	sets, err := g.berthSets(ctx, ep)
@@ -393,6 +467,9 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 			continue
 		}
 		_, err = g.sets.do(ctx, g.setObject(ep, s.Name), func(st *setState) (bool, error) {
+			if st.set.Labels[kube.LabelManagedBy] != kube.ManagedBy {
+				return false, nil
+			}
 			var changed bool
 			st.set.Spec.Listeners, changed = drop(st.set.Spec.Listeners)
 			return changed, nil

@@ -218,6 +218,10 @@ func TestListenerPlacement(t *testing.T) {
 		detail string
 	}{
 		{"a Gateway admitting no ListenerSets", func(g *gatewayv1.Gateway) { g.Spec.AllowedListeners = nil }, ErrSetsNotAdmitted, "allowedListeners"},
+		{"a Gateway admitting ListenerSets from every namespace", func(g *gatewayv1.Gateway) {
+			all := gatewayv1.NamespacesFromAll
+			g.Spec.AllowedListeners.Namespaces.From = &all
+		}, ErrSetsNotAdmitted, "allowedListeners"},
 		{"a Gateway admitting ListenerSets from None", func(g *gatewayv1.Gateway) {
 			none := gatewayv1.NamespacesFromNone
 			g.Spec.AllowedListeners.Namespaces.From = &none
