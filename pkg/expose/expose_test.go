@@ -87,6 +87,20 @@ func (f *fixture) app(t testing.TB, name string) {
 	}
 }
 
+// exposeAll exposes tenant-0 to tenant-<n-1>'s port 1883 all at once.
+func (f *fixture) exposeAll(ctx context.Context, n int) ([]Endpoint, []error) {
+	ends := make([]Endpoint, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			ends[i], errs[i] = f.exp.Expose(ctx, f.request(fmt.Sprintf("tenant-%d", i), intstr.FromInt(1883), portalloc.TCP))
+		})
+	}
+	wg.Wait()
+	return ends, errs
+}
+
 func (f *fixture) request(name string, port intstr.IntOrString, proto portalloc.Protocol) Request {
 	return Request{Target: Target{Namespace: f.ns, Name: name, Port: port, Protocol: proto}, EntryPoint: f.ep}
 }
@@ -229,15 +243,7 @@ func TestHundredConcurrentExposures(t *testing.T) {
 			for i := range n {
 				f.app(t, fmt.Sprintf("tenant-%d", i))
 			}
-			var wg sync.WaitGroup
-			ends := make([]Endpoint, n)
-			errs := make([]error, n)
-			for i := range n {
-				wg.Go(func() {
-					ends[i], errs[i] = f.exp.Expose(ctx, f.request(fmt.Sprintf("tenant-%d", i), intstr.FromInt(1883), portalloc.TCP))
-				})
-			}
-			wg.Wait()
+			ends, errs := f.exposeAll(ctx, n)
 			if err := errors.Join(errs...); err != nil {
 				t.Fatal(err)
 			}

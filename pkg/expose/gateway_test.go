@@ -39,15 +39,7 @@ func TestThousandGatewayExposures(t *testing.T) {
 	for i := range n {
 		f.app(t, fmt.Sprintf("tenant-%d", i))
 	}
-	ends := make([]Endpoint, n)
-	errs := make([]error, n)
-	var wg sync.WaitGroup
-	for i := range n {
-		wg.Go(func() {
-			ends[i], errs[i] = f.exp.Expose(ctx, f.request(fmt.Sprintf("tenant-%d", i), intstr.FromInt(1883), portalloc.TCP))
-		})
-	}
-	wg.Wait()
+	ends, errs := f.exposeAll(ctx, n)
 	if err := errors.Join(errs...); err != nil {
 		t.Fatal(err)
 	}
@@ -74,6 +66,7 @@ func TestThousandGatewayExposures(t *testing.T) {
 		t.Fatalf("%d of %d not exposed, e.g. %v", len(pending), n, pending[:min(3, len(pending))])
 	}
 
+	var wg sync.WaitGroup
 	for _, e := range ends {
 		wg.Go(func() {
 			if err := f.exp.Unexpose(ctx, f.ep, portalloc.Key{Protocol: e.Protocol, Port: e.Port}, ""); err != nil {
@@ -185,14 +178,7 @@ func TestListenerPlacement(t *testing.T) {
 		for i := range n {
 			f.app(t, fmt.Sprintf("tenant-%d", i))
 		}
-		errs := make([]error, n)
-		var wg sync.WaitGroup
-		for i := range n {
-			wg.Go(func() {
-				_, errs[i] = f.exp.Expose(ctx, f.request(fmt.Sprintf("tenant-%d", i), intstr.FromInt(1883), portalloc.TCP))
-			})
-		}
-		wg.Wait()
+		_, errs := f.exposeAll(ctx, n)
 		full := 0
 		for _, err := range errs {
 			switch {
