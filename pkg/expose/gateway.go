@@ -425,37 +425,42 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 		}
 	}
 	section := gatewayv1.SectionName(portName(x.Key))
-	drop := func(l []gatewayv1.ListenerEntry) ([]gatewayv1.ListenerEntry, bool) {
-		n := len(l)
-		l = slices.DeleteFunc(l, func(l gatewayv1.ListenerEntry) bool { return l.Name == section })
-		return l, len(l) != n
-	}
 	// Its ListenerSet, then the Gateway (where gateway mode, or an earlier
 	// berth, put it), then any other berth ListenerSet (an earlier berth's).
-	removed := false
-	_, err = g.sets.do(ctx, g.setObject(ep, setName(ep, x.Key)), func(st *setState) (bool, error) {
+	// Every place, not the first found: a listener left behind would still
+	// admit this owner's namespace on a port the ledger gives someone else.
+	var removed, onGateway bool
+	dropFromSet := func(st *setState) (bool, error) {
+		onGateway = slices.ContainsFunc(st.gw.Spec.Listeners, func(l gatewayv1.Listener) bool { return l.Name == section })
 		if st.set.Labels[kube.LabelManagedBy] != kube.ManagedBy {
 			return false, nil
 		}
-		st.set.Spec.Listeners, removed = drop(st.set.Spec.Listeners)
-		return removed, nil
-	})
+		n := len(st.set.Spec.Listeners)
+		st.set.Spec.Listeners = slices.DeleteFunc(st.set.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section })
+		changed := len(st.set.Spec.Listeners) != n
+		removed = removed || changed
+		return changed, nil
+	}
+	// The set's commit reads the Gateway too: the Gateway is written only
+	// when it has the listener.
+	onGateway = true // unless the set's commit read the Gateway
+	_, err = g.sets.do(ctx, g.setObject(ep, setName(ep, x.Key)), dropFromSet)
 	if err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("remove listener %s from %s: %w", section, ep.ID(), err)
 	}
-	// Every place, not the first found: a listener left behind would still
-	// admit this owner's namespace on a port the ledger gives someone else.
-	fromSet := removed
-	_, err = g.gateways.do(ctx, g.gatewayObject(ep), func(gw *gatewayv1.Gateway) (bool, error) {
-		n := len(gw.Spec.Listeners)
-		gw.Spec.Listeners = slices.DeleteFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool { return l.Name == section })
-		removed = len(gw.Spec.Listeners) != n
-		return removed, nil
-	})
-	if err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("remove listener %s from %s: %w", section, ep.ID(), err)
+	if onGateway {
+		_, err = g.gateways.do(ctx, g.gatewayObject(ep), func(gw *gatewayv1.Gateway) (bool, error) {
+			n := len(gw.Spec.Listeners)
+			gw.Spec.Listeners = slices.DeleteFunc(gw.Spec.Listeners, func(l gatewayv1.Listener) bool { return l.Name == section })
+			changed := len(gw.Spec.Listeners) != n
+			removed = removed || changed
+			return changed, nil
+		})
+		if err != nil && !apierrors.IsNotFound(err) {
+			return fmt.Errorf("remove listener %s from %s: %w", section, ep.ID(), err)
+		}
 	}
-	if removed || fromSet {
+	if removed {
 		return nil
 	}
 	sets, err := g.berthSets(ctx, ep)
@@ -466,15 +471,7 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 		if !slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section }) {
 			continue
 		}
-		_, err = g.sets.do(ctx, g.setObject(ep, s.Name), func(st *setState) (bool, error) {
-			if st.set.Labels[kube.LabelManagedBy] != kube.ManagedBy {
-				return false, nil
-			}
-			var changed bool
-			st.set.Spec.Listeners, changed = drop(st.set.Spec.Listeners)
-			return changed, nil
-		})
-		if err != nil && !apierrors.IsNotFound(err) {
+		if _, err = g.sets.do(ctx, g.setObject(ep, s.Name), dropFromSet); err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("remove listener %s from %s: %w", section, ep.ID(), err)
 		}
 	}

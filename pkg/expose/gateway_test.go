@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -194,6 +195,15 @@ func TestListenerPlacement(t *testing.T) {
 		if full != n-63 || len(g.Spec.Listeners) != 64 || len(sets.Items) != 0 || bound(t, f) != 63 {
 			t.Errorf("%d full, Gateway listeners %d, ListenerSets %d, ledger %d; want %d, 64, 0, 63",
 				full, len(g.Spec.Listeners), len(sets.Items), bound(t, f), n-63)
+		}
+		// Unexposed, its listener leaves the Gateway.
+		l := g.Spec.Listeners[len(g.Spec.Listeners)-1]
+		if err := f.exp.Unexpose(ctx, f.ep, portalloc.Key{Protocol: portalloc.TCP, Port: int(l.Port)}, ""); err != nil {
+			t.Fatal(err)
+		}
+		g, _ = f.gw.GatewayV1().Gateways(f.ns).Get(ctx, "shared", metav1.GetOptions{})
+		if slices.ContainsFunc(g.Spec.Listeners, func(m gatewayv1.Listener) bool { return m.Name == l.Name }) || len(g.Spec.Listeners) != 63 {
+			t.Errorf("after unexposing %s the Gateway has %d listeners, with it: want 63, without", l.Name, len(g.Spec.Listeners))
 		}
 	})
 
