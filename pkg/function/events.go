@@ -200,8 +200,9 @@ func structured(r *http.Request) bool {
 // Reply answers a handler's error the way the eventing chain needs: a failure
 // that a redelivery may cure (5xx, 408, 409, 429) stays an error, so Knative
 // retries it; any other becomes a reply of failedType carrying the problem and
-// naming the input, so the chain learns of it instead of a dead letter. The
-// input's data is not copied: it may carry values that are secrets.
+// naming the input (and carrying its subject), so the chain learns of it
+// instead of a dead letter. The input's data is not copied: it may carry values
+// that are secrets.
 func Reply(in event.Event, failedType string, err error) (*event.Event, error) {
 	d := problem.For(err)
 	if Redeliverable(d.Status) {
@@ -209,6 +210,11 @@ func Reply(in event.Event, failedType string, err error) (*event.Event, error) {
 	}
 	out := event.New()
 	out.SetType(failedType)
+	if s := in.Subject(); s != "" {
+		// The chain's subject (namespace/release), so a caller matches the
+		// failure to what it asked for as it matches a success.
+		out.SetSubject(s)
+	}
 	out.SetExtension(events.ExtensionCause, in.ID())
 	if s, ok := in.Extensions()[events.ExtensionCorrelation]; ok {
 		out.SetExtension(events.ExtensionCorrelation, s)

@@ -16,6 +16,7 @@ import (
 	"github.com/cloudevents/sdk-go/v2/binding"
 	"github.com/cloudevents/sdk-go/v2/event"
 
+	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/problem"
 )
 
@@ -255,5 +256,25 @@ func TestRoutes(t *testing.T) {
 		if path == "/nothing" && resp.Header.Get("X-Request-Id") == "" {
 			t.Errorf("GET %s carries no X-Request-Id", path)
 		}
+	}
+}
+
+// A failure reply carries its cause's subject, so that a caller matches it to
+// what it asked for; a redeliverable error is no reply at all.
+func TestReplyFailureCarriesSubject(t *testing.T) {
+	in := request("id-subject")
+	in.SetSubject("team-a/gw-1")
+	out, err := Reply(in, "dev.berth.test.failed", problem.ErrForbidden)
+	if err != nil || out == nil {
+		t.Fatalf("Reply = %v, %v; want a failure event", out, err)
+	}
+	if out.Subject() != "team-a/gw-1" || out.Type() != "dev.berth.test.failed" || out.Extensions()[events.ExtensionCause] != "id-subject" {
+		t.Errorf("failure = %v, want subject team-a/gw-1, type dev.berth.test.failed, berthcause id-subject", out)
+	}
+	if out, err := Reply(request("id-none"), "dev.berth.test.failed", problem.ErrForbidden); err != nil || out.Subject() != "" {
+		t.Errorf("without a subject: %v, %v; want none", out, err)
+	}
+	if out, err := Reply(in, "dev.berth.test.failed", problem.ErrUnavailable); out != nil || err == nil {
+		t.Errorf("503: %v, %v; want the error, for a redelivery", out, err)
 	}
 }
