@@ -319,16 +319,25 @@ func (env *Env) Wait(ctx context.Context, subject string, types ...string) (even
 	})
 }
 
+// Received returns the events the broker has received, from the i-th on
+// (0: all), each with the time it arrived.
+func (env *Env) Received(i int) []Seen { return env.router.since(i) }
+
 // InstallRequest is the demo's install.requested event: the sample gateway,
-// exposed on the shared-IP entry point.
+// exposed on the entry point at lbip.
 func InstallRequest(id, release, lbip string) event.Event {
+	return InstallRequestIn(AppsNamespace, id, release, lbip)
+}
+
+// InstallRequestIn is InstallRequest in namespace ns, the event's tenant.
+func InstallRequestIn(ns, id, release, lbip string) event.Event {
 	e := event.New()
 	e.SetID(id)
 	e.SetSource("/berth/localrun")
 	e.SetType(events.InstallRequested)
-	e.SetExtension(events.ExtensionTenant, AppsNamespace)
+	e.SetExtension(events.ExtensionTenant, ns)
 	_ = e.SetData(cloudevents.ApplicationJSON, map[string]any{
-		"chartName": "demo/echo-gateway", "releaseName": release, "namespace": AppsNamespace,
+		"chartName": "demo/echo-gateway", "releaseName": release, "namespace": ns,
 		"values": map[string]any{"settings.greeting": "hello from " + release},
 		"expose": events.Expose{ServicePort: intstr.FromString("tcp"), Protocol: "TCP", LBIP: lbip},
 	})

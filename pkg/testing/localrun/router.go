@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"sync"
 	"time"
 
@@ -48,7 +49,13 @@ type router struct {
 	seen    chan event.Event
 
 	mu  sync.Mutex
-	log []event.Event
+	log []Seen
+}
+
+// Seen is an event the broker received, and when.
+type Seen struct {
+	event.Event
+	At time.Time
 }
 
 func newRouter(targets map[string]string, token string) *router {
@@ -62,7 +69,7 @@ func (rt *router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rt.mu.Lock()
-	rt.log = append(rt.log, *e)
+	rt.log = append(rt.log, Seen{*e, time.Now()})
 	rt.mu.Unlock()
 	select {
 	case rt.seen <- *e:
@@ -123,6 +130,13 @@ func (rt *router) wait(ctx context.Context, ok func(event.Event) bool) (event.Ev
 			return event.Event{}, ctx.Err()
 		}
 	}
+}
+
+// since returns the events received from the i-th on.
+func (rt *router) since(i int) []Seen {
+	rt.mu.Lock()
+	defer rt.mu.Unlock()
+	return slices.Clone(rt.log[min(i, len(rt.log)):])
 }
 
 // post sends e into the router, as a caller posting to the Broker.
