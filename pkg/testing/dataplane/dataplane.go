@@ -12,6 +12,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -19,9 +20,14 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	corelisters "k8s.io/client-go/listers/core/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gatewayinformers "sigs.k8s.io/gateway-api/pkg/client/informers/externalversions"
+	gatewaylisters "sigs.k8s.io/gateway-api/pkg/client/listers/apis/v1"
 )
 
 // Answer is what the data plane says of a port.
@@ -45,7 +51,10 @@ const ControllerName = "berth.dev/dataplane-stand-in"
 // AnnotationLoadBalancerIPs is MetalLB's annotation asking for addresses.
 const AnnotationLoadBalancerIPs = "metallb.io/loadBalancerIPs"
 
-// DataPlane answers status until its context ends.
+// DataPlane answers status until its context ends. Like a real controller it
+// watches what it answers (informers) and writes only status that differs, so
+// that it loads the API server as an implementation would, not with a list of
+// every Service many times a second.
 type DataPlane struct {
 	Core    kubernetes.Interface
 	Gateway gatewayclient.Interface
@@ -55,6 +64,35 @@ type DataPlane struct {
 	Every time.Duration
 	// Namespace limits it to one namespace; "" is all.
 	Namespace string
+
+	services corelisters.ServiceLister
+	gws      gatewaylisters.GatewayLister
+	sets     gatewaylisters.ListenerSetLister
+	tcp      gatewaylisters.TCPRouteLister
+	udp      gatewaylisters.UDPRouteLister
+}
+
+// watch starts the informers and waits for their first lists.
+func (d *DataPlane) watch(ctx context.Context) bool {
+	core := informers.NewSharedInformerFactoryWithOptions(d.Core, 0, informers.WithNamespace(d.Namespace))
+	d.services = core.Core().V1().Services().Lister()
+	core.Start(ctx.Done())
+	synced := []map[reflect.Type]bool{core.WaitForCacheSync(ctx.Done())}
+	if d.Gateway != nil {
+		gw := gatewayinformers.NewSharedInformerFactoryWithOptions(d.Gateway, 0, gatewayinformers.WithNamespace(d.Namespace))
+		v1 := gw.Gateway().V1()
+		d.gws, d.sets, d.tcp, d.udp = v1.Gateways().Lister(), v1.ListenerSets().Lister(), v1.TCPRoutes().Lister(), v1.UDPRoutes().Lister()
+		gw.Start(ctx.Done())
+		synced = append(synced, gw.WaitForCacheSync(ctx.Done()))
+	}
+	for _, m := range synced {
+		for _, ok := range m {
+			if !ok {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 func (d *DataPlane) decide(port int32, proto string) Answer {
@@ -71,10 +109,13 @@ func (d *DataPlane) Run(ctx context.Context) {
 	if every == 0 {
 		every = 50 * time.Millisecond
 	}
+	if !d.watch(ctx) {
+		return
+	}
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
-		_ = d.Once(ctx)
+		_ = d.once(ctx)
 		select {
 		case <-ctx.Done():
 			return
@@ -83,8 +124,8 @@ func (d *DataPlane) Run(ctx context.Context) {
 	}
 }
 
-// Once looks at everything once and writes the status that differs.
-func (d *DataPlane) Once(ctx context.Context) error {
+// once looks at everything once and writes the status that differs.
+func (d *DataPlane) once(ctx context.Context) error {
 	errs := []error{d.loadBalancers(ctx)}
 	if d.Gateway != nil {
 		errs = append(errs, d.gateways(ctx))
@@ -97,12 +138,11 @@ func (d *DataPlane) Once(ctx context.Context) error {
 // one that has an address (an ingress controller's), reports an error on
 // each port refused.
 func (d *DataPlane) loadBalancers(ctx context.Context) error {
-	l, err := d.Core.CoreV1().Services(d.Namespace).List(ctx, metav1.ListOptions{})
+	all, err := d.services.List(labels.Everything())
 	if err != nil {
 		return err
 	}
-	for i := range l.Items {
-		s := &l.Items[i]
+	for _, s := range all {
 		if s.Spec.Type != corev1.ServiceTypeLoadBalancer || len(s.Spec.Ports) == 0 {
 			continue
 		}
@@ -116,6 +156,7 @@ func (d *DataPlane) loadBalancers(ctx context.Context) error {
 		if ip == "" || len(s.Status.Conditions) > 0 {
 			continue
 		}
+		s = s.DeepCopy() // the informer's copy is shared
 		p := s.Spec.Ports[0]
 		switch d.decide(p.Port, string(p.Protocol)) {
 		case Accept:
@@ -146,11 +187,11 @@ func (d *DataPlane) portErrors(ctx context.Context, s *corev1.Service) error {
 			ports = append(ports, corev1.PortStatus{Port: p.Port, Protocol: p.Protocol, Error: &msg})
 		}
 	}
-	in := &s.Status.LoadBalancer.Ingress[0]
-	if equality.Semantic.DeepEqual(in.Ports, ports) {
+	if equality.Semantic.DeepEqual(s.Status.LoadBalancer.Ingress[0].Ports, ports) {
 		return nil
 	}
-	in.Ports = ports
+	s = s.DeepCopy() // the informer's copy is shared
+	s.Status.LoadBalancer.Ingress[0].Ports = ports
 	_, err := d.Core.CoreV1().Services(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
 	return ignoreConflict(err)
 }
@@ -163,54 +204,54 @@ type listenerKey struct{ kind, namespace, name, section string }
 // counts each listener's attached routes.
 func (d *DataPlane) gateways(ctx context.Context) error {
 	gv := d.Gateway.GatewayV1()
-	gws, err := gv.Gateways(d.Namespace).List(ctx, metav1.ListOptions{})
+	gws, err := d.gws.List(labels.Everything())
 	if err != nil {
 		return err
 	}
-	sets, err := gv.ListenerSets(d.Namespace).List(ctx, metav1.ListOptions{})
+	sets, err := d.sets.List(labels.Everything())
 	if err != nil {
 		return err
 	}
-	tcp, err := gv.TCPRoutes(d.Namespace).List(ctx, metav1.ListOptions{})
+	tcp, err := d.tcp.List(labels.Everything())
 	if err != nil {
 		return err
 	}
-	udp, err := gv.UDPRoutes(d.Namespace).List(ctx, metav1.ListOptions{})
+	udp, err := d.udp.List(labels.Everything())
 	if err != nil {
 		return err
 	}
 	// What each listener answered.
 	answers := map[listenerKey]Answer{}
-	for _, gw := range gws.Items {
+	for _, gw := range gws {
 		for _, l := range gw.Spec.Listeners {
 			answers[listenerKey{"Gateway", gw.Namespace, gw.Name, string(l.Name)}] = d.decide(int32(l.Port), string(l.Protocol))
 		}
 	}
-	for _, s := range sets.Items {
+	for _, s := range sets {
 		for _, l := range s.Spec.Listeners {
 			answers[listenerKey{"ListenerSet", s.Namespace, s.Name, string(l.Name)}] = d.decide(int32(l.Port), string(l.Protocol))
 		}
 	}
 	attached := map[listenerKey]int32{}
 	var errs []error
-	for i := range tcp.Items {
-		r := &tcp.Items[i]
+	for _, r := range tcp {
 		if parents, changed := d.routeParents(r.Namespace, r.Spec.ParentRefs, r.Status.Parents, r.Generation, answers, attached); changed {
+			r = r.DeepCopy() // the informer's copy is shared
 			r.Status.Parents = parents
 			_, err := gv.TCPRoutes(r.Namespace).UpdateStatus(ctx, r, metav1.UpdateOptions{})
 			errs = append(errs, ignoreConflict(err))
 		}
 	}
-	for i := range udp.Items {
-		r := &udp.Items[i]
+	for _, r := range udp {
 		if parents, changed := d.routeParents(r.Namespace, r.Spec.ParentRefs, r.Status.Parents, r.Generation, answers, attached); changed {
+			r = r.DeepCopy() // the informer's copy is shared
 			r.Status.Parents = parents
 			_, err := gv.UDPRoutes(r.Namespace).UpdateStatus(ctx, r, metav1.UpdateOptions{})
 			errs = append(errs, ignoreConflict(err))
 		}
 	}
-	for i := range gws.Items {
-		gw := &gws.Items[i]
+	for _, gw := range gws {
+		gw = gw.DeepCopy() // the informer's copy is shared
 		before := gw.Status.DeepCopy()
 		accept(&gw.Status.Conditions, gw.Generation)
 		old := map[gatewayv1.SectionName][]metav1.Condition{}
@@ -237,8 +278,8 @@ func (d *DataPlane) gateways(ctx context.Context) error {
 			errs = append(errs, ignoreConflict(err))
 		}
 	}
-	for i := range sets.Items {
-		s := &sets.Items[i]
+	for _, s := range sets {
+		s = s.DeepCopy() // the informer's copy is shared
 		before := s.Status.DeepCopy()
 		accept(&s.Status.Conditions, s.Generation)
 		old := map[gatewayv1.SectionName][]metav1.Condition{}
@@ -268,7 +309,11 @@ func ignoreConflict(err error) error {
 	return err
 }
 
-var routeKinds = []gatewayv1.RouteGroupKind{{Kind: "TCPRoute"}, {Kind: "UDPRoute"}}
+// routeKinds are the kinds a listener supports, with the group the CRD
+// defaults, so that status read back equals status written.
+var routeKinds = []gatewayv1.RouteGroupKind{{Group: &routeGroup, Kind: "TCPRoute"}, {Group: &routeGroup, Kind: "UDPRoute"}}
+
+var routeGroup = gatewayv1.Group(gatewayv1.GroupName)
 
 // listenerSpec is what the stand-in needs of a listener's spec.
 type listenerSpec struct {
