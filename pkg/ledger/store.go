@@ -78,7 +78,21 @@ type queue struct {
 	running bool
 	// last is the ConfigMap as last written or read, to try a write without
 	// reading first. A stale copy costs one conflict, never a blind write.
+	// Only the draining goroutine touches it.
 	last *corev1.ConfigMap
+
+	// recent is the ledger as last written or read, and when, for Recent;
+	// reading is a read of it in flight. Both under mu.
+	recent   *portalloc.Ledger
+	recentAt time.Time
+	reading  *read
+}
+
+// read is a read of a ledger that concurrent Recent calls share.
+type read struct {
+	done chan struct{}
+	l    *portalloc.Ledger
+	err  error
 }
 
 // Get reads a ledger; a missing ConfigMap is an empty ledger.
@@ -93,16 +107,76 @@ func (s *Store) Get(ctx context.Context, ref Ref) (*portalloc.Ledger, error) {
 	return portalloc.Decode(cm.Data)
 }
 
-// Update applies op to the ledger and writes it if it changed. It returns op's
-// own error, or the error of the write.
-func (s *Store) Update(ctx context.Context, ref Ref, op Op) error {
+// Recent returns the ledger as this store last wrote or read it, when that was
+// less than maxAge ago, and otherwise reads it (concurrent callers share one
+// read). It is for choices that a compare-and-swap checks again (which entry
+// point to reserve on, how many ports a namespace holds), not for answers
+// that must be current: each request would otherwise read and decode the
+// whole ledger, which grows with the ports held.
+func (s *Store) Recent(ctx context.Context, ref Ref, maxAge time.Duration) (*portalloc.Ledger, error) {
+	q := s.queue(ref)
+	q.mu.Lock()
+	if q.recent != nil && time.Since(q.recentAt) < maxAge {
+		l := q.recent.Clone()
+		q.mu.Unlock()
+		return l, nil
+	}
+	r := q.reading
+	if r == nil {
+		r = &read{done: make(chan struct{})}
+		q.reading = r
+		start := time.Now()
+		go func() {
+			// Not the caller's context: the callers sharing it may outlive it.
+			rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+			defer cancel()
+			r.l, r.err = s.Get(rctx, ref)
+			q.mu.Lock()
+			q.reading = nil
+			if r.err == nil && start.After(q.recentAt) {
+				q.recent, q.recentAt = r.l, start
+			}
+			q.mu.Unlock()
+			close(r.done)
+		}()
+	}
+	q.mu.Unlock()
+	select {
+	case <-r.done:
+		if r.err != nil {
+			return nil, r.err
+		}
+		return r.l.Clone(), nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// remember records l as the ledger as it was at t, unless a newer one is
+// recorded.
+func (q *queue) remember(l *portalloc.Ledger, t time.Time) {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if t.After(q.recentAt) {
+		q.recent, q.recentAt = l, t
+	}
+}
+
+func (s *Store) queue(ref Ref) *queue {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	q, ok := s.queues[ref.NamespacedName]
 	if !ok {
 		q = &queue{}
 		s.queues[ref.NamespacedName] = q
 	}
-	s.mu.Unlock()
+	return q
+}
+
+// Update applies op to the ledger and writes it if it changed. It returns op's
+// own error, or the error of the write.
+func (s *Store) Update(ctx context.Context, ref Ref, op Op) error {
+	q := s.queue(ref)
 
 	p := &pending{ctx: ctx, op: op, done: make(chan error, 1)}
 	q.mu.Lock()
@@ -160,7 +234,7 @@ func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
 	attempts := 0
 	err := retry.OnError(s.backoff, retryable, func() error {
 		attempts++
-		cm, cached := q.last, true
+		cm, cached, at := q.last, true, time.Now()
 		if cm == nil {
 			cached = false
 			var err error
@@ -183,6 +257,7 @@ func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
 				q.last = nil
 				return errStaleCache
 			}
+			q.remember(l, at)
 			return nil
 		}
 		next := cm.DeepCopy()
@@ -196,6 +271,7 @@ func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
 			return err
 		}
 		q.last = written
+		q.remember(l, at)
 		return nil
 	})
 	endCommit(ctx, span, ref, len(batch), attempts, err)

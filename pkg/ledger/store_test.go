@@ -135,3 +135,42 @@ func TestOverOneMiBIs422(t *testing.T) {
 		t.Errorf("Update past 1 MiB = %v, want ErrTooBig (422)", err)
 	}
 }
+
+// TestRecent: a store answers Recent from its own last write while that is
+// younger than maxAge, so another instance's later write shows only once it
+// is older; a missing ledger reads as empty.
+func TestRecent(t *testing.T) {
+	cp.Require(t)
+	ctx := context.Background()
+	ref := testRef(t)
+	a, b := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff), NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
+	if l, err := a.Recent(ctx, ref, time.Hour); err != nil || len(l.Entries) != 0 {
+		t.Fatalf("missing ledger: %v, %v; want empty", l, err)
+	}
+	var pa, pb int
+	if err := a.Update(ctx, ref, reserve("a", &pa)); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Update(ctx, ref, reserve("b", &pb)); err != nil {
+		t.Fatal(err)
+	}
+	l, err := a.Recent(ctx, ref, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, ok := l.Find("a", portalloc.TCP); !ok {
+		t.Errorf("recent = %v: want a's own write", l.Entries)
+	}
+	if _, _, ok := l.Find("b", portalloc.TCP); ok {
+		t.Errorf("recent = %v: b's write shows within maxAge, so it was read, not remembered", l.Entries)
+	}
+	delete(l.Entries, portalloc.Key{Protocol: portalloc.TCP, Port: pa}) // a copy: the store's is untouched
+	if l, err = a.Recent(ctx, ref, 0); err != nil {
+		t.Fatal(err)
+	}
+	_, _, okA := l.Find("a", portalloc.TCP)
+	_, _, okB := l.Find("b", portalloc.TCP)
+	if !okA || !okB {
+		t.Errorf("read again = %v: want both", l.Entries)
+	}
+}

@@ -30,8 +30,14 @@ type EntryPoints interface {
 // Ledgers reads and changes ledgers.
 type Ledgers interface {
 	Get(ctx context.Context, ref ledger.Ref) (*portalloc.Ledger, error)
+	// Recent may answer a copy up to maxAge old.
+	Recent(ctx context.Context, ref ledger.Ref, maxAge time.Duration) (*portalloc.Ledger, error)
 	Update(ctx context.Context, ref ledger.Ref, op ledger.Op) error
 }
+
+// countMaxAge is how old a ledger may be when read to count what a namespace
+// holds elsewhere: that count is a bound read, not locked, either way.
+const countMaxAge = time.Second
 
 // Services reports whether a Service (namespace/name) exists, for leak repair.
 type Services interface {
@@ -183,11 +189,17 @@ func (s *Service) Choose(ctx context.Context, req Request) (entrypoint.EntryPoin
 }
 
 // choose reads each candidate's ledger: the entry point where the owner holds
-// a port already (holds), else the one with the most free ports.
+// a port already (holds), else the one with the most free ports. A single
+// candidate is chosen without reading its ledger (holds false): the update
+// on it finds the owner's port by compare-and-swap, and a ledger is read and
+// decoded whole, so that read grew with the ports held.
 func (s *Service) choose(ctx context.Context, req Request, proto portalloc.Protocol, now time.Time) (entrypoint.EntryPoint, bool, error) {
 	cands, err := s.candidates(ctx, req)
 	if err != nil {
 		return entrypoint.EntryPoint{}, false, err
+	}
+	if len(cands) == 1 {
+		return cands[0], false, nil
 	}
 	best, bestFree, bestTie := -1, -1, uint64(0)
 	for i, ep := range cands {
@@ -220,7 +232,7 @@ func (s *Service) heldElsewhere(ctx context.Context, ns, skip string, now time.T
 		if ep.ID() == skip {
 			continue
 		}
-		l, err := s.Ledgers.Get(ctx, ref(ep))
+		l, err := s.Ledgers.Recent(ctx, ref(ep), countMaxAge)
 		if err != nil {
 			return 0, err
 		}
