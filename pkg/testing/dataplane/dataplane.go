@@ -251,50 +251,53 @@ func (d *DataPlane) gateways(ctx context.Context) error {
 		}
 	}
 	for _, gw := range gws {
-		gw = gw.DeepCopy() // the informer's copy is shared
-		before := gw.Status.DeepCopy()
-		accept(&gw.Status.Conditions, gw.Generation)
+		// The status is answered on a copy; the informer's object is shared.
+		st := gw.Status.DeepCopy()
+		accept(&st.Conditions, gw.Generation)
 		old := map[gatewayv1.SectionName][]metav1.Condition{}
 		var specs []listenerSpec
-		for _, l := range gw.Status.Listeners {
+		for _, l := range st.Listeners {
 			old[l.Name] = l.Conditions
 		}
 		for _, l := range gw.Spec.Listeners {
 			specs = append(specs, listenerSpec{l.Name, l.Port})
 		}
-		gw.Status.Listeners = nil
+		st.Listeners = nil
 		for _, a := range answerListeners(listenerKey{"Gateway", gw.Namespace, gw.Name, ""}, gw.Generation, specs, old, answers, attached) {
-			gw.Status.Listeners = append(gw.Status.Listeners, gatewayv1.ListenerStatus{Name: a.name, AttachedRoutes: a.attached, Conditions: a.conds, SupportedKinds: routeKinds})
+			st.Listeners = append(st.Listeners, gatewayv1.ListenerStatus{Name: a.name, AttachedRoutes: a.attached, Conditions: a.conds, SupportedKinds: routeKinds})
 			if answers[listenerKey{"Gateway", gw.Namespace, gw.Name, string(a.name)}] == Refuse {
 				// As Traefik answers: one refused listener and the whole
 				// Gateway is not Accepted, with no Programmed condition.
-				meta.SetStatusCondition(&gw.Status.Conditions, metav1.Condition{Type: "Accepted", Status: metav1.ConditionFalse,
+				meta.SetStatusCondition(&st.Conditions, metav1.Condition{Type: "Accepted", Status: metav1.ConditionFalse,
 					Reason: "ListenersNotValid", Message: "Some listeners are not valid", ObservedGeneration: gw.Generation})
-				meta.RemoveStatusCondition(&gw.Status.Conditions, "Programmed")
+				meta.RemoveStatusCondition(&st.Conditions, "Programmed")
 			}
 		}
-		if !equality.Semantic.DeepEqual(before, &gw.Status) {
+		if !equality.Semantic.DeepEqual(st, &gw.Status) {
+			gw = gw.DeepCopy()
+			gw.Status = *st
 			_, err := gv.Gateways(gw.Namespace).UpdateStatus(ctx, gw, metav1.UpdateOptions{})
 			errs = append(errs, ignoreConflict(err))
 		}
 	}
 	for _, s := range sets {
-		s = s.DeepCopy() // the informer's copy is shared
-		before := s.Status.DeepCopy()
-		accept(&s.Status.Conditions, s.Generation)
+		st := s.Status.DeepCopy() // as for Gateways
+		accept(&st.Conditions, s.Generation)
 		old := map[gatewayv1.SectionName][]metav1.Condition{}
 		var specs []listenerSpec
-		for _, l := range s.Status.Listeners {
+		for _, l := range st.Listeners {
 			old[l.Name] = l.Conditions
 		}
 		for _, l := range s.Spec.Listeners {
 			specs = append(specs, listenerSpec{l.Name, l.Port})
 		}
-		s.Status.Listeners = nil
+		st.Listeners = nil
 		for _, a := range answerListeners(listenerKey{"ListenerSet", s.Namespace, s.Name, ""}, s.Generation, specs, old, answers, attached) {
-			s.Status.Listeners = append(s.Status.Listeners, gatewayv1.ListenerEntryStatus{Name: a.name, AttachedRoutes: a.attached, Conditions: a.conds, SupportedKinds: routeKinds})
+			st.Listeners = append(st.Listeners, gatewayv1.ListenerEntryStatus{Name: a.name, AttachedRoutes: a.attached, Conditions: a.conds, SupportedKinds: routeKinds})
 		}
-		if !equality.Semantic.DeepEqual(before, &s.Status) {
+		if !equality.Semantic.DeepEqual(st, &s.Status) {
+			s = s.DeepCopy()
+			s.Status = *st
 			_, err := gv.ListenerSets(s.Namespace).UpdateStatus(ctx, s, metav1.UpdateOptions{})
 			errs = append(errs, ignoreConflict(err))
 		}
