@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"mime"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -210,7 +211,7 @@ func Reply(in event.Event, failedType string, err error) (*event.Event, error) {
 	}
 	out := event.New()
 	out.SetType(failedType)
-	if s := in.Subject(); s != "" {
+	if s := in.Subject(); s != "" && ownSubject(in, s) {
 		// The chain's subject (namespace/release), so a caller matches the
 		// failure to what it asked for as it matches a success.
 		out.SetSubject(s)
@@ -221,6 +222,18 @@ func Reply(in event.Event, failedType string, err error) (*event.Event, error) {
 	}
 	_ = out.SetData(cloudevents.ApplicationJSON, Failure{Problem: d, CauseType: in.Type(), CauseID: in.ID()})
 	return &out, nil
+}
+
+// ownSubject reports whether subject may be echoed on a reply to in: an
+// event acting for a tenant names only that tenant's namespace, so that a
+// tenant cannot have berth's reply speak of another namespace's release.
+func ownSubject(in event.Event, subject string) bool {
+	t, ok := in.Extensions()[events.ExtensionTenant]
+	if !ok {
+		return true
+	}
+	tenant, _ := t.(string)
+	return tenant != "" && strings.HasPrefix(subject, tenant+"/")
 }
 
 // Redeliverable reports whether a delivery answered status may succeed when

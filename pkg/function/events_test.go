@@ -278,3 +278,16 @@ func TestReplyFailureCarriesSubject(t *testing.T) {
 		t.Errorf("503: %v, %v; want the error, for a redelivery", out, err)
 	}
 }
+
+// A tenant's event echoes only a subject in the tenant's namespace.
+func TestReplyFailureSubjectStaysInTenant(t *testing.T) {
+	for subject, want := range map[string]string{"team-a/gw-1": "team-a/gw-1", "team-b/gw-1": "", "team-a": "", "team-ab/x": ""} {
+		in := request("id-" + subject)
+		in.SetExtension(events.ExtensionTenant, "team-a")
+		in.SetSubject(subject)
+		out, err := Reply(in, "dev.berth.test.failed", problem.ErrForbidden)
+		if err != nil || out.Subject() != want {
+			t.Errorf("subject %q: reply %v, %v; want subject %q", subject, out, err, want)
+		}
+	}
+}
