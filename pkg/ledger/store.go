@@ -1,6 +1,9 @@
-// Package ledger stores port ledgers (portalloc.Ledger) in ConfigMaps, one per
-// entry point, and changes them only by compare-and-swap: every write carries the
-// resourceVersion it read, and a conflict re-reads and re-applies.
+// Package ledger stores port ledgers in ConfigMaps and changes them only by
+// compare-and-swap: every write carries the resourceVersion it read, and a
+// conflict re-reads and re-applies. An entry point's ledger is split (Book):
+// its ports' entries (portalloc.Ledger) in ConfigMaps of 256 ports each, and
+// its owners' claims (portalloc.Claims) in ConfigMaps by namespace, so that no
+// write grows with the ports the entry point holds.
 //
 // Within one process, concurrent updates of the same ledger are committed
 // together: while one write is in flight the next callers queue, and the queue is
@@ -12,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"sync"
 	"time"
 
@@ -37,44 +41,64 @@ const (
 	AnnotationEntryPoint = "berth.dev/entry-point"
 )
 
-// Op changes a ledger. It must either change it and return nil, or return an
-// error and change nothing: it may be applied again to a fresher copy.
-type Op func(*portalloc.Ledger) error
+// Doc is what a Store keeps in one ConfigMap's data.
+type Doc[T any] interface {
+	Encode() map[string]string
+	Clone() T
+}
 
-// Ref names a ledger: its ConfigMap, and the entry point it belongs to.
+// Op changes a document. It must either change it and return nil, or return an
+// error and change nothing: it may be applied again to a fresher copy.
+type Op[T any] func(T) error
+
+// Ref names one ConfigMap of a ledger, and the entry point it belongs to.
 type Ref struct {
 	types.NamespacedName
 	// EntryPoint is recorded on the ConfigMap for people reading it.
 	EntryPoint string
+	// Labels are set on the ConfigMap when it is created.
+	Labels map[string]string
 }
 
-// Store reads and writes ledgers.
-type Store struct {
+// Store reads and writes documents of type T, one per ConfigMap.
+type Store[T Doc[T]] struct {
 	// MaxBatch bounds how many queued updates one write commits; 0 is no bound,
 	// 1 turns group commit off.
 	MaxBatch int
 
 	client  corev1client.ConfigMapsGetter
 	backoff wait.Backoff
+	decode  func(map[string]string) (T, error)
 
 	mu     sync.Mutex
-	queues map[types.NamespacedName]*queue
+	queues map[types.NamespacedName]*queue[T]
 }
 
-// NewStore returns a store writing through client.
-func NewStore(client corev1client.ConfigMapsGetter, backoff wait.Backoff) *Store {
-	return &Store{client: client, backoff: backoff, queues: map[types.NamespacedName]*queue{}}
+// NewStore returns a store writing through client, reading data with decode
+// (which answers an empty document for nil data).
+func NewStore[T Doc[T]](client corev1client.ConfigMapsGetter, backoff wait.Backoff, decode func(map[string]string) (T, error)) *Store[T] {
+	return &Store[T]{client: client, backoff: backoff, decode: decode, queues: map[types.NamespacedName]*queue[T]{}}
 }
 
-type pending struct {
+// NewBlocks returns a store of ports' entries.
+func NewBlocks(client corev1client.ConfigMapsGetter, backoff wait.Backoff) *Store[*portalloc.Ledger] {
+	return NewStore(client, backoff, portalloc.Decode)
+}
+
+// NewClaims returns a store of owners' claims.
+func NewClaims(client corev1client.ConfigMapsGetter, backoff wait.Backoff) *Store[*portalloc.Claims] {
+	return NewStore(client, backoff, portalloc.DecodeClaims)
+}
+
+type pending[T any] struct {
 	ctx  context.Context
-	op   Op
+	op   Op[T]
 	done chan error
 }
 
-type queue struct {
+type queue[T any] struct {
 	mu      sync.Mutex
-	waiting []*pending
+	waiting []*pending[T]
 	running bool
 	// last is the ConfigMap as last written or read, to try a write without
 	// reading first. A stale copy costs one conflict, never a blind write.
@@ -83,28 +107,29 @@ type queue struct {
 
 	// recent is the ledger as last written or read, and when, for Recent;
 	// reading is a read of it in flight. Both under mu.
-	recent   *portalloc.Ledger
+	recent   T
 	recentAt time.Time
-	reading  *read
+	reading  *read[T]
 }
 
-// read is a read of a ledger that concurrent Recent calls share.
-type read struct {
+// read is a read of a document that concurrent Recent calls share.
+type read[T any] struct {
 	done chan struct{}
-	l    *portalloc.Ledger
+	l    T
 	err  error
 }
 
-// Get reads a ledger; a missing ConfigMap is an empty ledger.
-func (s *Store) Get(ctx context.Context, ref Ref) (*portalloc.Ledger, error) {
+// Get reads a document; a missing ConfigMap is an empty one.
+func (s *Store[T]) Get(ctx context.Context, ref Ref) (T, error) {
 	cm, err := s.client.ConfigMaps(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		return portalloc.New(), nil
+		return s.decode(nil)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read ledger %s: %w", ref.NamespacedName, err)
+		var zero T
+		return zero, fmt.Errorf("read ledger %s: %w", ref.NamespacedName, err)
 	}
-	return portalloc.Decode(cm.Data)
+	return s.decode(cm.Data)
 }
 
 // Recent returns the ledger as this store last wrote or read it, when that was
@@ -113,17 +138,28 @@ func (s *Store) Get(ctx context.Context, ref Ref) (*portalloc.Ledger, error) {
 // point to reserve on, how many ports a namespace holds), not for answers
 // that must be current: each request would otherwise read and decode the
 // whole ledger, which grows with the ports held.
-func (s *Store) Recent(ctx context.Context, ref Ref, maxAge time.Duration) (*portalloc.Ledger, error) {
+func (s *Store[T]) Recent(ctx context.Context, ref Ref, maxAge time.Duration) (T, error) {
+	l, err := s.Peek(ctx, ref, maxAge)
+	if err != nil {
+		return l, err
+	}
+	return l.Clone(), nil
+}
+
+// Peek is Recent without the copy: the caller must not change what it
+// answers.
+func (s *Store[T]) Peek(ctx context.Context, ref Ref, maxAge time.Duration) (T, error) {
+	var zero T
 	q := s.queue(ref)
 	q.mu.Lock()
-	if q.recent != nil && time.Since(q.recentAt) < maxAge {
-		l := q.recent.Clone()
+	if !q.recentAt.IsZero() && time.Since(q.recentAt) < maxAge {
+		l := q.recent
 		q.mu.Unlock()
 		return l, nil
 	}
 	r := q.reading
 	if r == nil {
-		r = &read{done: make(chan struct{})}
+		r = &read[T]{done: make(chan struct{})}
 		q.reading = r
 		start := time.Now()
 		go func() {
@@ -144,17 +180,17 @@ func (s *Store) Recent(ctx context.Context, ref Ref, maxAge time.Duration) (*por
 	select {
 	case <-r.done:
 		if r.err != nil {
-			return nil, r.err
+			return zero, r.err
 		}
-		return r.l.Clone(), nil
+		return r.l, nil
 	case <-ctx.Done():
-		return nil, ctx.Err()
+		return zero, ctx.Err()
 	}
 }
 
-// remember records l as the ledger as it was at t, unless a newer one is
+// remember records l as the document as it was at t, unless a newer one is
 // recorded.
-func (q *queue) remember(l *portalloc.Ledger, t time.Time) {
+func (q *queue[T]) remember(l T, t time.Time) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	if t.After(q.recentAt) {
@@ -162,23 +198,23 @@ func (q *queue) remember(l *portalloc.Ledger, t time.Time) {
 	}
 }
 
-func (s *Store) queue(ref Ref) *queue {
+func (s *Store[T]) queue(ref Ref) *queue[T] {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	q, ok := s.queues[ref.NamespacedName]
 	if !ok {
-		q = &queue{}
+		q = &queue[T]{}
 		s.queues[ref.NamespacedName] = q
 	}
 	return q
 }
 
-// Update applies op to the ledger and writes it if it changed. It returns op's
-// own error, or the error of the write.
-func (s *Store) Update(ctx context.Context, ref Ref, op Op) error {
+// Update applies op to the document and writes it if it changed. It returns
+// op's own error, or the error of the write.
+func (s *Store[T]) Update(ctx context.Context, ref Ref, op Op[T]) error {
 	q := s.queue(ref)
 
-	p := &pending{ctx: ctx, op: op, done: make(chan error, 1)}
+	p := &pending[T]{ctx: ctx, op: op, done: make(chan error, 1)}
 	q.mu.Lock()
 	q.waiting = append(q.waiting, p)
 	if !q.running {
@@ -195,7 +231,7 @@ func (s *Store) Update(ctx context.Context, ref Ref, op Op) error {
 }
 
 // drain commits the queue batch by batch until it is empty.
-func (s *Store) drain(ref Ref, q *queue) {
+func (s *Store[T]) drain(ref Ref, q *queue[T]) {
 	for {
 		q.mu.Lock()
 		batch := q.waiting
@@ -226,7 +262,7 @@ func (s *Store) drain(ref Ref, q *queue) {
 
 // commit applies every op of batch to one copy of the ledger and writes it once,
 // re-reading and re-applying on conflict.
-func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
+func (s *Store[T]) commit(ref Ref, q *queue[T], batch []*pending[T]) {
 	results := make([]error, len(batch))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -242,7 +278,7 @@ func (s *Store) commit(ref Ref, q *queue, batch []*pending) {
 				return err
 			}
 		}
-		l, err := portalloc.Decode(cm.Data)
+		l, err := s.decode(cm.Data)
 		if err != nil {
 			return err
 		}
@@ -301,12 +337,14 @@ func retryable(err error) bool {
 }
 
 // read returns the ledger's ConfigMap, or a new unsaved one when it is missing.
-func (s *Store) read(ctx context.Context, ref Ref) (*corev1.ConfigMap, error) {
+func (s *Store[T]) read(ctx context.Context, ref Ref) (*corev1.ConfigMap, error) {
 	cm, err := s.client.ConfigMaps(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
+		labels := map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelLedger: "true"}
+		maps.Copy(labels, ref.Labels)
 		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
 			Name: ref.Name, Namespace: ref.Namespace,
-			Labels:      map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelLedger: "true"},
+			Labels:      labels,
 			Annotations: map[string]string{AnnotationEntryPoint: ref.EntryPoint},
 		}}, nil
 	}
@@ -315,7 +353,7 @@ func (s *Store) read(ctx context.Context, ref Ref) (*corev1.ConfigMap, error) {
 
 // write creates a new ledger or updates an existing one with the
 // resourceVersion it was read at.
-func (s *Store) write(ctx context.Context, cm *corev1.ConfigMap) (*corev1.ConfigMap, error) {
+func (s *Store[T]) write(ctx context.Context, cm *corev1.ConfigMap) (*corev1.ConfigMap, error) {
 	if cm.ResourceVersion == "" {
 		return s.client.ConfigMaps(cm.Namespace).Create(ctx, cm, metav1.CreateOptions{})
 	}

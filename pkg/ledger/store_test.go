@@ -28,7 +28,7 @@ var (
 	rng = portalloc.Range{Min: 20000, Max: 30000}
 )
 
-func reserve(owner string, got *int) Op {
+func reserve(owner string, got *int) Op[*portalloc.Ledger] {
 	return func(l *portalloc.Ledger) error {
 		k, _, err := l.Reserve(owner, portalloc.TCP, rng, func(portalloc.Key) bool { return false }, t0, time.Hour)
 		*got = k.Port
@@ -46,11 +46,11 @@ func TestStaleCacheNeverOverwrites(t *testing.T) {
 	cp.Require(t)
 	ctx := context.Background()
 	ref := testRef(t)
-	a, b := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff), NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
+	a, b := NewBlocks(cp.Client.CoreV1(), kube.ConflictBackoff), NewBlocks(cp.Client.CoreV1(), kube.ConflictBackoff)
 	var pa1, pb, pa2 int
 	for _, step := range []struct {
-		s  *Store
-		op Op
+		s  *Store[*portalloc.Ledger]
+		op Op[*portalloc.Ledger]
 	}{{a, reserve("a1", &pa1)}, {b, reserve("b", &pb)}, {a, reserve("a2", &pa2)}} {
 		if err := step.s.Update(ctx, ref, step.op); err != nil {
 			t.Fatal(err)
@@ -73,7 +73,7 @@ func TestOpErrorsAreTheirOwn(t *testing.T) {
 	cp.Require(t)
 	ctx := context.Background()
 	ref := testRef(t)
-	s := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
+	s := NewBlocks(cp.Client.CoreV1(), kube.ConflictBackoff)
 	var p int
 	errNo := problem.New(problem.ErrInvalid, "no")
 	if err := s.Update(ctx, ref, func(*portalloc.Ledger) error { return errNo }); !errors.Is(err, errNo) {
@@ -107,7 +107,7 @@ func TestCorruptLedgerIsLeftAlone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
+	s := NewBlocks(cp.Client.CoreV1(), kube.ConflictBackoff)
 	var p int
 	if err := s.Update(ctx, ref, reserve("a", &p)); !errors.Is(err, portalloc.ErrCorrupt) || problem.Status(err) != 422 {
 		t.Errorf("Update of a corrupt ledger = %v, want ErrCorrupt (422)", err)
@@ -122,7 +122,7 @@ func TestOverOneMiBIs422(t *testing.T) {
 	cp.Require(t)
 	ctx := context.Background()
 	ref := testRef(t)
-	s := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
+	s := NewBlocks(cp.Client.CoreV1(), kube.ConflictBackoff)
 	long := strings.Repeat("o", 240)
 	err := s.Update(ctx, ref, func(l *portalloc.Ledger) error {
 		for p := 20000; p < 25000; p++ {
@@ -143,7 +143,7 @@ func TestRecent(t *testing.T) {
 	cp.Require(t)
 	ctx := context.Background()
 	ref := testRef(t)
-	a, b := NewStore(cp.Client.CoreV1(), kube.ConflictBackoff), NewStore(cp.Client.CoreV1(), kube.ConflictBackoff)
+	a, b := NewBlocks(cp.Client.CoreV1(), kube.ConflictBackoff), NewBlocks(cp.Client.CoreV1(), kube.ConflictBackoff)
 	if l, err := a.Recent(ctx, ref, time.Hour); err != nil || len(l.Entries) != 0 {
 		t.Fatalf("missing ledger: %v, %v; want empty", l, err)
 	}

@@ -30,7 +30,7 @@ var (
 // startCommit starts the span of one group commit: a child of the first
 // traced update's span in the batch, linked to the others' (which see the
 // commit only through that link, in the first caller's trace).
-func startCommit(ctx context.Context, ref Ref, batch []*pending) (context.Context, trace.Span) {
+func startCommit[T any](ctx context.Context, ref Ref, batch []*pending[T]) (context.Context, trace.Span) {
 	var first trace.SpanContext
 	var links []trace.Link
 	for _, p := range batch {

@@ -251,7 +251,7 @@ func (l *Ledger) Reserve(owner string, proto Protocol, r Range, inUse InUse, now
 		l.Entries[k] = e
 		return k, e, nil
 	}
-	if other, e, ok := l.Find(owner, proto.other()); ok && !e.Expired(now) && r.Contains(other.Port) {
+	if other, e, ok := l.Find(owner, proto.Other()); ok && !e.Expired(now) && r.Contains(other.Port) {
 		if k := (Key{proto, other.Port}); l.free(k, inUse, now) {
 			return take(k)
 		}
@@ -264,8 +264,31 @@ func (l *Ledger) Reserve(owner string, proto Protocol, r Range, inUse InUse, now
 	return Key{}, Entry{}, fmt.Errorf("%w: no %s port free in %s", ErrFull, proto, r)
 }
 
-// other is the other transport protocol.
-func (p Protocol) other() Protocol {
+// Take gives owner port k, as a reservation until now+ttl: a port the owner
+// holds already is given again (a reservation's expiry renewed), a free one
+// is taken (created), and a port someone else holds, or that is in use
+// outside the ledger, is ErrHeld.
+func (l *Ledger) Take(k Key, owner string, inUse InUse, now time.Time, ttl time.Duration) (_ Entry, created bool, _ error) {
+	if e, ok := l.Entries[k]; ok && !e.Expired(now) {
+		if e.Owner != owner {
+			return Entry{}, false, fmt.Errorf("%w: %s", ErrHeld, k)
+		}
+		if e.State == Reserved {
+			e.Expires = now.Add(ttl).Unix()
+			l.Entries[k] = e
+		}
+		return e, false, nil
+	}
+	if inUse(k) {
+		return Entry{}, false, fmt.Errorf("%w: %s is in use", ErrHeld, k)
+	}
+	e := Entry{Owner: owner, State: Reserved, Since: now.Unix(), Expires: now.Add(ttl).Unix()}
+	l.Entries[k] = e
+	return e, true, nil
+}
+
+// Other is the other transport protocol.
+func (p Protocol) Other() Protocol {
 	if p == TCP {
 		return UDP
 	}

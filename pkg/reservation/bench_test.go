@@ -98,8 +98,8 @@ func contended(b *testing.B, maxBatch int) (perSec float64, p50, p99 time.Durati
 	svcs := make([]*Service, benchInstances)
 	for i := range svcs {
 		core := instanceClient(b)
-		store := ledger.NewStore(core.CoreV1(), kube.ConflictBackoff)
-		store.MaxBatch = maxBatch
+		store := ledger.NewBooks(core.CoreV1(), kube.ConflictBackoff)
+		store.Blocks.MaxBatch, store.Claims.MaxBatch = maxBatch, maxBatch
 		svcs[i] = newService(core, nil, ns, wide)
 		svcs[i].Ledgers = store
 	}

@@ -6,6 +6,7 @@ package reservation
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/fnv"
 	"slices"
@@ -13,7 +14,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/ledger"
@@ -27,17 +27,23 @@ type EntryPoints interface {
 	List(ctx context.Context, consistent bool) ([]entrypoint.EntryPoint, error)
 }
 
-// Ledgers reads and changes ledgers.
-type Ledgers interface {
-	Get(ctx context.Context, ref ledger.Ref) (*portalloc.Ledger, error)
-	// Recent may answer a copy up to maxAge old.
-	Recent(ctx context.Context, ref ledger.Ref, maxAge time.Duration) (*portalloc.Ledger, error)
-	Update(ctx context.Context, ref ledger.Ref, op ledger.Op) error
-}
-
-// countMaxAge is how old a ledger may be when read to count what a namespace
-// holds elsewhere: that count is a bound read, not locked, either way.
+// countMaxAge is how old a namespace's claims on another entry point may be
+// when counted for its quota: that count is a bound read, not locked, either way.
 const countMaxAge = time.Second
+
+// pickMaxAge is how old a block may be when read to pick a free port. The
+// compare-and-swap on the block decides; a block seen full a moment ago is
+// passed over, so that a port another process freed meanwhile is handed out
+// a moment later, and a reservation does not read every block before it.
+const pickMaxAge = 5 * time.Second
+
+// claimGrace is how long a claim whose port's entry does not bear it out is
+// kept by the sweep: a reservation writes its claim, then its entry.
+const claimGrace = time.Minute
+
+// maxMoves bounds how often one reservation finds its claimed port taken and
+// claims another.
+const maxMoves = 16
 
 // Services reports whether a Service (namespace/name) exists, for leak repair.
 type Services interface {
@@ -47,7 +53,7 @@ type Services interface {
 // Service reserves, lists, binds and releases ports.
 type Service struct {
 	EntryPoints EntryPoints
-	Ledgers     Ledgers
+	Ledgers     *ledger.Books
 	Services    Services
 	Range       portalloc.Range
 	// TTL is how long a reservation that is never bound lives.
@@ -99,8 +105,8 @@ func (s *Service) now() time.Time {
 	return time.Now()
 }
 
-func ref(ep entrypoint.EntryPoint) ledger.Ref {
-	return ledger.Ref{NamespacedName: types.NamespacedName{Namespace: ep.Namespace, Name: ep.LedgerName()}, EntryPoint: ep.ID()}
+func book(ep entrypoint.EntryPoint) ledger.Book {
+	return ledger.Book{Namespace: ep.Namespace, Name: ep.LedgerName(), Kind: string(ep.Kind), EntryPointName: ep.Name}
 }
 
 func reservationOf(ep entrypoint.EntryPoint, k portalloc.Key, e portalloc.Entry) Reservation {
@@ -131,6 +137,14 @@ func (r Request) Validate() error {
 
 // Reserve gives req.Owner a port. An owner that already holds a port for the
 // protocol on any candidate entry point gets that port again.
+//
+// The entry point's ledger is split (ledger.Book): the owner's claim, in the
+// ConfigMap of its namespace's claims, names its port; the port's entry, in
+// the ConfigMap of its block of ports, names its owner. Reserve claims a port
+// first, so that two deliveries of one request, in any processes, agree on
+// one port by compare-and-swap on the claim, and the namespace's quota is
+// counted in that same write; then it takes the port in its block, and claims
+// another when the block says someone else took it meanwhile.
 func (s *Service) Reserve(ctx context.Context, req Request) (_ Reservation, err error) {
 	ctx, done := observeReserve(ctx, req)
 	defer func() { done(err) }()
@@ -139,41 +153,205 @@ func (s *Service) Reserve(ctx context.Context, req Request) (_ Reservation, err 
 	}
 	proto, _ := portalloc.ParseProtocol(string(req.Protocol))
 	now := s.now()
-	ep, holds, err := s.choose(ctx, req, proto, now)
+	ep, _, err := s.choose(ctx, req, proto, now)
+	if err != nil {
+		return Reservation{}, err
+	}
+	b, err := s.open(ctx, ep)
 	if err != nil {
 		return Reservation{}, err
 	}
 	ns, others := "", 0
-	if s.MaxPerNamespace > 0 && !holds {
+	if s.MaxPerNamespace > 0 {
 		if ns, err = portalloc.OwnerNamespace(req.Owner); err != nil {
 			ns = ""
 		} else if others, err = s.heldElsewhere(ctx, ns, ep.ID(), now); err != nil {
 			return Reservation{}, err
 		}
 	}
-	var k portalloc.Key
-	var e portalloc.Entry
-	var created bool
-	err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
-		_, held, ok := l.Find(req.Owner, proto)
-		created = !ok || held.Expired(now)
-		if ns != "" {
-			if _, e, ok := l.Find(req.Owner, proto); !ok || e.Expired(now) {
-				if n := others + l.Held(ns, now); n >= s.MaxPerNamespace {
-					return fmt.Errorf("%w: namespace %s holds %d ports, its bound is %d", portalloc.ErrQuota, ns, n, s.MaxPerNamespace)
-				}
-			}
-		}
-		var err error
-		k, e, err = l.Reserve(req.Owner, proto, s.Range, ep.InUse, now, s.TTL)
-		return err
-	})
+	r, err := s.reserve(ctx, ep, b, req.Owner, proto, ns, others, now)
 	if err != nil {
 		return Reservation{}, fmt.Errorf("reserve %s port on %s: %w", proto, ep.ID(), err)
 	}
-	r := reservationOf(ep, k, e)
-	r.Created = created
 	return r, nil
+}
+
+// errNotHers is an owner's claim that names a port other than the one taken.
+var errNotHers = errors.New("the owner claims another port")
+
+// reserve takes a port for owner in its block, then claims it. A port is
+// picked inside the block's compare-and-swap, so that concurrent reservations
+// in any processes pick different ports as they did in one ledger; the claim,
+// in the ConfigMap of the owner's namespace, then settles which port an owner
+// holds: a concurrent delivery of the same request that claimed first wins,
+// and the port taken here is given back.
+func (s *Service) reserve(ctx context.Context, ep entrypoint.EntryPoint, b ledger.Book, owner string, proto portalloc.Protocol, ns string, others int, now time.Time) (Reservation, error) {
+	cref := b.Claims(owner)
+	known, err := s.Ledgers.Claims.Peek(ctx, cref, countMaxAge)
+	if err != nil {
+		return Reservation{}, err
+	}
+	cl, holds := known.Find(owner, proto)
+	if ns != "" && (!holds || cl.Lapsed(now)) {
+		// Refused early on what this process last saw; counted again in the
+		// claim's write.
+		if n := others + known.Held(ns, now); n >= s.MaxPerNamespace {
+			return Reservation{}, quotaErr(ns, n, s.MaxPerNamespace)
+		}
+	}
+	var k portalloc.Key
+	var e portalloc.Entry
+	var created, ok bool
+	if holds {
+		k = portalloc.Key{Protocol: proto, Port: cl.Port}
+		if e, created, ok, err = s.take(ctx, ep, b, k, owner, now); err != nil {
+			return Reservation{}, err
+		}
+	}
+	if !ok {
+		if k, e, created, err = s.takeFree(ctx, ep, b, known, owner, proto, now); err != nil {
+			return Reservation{}, err
+		}
+	}
+	for range maxMoves {
+		err := s.Ledgers.Claims.Update(ctx, cref, func(c *portalloc.Claims) error {
+			cur, ok := c.Find(owner, proto)
+			switch {
+			case ok && cur.Port != k.Port && !cur.Lapsed(now):
+				return errNotHers
+			case ns != "" && (!ok || cur.Lapsed(now)):
+				if n := others + c.Held(ns, now); n >= s.MaxPerNamespace {
+					return quotaErr(ns, n, s.MaxPerNamespace)
+				}
+			}
+			c.Put(proto, portalloc.Claim{Owner: owner, Port: k.Port, Since: now.Unix(), Expires: e.Expires})
+			return nil
+		})
+		if err == nil {
+			r := reservationOf(ep, k, e)
+			r.Created = created
+			return r, nil
+		}
+		if created {
+			// Not claimed: the port taken here goes back.
+			if rerr := s.untake(ctx, b, k, owner); rerr != nil {
+				return Reservation{}, errors.Join(err, rerr)
+			}
+			created = false
+		}
+		if !errors.Is(err, errNotHers) {
+			return Reservation{}, err
+		}
+		// Another delivery claimed first: follow its port if the owner holds
+		// it, else drop that claim and take a port again.
+		c, err := s.Ledgers.Claims.Get(ctx, cref)
+		if err != nil {
+			return Reservation{}, err
+		}
+		if cur, ok := c.Find(owner, proto); ok {
+			var held bool
+			if e, _, held, err = s.take(ctx, ep, b, portalloc.Key{Protocol: proto, Port: cur.Port}, owner, now); err != nil {
+				return Reservation{}, err
+			}
+			if held {
+				k = portalloc.Key{Protocol: proto, Port: cur.Port}
+				continue // the claim is renewed, and settles it
+			}
+			if err := s.Ledgers.Claims.Update(ctx, cref, func(c *portalloc.Claims) error {
+				c.Drop(owner, proto, cur.Port)
+				return nil
+			}); err != nil {
+				return Reservation{}, err
+			}
+		}
+		if k, e, created, err = s.takeFree(ctx, ep, b, c, owner, proto, now); err != nil {
+			return Reservation{}, err
+		}
+	}
+	return Reservation{}, fmt.Errorf("%w: %s: the claims of %s kept moving, %d times", ledger.ErrContended, b.Name, owner, maxMoves)
+}
+
+func quotaErr(ns string, n, bound int) error {
+	return fmt.Errorf("%w: namespace %s holds %d ports, its bound is %d", portalloc.ErrQuota, ns, n, bound)
+}
+
+// take gives owner port k in its block (ok), unless someone else holds it.
+func (s *Service) take(ctx context.Context, ep entrypoint.EntryPoint, b ledger.Book, k portalloc.Key, owner string, now time.Time) (e portalloc.Entry, created, ok bool, err error) {
+	err = s.Ledgers.Blocks.Update(ctx, b.Block(ledger.BlockOf(k.Port)), func(l *portalloc.Ledger) error {
+		var err error
+		e, created, err = l.Take(k, owner, ep.InUse, now, s.TTL)
+		return err
+	})
+	if errors.Is(err, portalloc.ErrHeld) {
+		return portalloc.Entry{}, false, false, nil
+	}
+	return e, created, err == nil, err
+}
+
+// untake gives back a port take or takeFree created, unless it is bound.
+func (s *Service) untake(ctx context.Context, b ledger.Book, k portalloc.Key, owner string) error {
+	return s.Ledgers.Blocks.Update(ctx, b.Block(ledger.BlockOf(k.Port)), func(l *portalloc.Ledger) error {
+		if e, ok := l.Entries[k]; ok && e.Owner == owner && e.State == portalloc.Reserved {
+			delete(l.Entries, k)
+		}
+		return nil
+	})
+}
+
+// takeFree takes a free port for owner: the number of its port of the other
+// protocol (in claims) when that is free, else the lowest free port of the
+// range, picked in the block's compare-and-swap. It passes over blocks seen
+// full less than pickMaxAge ago, and reads them all again before it answers
+// ErrFull.
+func (s *Service) takeFree(ctx context.Context, ep entrypoint.EntryPoint, b ledger.Book, claims *portalloc.Claims, owner string, proto portalloc.Protocol, now time.Time) (portalloc.Key, portalloc.Entry, bool, error) {
+	if c, ok := claims.Find(owner, proto.Other()); ok && !c.Lapsed(now) && s.Range.Contains(c.Port) {
+		k := portalloc.Key{Protocol: proto, Port: c.Port}
+		e, created, ok, err := s.take(ctx, ep, b, k, owner, now)
+		if ok || err != nil {
+			return k, e, created, err
+		}
+	}
+	for _, maxAge := range []time.Duration{pickMaxAge, 0} {
+		for n := ledger.BlockOf(s.Range.Min); n <= ledger.BlockOf(s.Range.Max); n++ {
+			ports := n.Ports()
+			r := portalloc.Range{Min: max(ports.Min, s.Range.Min), Max: min(ports.Max, s.Range.Max)}
+			seen, err := s.Ledgers.Blocks.Peek(ctx, b.Block(n), maxAge)
+			if err != nil {
+				return portalloc.Key{}, portalloc.Entry{}, false, err
+			}
+			if seen.Free(proto, r, ep.InUse, now) == 0 {
+				continue
+			}
+			var k portalloc.Key
+			var e portalloc.Entry
+			var created bool
+			err = s.Ledgers.Blocks.Update(ctx, b.Block(n), func(l *portalloc.Ledger) error {
+				_, held, ok := l.Find(owner, proto)
+				var err error
+				k, e, err = l.Reserve(owner, proto, r, ep.InUse, now, s.TTL)
+				created = !ok || held.Expired(now)
+				return err
+			})
+			switch {
+			case err == nil:
+				return k, e, created, nil
+			case !errors.Is(err, portalloc.ErrFull):
+				return portalloc.Key{}, portalloc.Entry{}, false, err
+			}
+		}
+	}
+	return portalloc.Key{}, portalloc.Entry{}, false, fmt.Errorf("%w: no %s port free in %s", portalloc.ErrFull, proto, s.Range)
+}
+
+// open returns ep's ledger, moved to its split layout if it was not yet, and
+// notes ep for the capacity metrics.
+func (s *Service) open(ctx context.Context, ep entrypoint.EntryPoint) (ledger.Book, error) {
+	b := book(ep)
+	if err := s.Ledgers.Migrate(ctx, b); err != nil {
+		return ledger.Book{}, err
+	}
+	s.seen.Store(ep.ID(), ep)
+	return b, nil
 }
 
 // Choose returns the entry point Reserve would reserve req on, writing
@@ -188,11 +366,10 @@ func (s *Service) Choose(ctx context.Context, req Request) (entrypoint.EntryPoin
 	return ep, err
 }
 
-// choose reads each candidate's ledger: the entry point where the owner holds
-// a port already (holds), else the one with the most free ports. A single
-// candidate is chosen without reading its ledger (holds false): the update
-// on it finds the owner's port by compare-and-swap, and a ledger is read and
-// decoded whole, so that read grew with the ports held.
+// choose returns the entry point where the owner holds a port already
+// (holds), else the one with the most free ports. A single candidate is
+// chosen without reading its ledger (holds false): Reserve finds the owner's
+// claim on it anyway.
 func (s *Service) choose(ctx context.Context, req Request, proto portalloc.Protocol, now time.Time) (entrypoint.EntryPoint, bool, error) {
 	cands, err := s.candidates(ctx, req)
 	if err != nil {
@@ -203,14 +380,21 @@ func (s *Service) choose(ctx context.Context, req Request, proto portalloc.Proto
 	}
 	best, bestFree, bestTie := -1, -1, uint64(0)
 	for i, ep := range cands {
-		l, err := s.Ledgers.Get(ctx, ref(ep))
+		b, err := s.open(ctx, ep)
 		if err != nil {
 			return entrypoint.EntryPoint{}, false, err
 		}
-		if _, e, ok := l.Find(req.Owner, proto); ok && !e.Expired(now) {
+		c, err := s.Ledgers.Claims.Get(ctx, b.Claims(req.Owner))
+		if err != nil {
+			return entrypoint.EntryPoint{}, false, err
+		}
+		if cl, ok := c.Find(req.Owner, proto); ok && !cl.Lapsed(now) {
 			return ep, true, nil
 		}
-		free := l.Free(proto, s.Range, ep.InUse, now)
+		free, err := s.free(ctx, ep, b, proto, now)
+		if err != nil {
+			return entrypoint.EntryPoint{}, false, err
+		}
 		tie := tieBreak(req.Owner, ep.ID())
 		if free > bestFree || free == bestFree && tie > bestTie {
 			best, bestFree, bestTie = i, free, tie
@@ -219,9 +403,24 @@ func (s *Service) choose(ctx context.Context, req Request, proto portalloc.Proto
 	return cands[best], false, nil
 }
 
+// free counts ep's free ports for proto, from blocks up to pickMaxAge old.
+func (s *Service) free(ctx context.Context, ep entrypoint.EntryPoint, b ledger.Book, proto portalloc.Protocol, now time.Time) (int, error) {
+	n := 0
+	for blk := ledger.BlockOf(s.Range.Min); blk <= ledger.BlockOf(s.Range.Max); blk++ {
+		l, err := s.Ledgers.Blocks.Peek(ctx, b.Block(blk), pickMaxAge)
+		if err != nil {
+			return 0, err
+		}
+		ports := blk.Ports()
+		n += l.Free(proto, portalloc.Range{Min: max(ports.Min, s.Range.Min), Max: min(ports.Max, s.Range.Max)}, ep.InUse, now)
+	}
+	return n, nil
+}
+
 // heldElsewhere counts the ports namespace ns holds on entry points other than
-// the one with id skip. The count is read, not locked: owners of one namespace
-// reserving at once on different entry points may pass the bound by as many.
+// the one with id skip, from its claims there. The count is read, not locked:
+// owners of one namespace reserving at once on different entry points may pass
+// the bound by as many.
 func (s *Service) heldElsewhere(ctx context.Context, ns, skip string, now time.Time) (int, error) {
 	all, err := s.EntryPoints.List(ctx, false)
 	if err != nil {
@@ -232,11 +431,15 @@ func (s *Service) heldElsewhere(ctx context.Context, ns, skip string, now time.T
 		if ep.ID() == skip {
 			continue
 		}
-		l, err := s.Ledgers.Recent(ctx, ref(ep), countMaxAge)
+		b := book(ep)
+		if err := s.Ledgers.Migrate(ctx, b); err != nil {
+			return 0, err
+		}
+		c, err := s.Ledgers.Claims.Peek(ctx, b.ClaimsOf(ns), countMaxAge)
 		if err != nil {
 			return 0, err
 		}
-		n += l.Held(ns, now)
+		n += c.Held(ns, now)
 	}
 	return n, nil
 }
@@ -307,8 +510,8 @@ func (s *Service) ListEntryPoints(ctx context.Context) ([]entrypoint.EntryPoint,
 	return s.EntryPoints.List(ctx, false)
 }
 
-// Release frees a port. Releasing a free port succeeds; with owner set, a port
-// held by another owner is refused.
+// Release frees a port, and its owner's claim on it. Releasing a free port
+// succeeds; with owner set, a port held by another owner is refused.
 func (s *Service) Release(ctx context.Context, id string, k portalloc.Key, owner string) (bool, error) {
 	if k.Port < 1 || k.Port > 65535 {
 		return false, fmt.Errorf("%w: %d", portalloc.ErrNotInRange, k.Port)
@@ -322,12 +525,24 @@ func (s *Service) Release(ctx context.Context, id string, k portalloc.Key, owner
 	if err != nil {
 		return false, err
 	}
+	b, err := s.open(ctx, ep)
+	if err != nil {
+		return false, err
+	}
 	var released bool
-	err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
+	var was portalloc.Entry
+	err = s.Ledgers.Blocks.Update(ctx, b.Block(ledger.BlockOf(k.Port)), func(l *portalloc.Ledger) error {
 		var err error
+		was = l.Entries[k]
 		released, err = l.Release(k, owner)
 		return err
 	})
+	if err == nil && released {
+		err = s.Ledgers.Claims.Update(ctx, b.Claims(was.Owner), func(c *portalloc.Claims) error {
+			c.Drop(was.Owner, k.Protocol, k.Port)
+			return nil
+		})
+	}
 	if err != nil {
 		return false, fmt.Errorf("release %s on %s: %w", k, id, err)
 	}
@@ -343,7 +558,11 @@ func (s *Service) Holder(ctx context.Context, id string, k portalloc.Key, want s
 	if err != nil {
 		return "", err
 	}
-	l, err := s.Ledgers.Get(ctx, ref(ep))
+	b, err := s.open(ctx, ep)
+	if err != nil {
+		return "", err
+	}
+	l, err := s.Ledgers.Blocks.Get(ctx, b.Block(ledger.BlockOf(k.Port)))
 	if err != nil {
 		return "", err
 	}
@@ -358,24 +577,44 @@ func (s *Service) Holder(ctx context.Context, id string, k portalloc.Key, want s
 }
 
 // Bind records that owner's port k on entry point id now routes to service
-// (namespace/name). It answers the entry as it was before, for Unbind.
+// (namespace/name), and that owner's claim on it no longer lapses. It answers
+// the entry as it was before, for Unbind.
 func (s *Service) Bind(ctx context.Context, id string, k portalloc.Key, owner, service string) (Reservation, portalloc.Entry, error) {
 	ep, err := s.EntryPoint(ctx, id)
 	if err != nil {
 		return Reservation{}, portalloc.Entry{}, err
 	}
+	b, err := s.open(ctx, ep)
+	if err != nil {
+		return Reservation{}, portalloc.Entry{}, err
+	}
 	now := s.now()
 	var e, prev portalloc.Entry
-	err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
+	err = s.Ledgers.Blocks.Update(ctx, b.Block(ledger.BlockOf(k.Port)), func(l *portalloc.Ledger) error {
 		var err error
 		prev = l.Entries[k]
 		e, err = l.Bind(k, owner, service, now)
 		return err
 	})
+	if err == nil {
+		err = s.claim(ctx, b, k, owner, 0, now)
+	}
 	if err != nil {
 		return Reservation{}, portalloc.Entry{}, fmt.Errorf("bind %s on %s: %w", k, id, err)
 	}
 	return reservationOf(ep, k, e), prev, nil
+}
+
+// claim records owner's claim on k, lapsing at expires (Unix seconds; 0 for
+// a bound port).
+func (s *Service) claim(ctx context.Context, b ledger.Book, k portalloc.Key, owner string, expires int64, now time.Time) error {
+	return s.Ledgers.Claims.Update(ctx, b.Claims(owner), func(c *portalloc.Claims) error {
+		if cur, ok := c.Find(owner, k.Protocol); ok && cur.Port == k.Port && cur.Expires == expires {
+			return nil
+		}
+		c.Put(k.Protocol, portalloc.Claim{Owner: owner, Port: k.Port, Since: now.Unix(), Expires: expires})
+		return nil
+	})
 }
 
 // Unbind undoes a Bind whose routing could not be made: owner's port k, bound
@@ -387,10 +626,25 @@ func (s *Service) Unbind(ctx context.Context, id string, k portalloc.Key, owner,
 	if err != nil {
 		return err
 	}
-	err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
-		l.Unbind(k, owner, service, prev)
+	b, err := s.open(ctx, ep)
+	if err != nil {
+		return err
+	}
+	var undone bool
+	err = s.Ledgers.Blocks.Update(ctx, b.Block(ledger.BlockOf(k.Port)), func(l *portalloc.Ledger) error {
+		undone = l.Unbind(k, owner, service, prev)
 		return nil
 	})
+	switch {
+	case err != nil || !undone:
+	case prev == (portalloc.Entry{}):
+		err = s.Ledgers.Claims.Update(ctx, b.Claims(owner), func(c *portalloc.Claims) error {
+			c.Drop(owner, k.Protocol, k.Port)
+			return nil
+		})
+	default:
+		err = s.claim(ctx, b, k, owner, prev.Expires, s.now())
+	}
 	if err != nil {
 		return fmt.Errorf("unbind %s on %s: %w", k, id, err)
 	}
@@ -426,8 +680,8 @@ func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
 }
 
 // snapshot lists the entry points (only the one whose ID is only, if set) and
-// reads their ledgers at once, in their order: a caller's request waits on
-// every round trip made one after another.
+// reads their ledgers' entries at once, in their order: a caller's request
+// waits on every round trip made one after another.
 func (s *Service) snapshot(ctx context.Context, only string) ([]entrypoint.EntryPoint, []*portalloc.Ledger, error) {
 	all, err := s.EntryPoints.List(ctx, true)
 	if err != nil {
@@ -439,8 +693,13 @@ func (s *Service) snapshot(ctx context.Context, only string) ([]entrypoint.Entry
 	out := make([]*portalloc.Ledger, len(all))
 	g, gctx := errgroup.WithContext(ctx)
 	for i, ep := range all {
-		g.Go(func() (err error) {
-			out[i], err = s.Ledgers.Get(gctx, ref(ep))
+		g.Go(func() error {
+			b := book(ep)
+			if err := s.Ledgers.Migrate(gctx, b); err != nil {
+				return err
+			}
+			var err error
+			out[i], err = s.Ledgers.Entries(gctx, b)
 			return err
 		})
 	}
@@ -455,10 +714,13 @@ type SweepResult struct {
 	Expired int `json:"expired"`
 	Marked  int `json:"marked"`
 	Freed   int `json:"freed"`
+	// Claims are owners' claims dropped because no entry bore them out.
+	Claims int `json:"claims"`
 }
 
 // Sweep drops lapsed reservations and frees bound ports whose Service was found
-// missing on two sweeps in a row, on every entry point.
+// missing on two sweeps in a row, on every entry point; then it drops the
+// claims no port's entry bears out.
 func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	all, err := s.EntryPoints.List(ctx, true)
 	if err != nil {
@@ -466,46 +728,90 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	}
 	var total SweepResult
 	for _, ep := range all {
-		// Learn which Services exist before taking the ledger, so that the
-		// ledger update does no I/O.
-		l, err := s.Ledgers.Get(ctx, ref(ep))
+		r, err := s.sweep(ctx, ep)
+		total.Expired += r.Expired
+		total.Marked += r.Marked
+		total.Freed += r.Freed
+		total.Claims += r.Claims
 		if err != nil {
-			return total, err
+			return total, fmt.Errorf("sweep %s: %w", ep.ID(), err)
 		}
-		exists := map[string]bool{}
-		for _, e := range l.Entries {
-			if e.State != portalloc.Bound || e.Service == "" {
-				continue
-			}
-			if _, seen := exists[e.Service]; seen {
-				continue
-			}
-			ok, err := s.Services.Exists(ctx, e.Service)
-			if err != nil {
-				return total, err
-			}
-			exists[e.Service] = ok
+	}
+	return total, nil
+}
+
+func (s *Service) sweep(ctx context.Context, ep entrypoint.EntryPoint) (SweepResult, error) {
+	var r SweepResult
+	b, err := s.open(ctx, ep)
+	if err != nil {
+		return r, err
+	}
+	// Learn which Services exist before taking the blocks, so that their
+	// updates do no I/O.
+	l, err := s.Ledgers.Entries(ctx, b)
+	if err != nil {
+		return r, err
+	}
+	exists := map[string]bool{}
+	blocks := map[ledger.Block]bool{}
+	for k, e := range l.Entries {
+		blocks[ledger.BlockOf(k.Port)] = true
+		if e.State != portalloc.Bound || e.Service == "" {
+			continue
 		}
-		now := s.now()
-		var r SweepResult
-		err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
-			r = SweepResult{}
-			r.Expired = len(l.Expire(now))
+		if _, seen := exists[e.Service]; seen {
+			continue
+		}
+		ok, err := s.Services.Exists(ctx, e.Service)
+		if err != nil {
+			return r, err
+		}
+		exists[e.Service] = ok
+	}
+	now := s.now()
+	for n := range blocks {
+		var one SweepResult
+		err := s.Ledgers.Blocks.Update(ctx, b.Block(n), func(l *portalloc.Ledger) error {
+			one = SweepResult{Expired: len(l.Expire(now))}
 			marked, freed := l.Sweep(func(svc string) bool {
 				ok, known := exists[svc]
 				return ok || !known // bound since the reads above: not judged this time
 			}, now)
-			r.Marked, r.Freed = len(marked), len(freed)
+			one.Marked, one.Freed = len(marked), len(freed)
 			return nil
 		})
 		if err != nil {
-			return total, fmt.Errorf("sweep %s: %w", ep.ID(), err)
+			return r, err
 		}
-		total.Expired += r.Expired
-		total.Marked += r.Marked
-		total.Freed += r.Freed
+		r.Expired += one.Expired
+		r.Marked += one.Marked
+		r.Freed += one.Freed
 	}
-	return total, nil
+	// Claims after entries: a claim is made before its entry, so one made
+	// since the read below is younger than claimGrace and kept.
+	shards, err := s.Ledgers.AllClaims(ctx, b)
+	if err != nil {
+		return r, err
+	}
+	if l, err = s.Ledgers.Entries(ctx, b); err != nil {
+		return r, err
+	}
+	bears := func(k portalloc.Key, owner string) (portalloc.Entry, bool) {
+		e, ok := l.Entries[k]
+		return e, ok && e.Owner == owner && !e.Expired(now)
+	}
+	for _, sh := range shards {
+		var dropped int
+		err := s.Ledgers.Claims.Update(ctx, sh.Ref, func(c *portalloc.Claims) error {
+			dropped = c.Repair(bears, now.Add(-claimGrace))
+			return nil
+		})
+		if err != nil {
+			return r, err
+		}
+		r.Claims += dropped
+	}
+	return r, nil
 }
 
 // ReleaseUnbound frees owner's reservations that were never bound, on every
@@ -515,31 +821,49 @@ func (s *Service) ReleaseUnbound(ctx context.Context, owner string) (int, error)
 	if err := portalloc.ValidateOwner(owner); err != nil {
 		return 0, err
 	}
-	held, err := s.List(ctx, Filter{Owner: owner})
+	all, err := s.EntryPoints.List(ctx, true)
 	if err != nil {
 		return 0, err
 	}
 	n := 0
-	for _, r := range held {
-		if r.State != portalloc.Reserved {
-			continue
-		}
-		ep, err := s.EntryPoint(ctx, r.EntryPoint)
+	for _, ep := range all {
+		b, err := s.open(ctx, ep)
 		if err != nil {
 			return n, err
 		}
-		k := portalloc.Key{Protocol: r.Protocol, Port: r.Port}
-		err = s.update(ctx, ep, func(l *portalloc.Ledger) error {
-			if e, ok := l.Entries[k]; !ok || e.Owner != owner || e.State != portalloc.Reserved {
-				return nil // bound or freed since the read
-			}
-			_, err := l.Release(k, owner)
-			return err
-		})
+		c, err := s.Ledgers.Claims.Get(ctx, b.Claims(owner))
 		if err != nil {
-			return n, fmt.Errorf("release %s on %s: %w", k, r.EntryPoint, err)
+			return n, err
 		}
-		n++
+		for _, proto := range []portalloc.Protocol{portalloc.TCP, portalloc.UDP} {
+			cl, ok := c.Find(owner, proto)
+			if !ok {
+				continue
+			}
+			k := portalloc.Key{Protocol: proto, Port: cl.Port}
+			var released bool
+			err = s.Ledgers.Blocks.Update(ctx, b.Block(ledger.BlockOf(k.Port)), func(l *portalloc.Ledger) error {
+				released = false
+				if e, ok := l.Entries[k]; !ok || e.Owner != owner || e.State != portalloc.Reserved {
+					return nil // bound or freed since the read
+				}
+				_, err := l.Release(k, owner)
+				released = err == nil
+				return err
+			})
+			if err == nil && released {
+				err = s.Ledgers.Claims.Update(ctx, b.Claims(owner), func(c *portalloc.Claims) error {
+					c.Drop(owner, proto, k.Port)
+					return nil
+				})
+			}
+			if err != nil {
+				return n, fmt.Errorf("release %s on %s: %w", k, ep.ID(), err)
+			}
+			if released {
+				n++
+			}
+		}
 	}
 	return n, nil
 }

@@ -48,7 +48,7 @@ var wide = portalloc.Range{Min: 20000, Max: 30000}
 func newService(core kubernetes.Interface, gw gatewayclient.Interface, ns string, r portalloc.Range) *Service {
 	return &Service{
 		EntryPoints: &entrypoint.Finder{Core: core, Gateway: gw, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services"},
-		Ledgers:     ledger.NewStore(core.CoreV1(), kube.ConflictBackoff),
+		Ledgers:     ledger.NewBooks(core.CoreV1(), kube.ConflictBackoff),
 		Services:    KubeServices{Client: core},
 		Range:       r,
 		TTL:         10 * time.Minute,
@@ -61,13 +61,16 @@ func testService(t *testing.T, r portalloc.Range) (*Service, string) {
 	return newService(cp.Client, gw, ns, r), ns
 }
 
-func ledgerOf(t *testing.T, ns, name string) map[string]string {
+// entriesOf reads every entry of the ledger of the LoadBalancer Service
+// entry point ns/name.
+func entriesOf(t *testing.T, ns, name string) map[portalloc.Key]portalloc.Entry {
 	t.Helper()
-	cm, err := cp.Client.CoreV1().ConfigMaps(ns).Get(context.Background(), name, metav1.GetOptions{})
+	b := ledger.Book{Namespace: ns, Name: "berth-ports-service-" + name, Kind: "service", EntryPointName: name}
+	l, err := ledger.NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff).Entries(context.Background(), b)
 	if err != nil {
-		t.Fatalf("read ledger %s: %v", name, err)
+		t.Fatalf("read ledger %s: %v", b.Name, err)
 	}
-	return cm.Data
+	return l.Entries
 }
 
 // child reserves (and in mix mode releases) ports from its own process and prints
@@ -173,15 +176,11 @@ func TestConcurrentProcesses(t *testing.T) {
 			if len(owners) != procs*each || len(ports) != procs*each {
 				t.Errorf("%d owners hold %d distinct ports, want %d and %d", len(owners), len(ports), procs*each, procs*each)
 			}
-			data := ledgerOf(t, ns, "berth-ports-service-shared")
-			if len(data) != procs*each {
-				t.Errorf("ledger holds %d entries, want %d", len(data), procs*each)
+			entries := entriesOf(t, ns, "shared")
+			if len(entries) != procs*each {
+				t.Errorf("ledger holds %d entries, want %d", len(entries), procs*each)
 			}
-			l, err := portalloc.Decode(data)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for k, e := range l.Entries {
+			for k, e := range entries {
 				if owners[e.Owner] != k.Port {
 					t.Errorf("ledger has %s for %s, but the owner was answered %d", k, e.Owner, owners[e.Owner])
 				}
@@ -340,7 +339,7 @@ func TestFullRange(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	before := ledgerOf(t, ns, "berth-ports-service-lb")
+	before := entriesOf(t, ns, "lb")
 	_, err := svc.Reserve(ctx, Request{Owner: "c"})
 	if !errors.Is(err, portalloc.ErrFull) || problem.Status(err) != 422 {
 		t.Fatalf("Reserve on a full range = %v, want ErrFull (422)", err)
@@ -348,7 +347,7 @@ func TestFullRange(t *testing.T) {
 	if d := problem.For(err).Detail; !strings.Contains(d, "20000-20001") {
 		t.Errorf("detail %q does not name the range", d)
 	}
-	if after := ledgerOf(t, ns, "berth-ports-service-lb"); len(after) != len(before) {
+	if after := entriesOf(t, ns, "lb"); len(after) != len(before) {
 		t.Errorf("a refused reservation changed the ledger: %v", after)
 	}
 }
@@ -384,12 +383,12 @@ func TestTTLAndSweep(t *testing.T) {
 	}
 	now = now.Add(2 * time.Minute)
 	res, err := svc.Sweep(ctx)
-	if err != nil || res != (SweepResult{Expired: 1, Marked: 1}) {
-		t.Fatalf("first sweep = %+v, %v; want 1 expired, 1 marked", res, err)
+	if err != nil || res != (SweepResult{Expired: 1, Marked: 1, Claims: 1}) {
+		t.Fatalf("first sweep = %+v, %v; want 1 expired, 1 marked, and the expired one's claim dropped", res, err)
 	}
 	res, err = svc.Sweep(ctx)
-	if err != nil || res != (SweepResult{Freed: 1}) {
-		t.Fatalf("second sweep = %+v, %v; want 1 freed", res, err)
+	if err != nil || res != (SweepResult{Freed: 1, Claims: 1}) {
+		t.Fatalf("second sweep = %+v, %v; want 1 freed, and its claim dropped", res, err)
 	}
 	all, _ := svc.List(ctx, Filter{})
 	held := map[string]int{}

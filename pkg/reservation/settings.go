@@ -90,7 +90,7 @@ func (s Settings) New(core kubernetes.Interface, gw gatewayclient.Interface) *Se
 	}
 	svc := &Service{
 		EntryPoints: finder,
-		Ledgers:     ledger.NewStore(core.CoreV1(), kube.ConflictBackoff),
+		Ledgers:     ledger.NewBooks(core.CoreV1(), kube.ConflictBackoff),
 		Services:    KubeServices{Client: core},
 		Range:       s.Range(),
 		TTL:         s.ReservationTTL,

@@ -7,7 +7,6 @@ import (
 	"go.opentelemetry.io/otel/metric"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
-	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/telemetry"
 )
@@ -21,16 +20,10 @@ func observeReserve(ctx context.Context, req Request) (context.Context, func(err
 	return ctx, func(err error) { o.End(err) }
 }
 
-// update changes ep's ledger, and notes ep for the capacity metrics.
-func (s *Service) update(ctx context.Context, ep entrypoint.EntryPoint, op ledger.Op) error {
-	s.seen.Store(ep.ID(), ep)
-	return s.Ledgers.Update(ctx, ref(ep), op)
-}
-
 // ObservePorts reports berth.port.usage, each entry point's ports by state
 // (reserved, bound, in_use, free) and protocol: the capacity signal. It covers
 // the entry points this service has written, and reads their ledgers when
-// metrics are collected (one GET each per export interval), so that every
+// metrics are collected (one LIST of blocks each per export interval), so that every
 // instance reports the same, current figures. It does nothing unless metrics
 // are exported.
 func (s *Service) ObservePorts() error {
@@ -48,7 +41,7 @@ func (s *Service) ObservePorts() error {
 		var errs []error
 		s.seen.Range(func(_, v any) bool {
 			ep := v.(entrypoint.EntryPoint)
-			l, err := s.Ledgers.Get(ctx, ref(ep))
+			l, err := s.Ledgers.Entries(ctx, book(ep))
 			if err != nil {
 				errs = append(errs, err)
 				return true

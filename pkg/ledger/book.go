@@ -1,0 +1,272 @@
+package ledger
+
+import (
+	"context"
+	"fmt"
+	"hash/fnv"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
+
+	"github.com/berth-dev/berth/pkg/portalloc"
+)
+
+// The layout of a split ledger.
+const (
+	// BlockPorts is how many port numbers one block holds, for both protocols:
+	// a full block of bound ports is about 25 KB, which the API server writes
+	// as fast as 1 KB (BenchmarkLedgerFill).
+	BlockPorts = 256
+	// ClaimShards is how many ConfigMaps hold an entry point's claims. An
+	// owner's claim is in the shard of its namespace, so that a namespace's
+	// quota is counted in the write that reserves.
+	ClaimShards = 64
+)
+
+// Labels on a split ledger's ConfigMaps, to list them.
+const (
+	LabelPart           = "berth.dev/ledger-part"
+	LabelEntryPointKind = "berth.dev/entry-point-kind"
+	LabelEntryPointName = "berth.dev/entry-point-name"
+
+	partBlock  = "block"
+	partClaims = "claims"
+)
+
+// movedKey is the only key of a ledger ConfigMap from before the split once
+// its entries are moved: berth versions that wrote it refuse a key they cannot
+// read, rather than reserve a port from an empty ledger.
+const movedKey = "moved"
+
+// Book is one entry point's ledger, split over ConfigMaps in the entry point's
+// namespace: <name>-b<n> holds the entries of ports n*256 to n*256+255,
+// <name>-c<n> the claims of owners whose namespace hashes to n. <name> alone
+// is the whole ledger as berth wrote it before the split.
+type Book struct {
+	Namespace string
+	// Name is berth-ports-<kind>-<name>.
+	Name string
+	// Kind and EntryPointName name the entry point.
+	Kind, EntryPointName string
+}
+
+// ID is the entry point's id, <kind>.<name>.
+func (b Book) ID() string { return b.Kind + "." + b.EntryPointName }
+
+func (b Book) ref(name, part string) Ref {
+	return Ref{
+		NamespacedName: types.NamespacedName{Namespace: b.Namespace, Name: name},
+		EntryPoint:     b.ID(),
+		Labels:         map[string]string{LabelPart: part, LabelEntryPointKind: b.Kind, LabelEntryPointName: b.EntryPointName},
+	}
+}
+
+// Block is the number of a block of ports: port / BlockPorts.
+type Block int
+
+func (n Block) String() string { return strconv.Itoa(int(n)) }
+
+// BlockOf is the block port is in.
+func BlockOf(port int) Block { return Block(port / BlockPorts) }
+
+// Ports is the range of ports block n holds.
+func (n Block) Ports() portalloc.Range {
+	return portalloc.Range{Min: int(n) * BlockPorts, Max: int(n)*BlockPorts + BlockPorts - 1}
+}
+
+// Block names block n's ConfigMap.
+func (b Book) Block(n Block) Ref { return b.ref(b.Name+"-b"+n.String(), partBlock) }
+
+// Claims names the ConfigMap of owner's claims.
+func (b Book) Claims(owner string) Ref {
+	key := owner
+	if ns, _, ok := strings.Cut(owner, "/"); ok {
+		key = ns
+	}
+	return b.ClaimsOf(key)
+}
+
+// ClaimsOf names the ConfigMap of the claims of namespace ns's owners.
+func (b Book) ClaimsOf(ns string) Ref {
+	h := fnv.New32a()
+	h.Write([]byte(ns))
+	return b.ref(b.Name+"-c"+strconv.Itoa(int(h.Sum32()%ClaimShards)), partClaims)
+}
+
+func (b Book) selector(part string) string {
+	return labels.Set{LabelPart: part, LabelEntryPointKind: b.Kind, LabelEntryPointName: b.EntryPointName}.String()
+}
+
+// Books stores split ledgers: their blocks and claims, each by
+// compare-and-swap with group commit.
+type Books struct {
+	Blocks *Store[*portalloc.Ledger]
+	Claims *Store[*portalloc.Claims]
+
+	client   corev1client.ConfigMapsGetter
+	migrated sync.Map // types.NamespacedName of a book: struct{}
+}
+
+// NewBooks returns split ledgers written through client.
+func NewBooks(client corev1client.ConfigMapsGetter, backoff wait.Backoff) *Books {
+	return &Books{Blocks: NewBlocks(client, backoff), Claims: NewClaims(client, backoff), client: client}
+}
+
+// Entries reads every entry of the book, from a consistent list of its
+// blocks.
+func (s *Books) Entries(ctx context.Context, b Book) (*portalloc.Ledger, error) {
+	cms, err := s.list(ctx, b, partBlock)
+	if err != nil {
+		return nil, err
+	}
+	all := portalloc.New()
+	for _, cm := range cms {
+		l, err := portalloc.Decode(cm.Data)
+		if err != nil {
+			return nil, fmt.Errorf("ledger %s: %w", cm.Name, err)
+		}
+		for k, e := range l.Entries {
+			all.Entries[k] = e
+		}
+	}
+	return all, nil
+}
+
+// Shard is one ConfigMap of claims.
+type Shard struct {
+	Ref    Ref
+	Claims *portalloc.Claims
+}
+
+// AllClaims reads every claim of the book, shard by shard.
+func (s *Books) AllClaims(ctx context.Context, b Book) ([]Shard, error) {
+	cms, err := s.list(ctx, b, partClaims)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Shard, 0, len(cms))
+	for _, cm := range cms {
+		c, err := portalloc.DecodeClaims(cm.Data)
+		if err != nil {
+			return nil, fmt.Errorf("ledger %s: %w", cm.Name, err)
+		}
+		ref := b.ref(cm.Name, partClaims)
+		out = append(out, Shard{Ref: ref, Claims: c})
+	}
+	return out, nil
+}
+
+func (s *Books) list(ctx context.Context, b Book, part string) ([]corev1.ConfigMap, error) {
+	var out []corev1.ConfigMap
+	opts := metav1.ListOptions{LabelSelector: b.selector(part), Limit: 100}
+	for {
+		l, err := s.client.ConfigMaps(b.Namespace).List(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("list ledger %s/%s: %w", b.Namespace, b.Name, err)
+		}
+		out = append(out, l.Items...)
+		if l.Continue == "" {
+			return out, nil
+		}
+		opts.Continue = l.Continue
+	}
+}
+
+// Migrate moves the book's ledger from the single ConfigMap berth wrote before
+// the split into blocks and claims, once per process: it copies every entry
+// to its block (a port a block holds already keeps its entry) and claim, then
+// leaves only movedKey in the old ConfigMap, by compare-and-swap. A write to
+// the old ConfigMap meanwhile, by an instance of the berth before the split,
+// makes it copy again. Until it is done, nothing is reserved.
+func (s *Books) Migrate(ctx context.Context, b Book) error {
+	key := types.NamespacedName{Namespace: b.Namespace, Name: b.Name}
+	if _, ok := s.migrated.Load(key); ok {
+		return nil
+	}
+	for range 5 {
+		cm, err := s.client.ConfigMaps(b.Namespace).Get(ctx, b.Name, metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || err == nil && cm.Data[movedKey] != "" {
+			s.migrated.Store(key, struct{}{})
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("read ledger %s: %w", key, err)
+		}
+		old, err := portalloc.Decode(cm.Data)
+		if err != nil {
+			return fmt.Errorf("ledger %s: %w", key, err)
+		}
+		if err := s.copyEntries(ctx, b, old); err != nil {
+			return err
+		}
+		cm.Data = map[string]string{movedKey: fmt.Sprintf("to %s-b* and %s-c*", b.Name, b.Name)}
+		_, err = s.client.ConfigMaps(b.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
+		switch {
+		case err == nil:
+			s.migrated.Store(key, struct{}{})
+			return nil
+		case !apierrors.IsConflict(err):
+			return fmt.Errorf("move ledger %s: %w", key, err)
+		}
+	}
+	return fmt.Errorf("%w: moving %s", ErrContended, key)
+}
+
+// copyEntries writes old's live entries to their blocks and claims.
+func (s *Books) copyEntries(ctx context.Context, b Book, old *portalloc.Ledger) error {
+	now := time.Now()
+	blocks := map[Block]map[portalloc.Key]portalloc.Entry{}
+	claims := map[string]map[portalloc.Key]portalloc.Entry{}
+	refs := map[string]Ref{}
+	for k, e := range old.Entries {
+		if e.Expired(now) {
+			continue
+		}
+		n := BlockOf(k.Port)
+		if blocks[n] == nil {
+			blocks[n] = map[portalloc.Key]portalloc.Entry{}
+		}
+		blocks[n][k] = e
+		r := b.Claims(e.Owner)
+		if claims[r.Name] == nil {
+			claims[r.Name], refs[r.Name] = map[portalloc.Key]portalloc.Entry{}, r
+		}
+		claims[r.Name][k] = e
+	}
+	for n, entries := range blocks {
+		err := s.Blocks.Update(ctx, b.Block(n), func(l *portalloc.Ledger) error {
+			for k, e := range entries {
+				if cur, ok := l.Entries[k]; !ok || cur.Expired(now) {
+					l.Entries[k] = e
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	for name, entries := range claims {
+		err := s.Claims.Update(ctx, refs[name], func(c *portalloc.Claims) error {
+			for k, e := range entries {
+				if _, ok := c.Find(e.Owner, k.Protocol); !ok {
+					c.Put(k.Protocol, portalloc.Claim{Owner: e.Owner, Port: k.Port, Since: e.Since, Expires: e.Expires})
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -1,0 +1,127 @@
+package ledger
+
+import (
+	"context"
+	"errors"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/berth-dev/berth/pkg/kube"
+	"github.com/berth-dev/berth/pkg/portalloc"
+)
+
+func testBook(t *testing.T) Book {
+	return Book{Namespace: cp.Namespace(t), Name: "berth-ports-service-lb", Kind: "service", EntryPointName: "lb"}
+}
+
+// TestMigrate: a ledger in the single ConfigMap berth wrote before the split
+// moves to blocks and claims; the old ConfigMap is left with only the moved
+// key, which the code before the split refuses; a port a block already holds
+// keeps its entry; a second process finds nothing more to move.
+func TestMigrate(t *testing.T) {
+	cp.Require(t)
+	ctx := context.Background()
+	b := testBook(t)
+	tcp := func(p int) portalloc.Key { return portalloc.Key{Protocol: portalloc.TCP, Port: p} }
+	old := portalloc.New()
+	old.Entries[tcp(20000)] = portalloc.Entry{Owner: "team-a/x", State: portalloc.Bound, Since: t0.Unix(), Service: "team-a/x"}
+	old.Entries[tcp(20300)] = portalloc.Entry{Owner: "team-b/y", State: portalloc.Reserved, Since: t0.Unix(), Expires: 4_000_000_000}
+	old.Entries[tcp(20001)] = portalloc.Entry{Owner: "team-c/lapsed", State: portalloc.Reserved, Since: 1, Expires: 2}
+	old.Entries[tcp(20002)] = portalloc.Entry{Owner: "team-a/loses", State: portalloc.Bound, Since: t0.Unix(), Service: "team-a/loses"}
+	if _, err := cp.Client.CoreV1().ConfigMaps(b.Namespace).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: b.Name}, Data: old.Encode()}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	s := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff)
+	// A block that already holds 20002 for someone else keeps it.
+	if err := s.Blocks.Update(ctx, b.Block(BlockOf(20002)), func(l *portalloc.Ledger) error {
+		l.Entries[tcp(20002)] = portalloc.Entry{Owner: "team-d/first", State: portalloc.Bound, Since: t0.Unix(), Service: "team-d/first"}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	all, err := s.Entries(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[portalloc.Key]string{tcp(20000): "team-a/x", tcp(20300): "team-b/y", tcp(20002): "team-d/first"}
+	if len(all.Entries) != len(want) {
+		t.Errorf("entries = %v, want %v (the lapsed one dropped)", all.Entries, want)
+	}
+	for k, owner := range want {
+		if all.Entries[k].Owner != owner {
+			t.Errorf("entry %s = %+v, want owner %s", k, all.Entries[k], owner)
+		}
+	}
+	for owner, port := range map[string]int{"team-a/x": 20000, "team-b/y": 20300, "team-a/loses": 20002} {
+		c, err := s.Claims.Get(ctx, b.Claims(owner))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cl, ok := c.Find(owner, portalloc.TCP); !ok || cl.Port != port {
+			t.Errorf("claim of %s = %+v %v, want port %d", owner, cl, ok, port)
+		}
+	}
+	cm, err := cp.Client.CoreV1().ConfigMaps(b.Namespace).Get(ctx, b.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(cm.Data) != 1 || cm.Data[movedKey] == "" {
+		t.Errorf("old ledger after the move = %v, want only %q", cm.Data, movedKey)
+	}
+	if _, err := portalloc.Decode(cm.Data); !errors.Is(err, portalloc.ErrCorrupt) {
+		t.Errorf("the old code's Decode of the moved ledger = %v, want ErrCorrupt, so that it reserves nothing", err)
+	}
+	// Another process moves nothing twice.
+	if err := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff).Migrate(ctx, b); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := s.Entries(ctx, b); len(again.Entries) != len(want) {
+		t.Errorf("entries after a second move = %v", again.Entries)
+	}
+}
+
+// TestBookLayout: entries land in the block of their port, listed back
+// whole; an owner's claim is in its namespace's shard; blocks and claims of
+// another entry point are not listed.
+func TestBookLayout(t *testing.T) {
+	cp.Require(t)
+	ctx := context.Background()
+	b := testBook(t)
+	other := b
+	other.EntryPointName, other.Name = "lb2", "berth-ports-service-lb2"
+	s := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff)
+	for _, bk := range []Book{b, other} {
+		for _, p := range []int{255, 256, 20000, 65535} {
+			if err := s.Blocks.Update(ctx, bk.Block(BlockOf(p)), func(l *portalloc.Ledger) error {
+				l.Entries[portalloc.Key{Protocol: portalloc.UDP, Port: p}] = portalloc.Entry{Owner: bk.ID(), State: portalloc.Bound}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	all, err := s.Entries(ctx, b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(all.Entries) != 4 {
+		t.Errorf("entries = %v, want the 4 of %s", all.Entries, b.ID())
+	}
+	for k, e := range all.Entries {
+		if e.Owner != b.ID() {
+			t.Errorf("entry %s of %s listed with %s's", k, e.Owner, b.ID())
+		}
+	}
+	if b.Block(BlockOf(255)).Name == b.Block(BlockOf(256)).Name {
+		t.Error("ports 255 and 256 share a block")
+	}
+	if b.Claims("team-a/x").Name != b.Claims("team-a/y").Name || b.Claims("team-a/x").Name != b.ClaimsOf("team-a").Name {
+		t.Error("one namespace's owners have claims in different shards")
+	}
+}
