@@ -16,13 +16,14 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/kube"
+	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/reservation"
@@ -259,9 +260,9 @@ func TestEvents(t *testing.T) {
 	if ports[0] != ports[1] {
 		t.Errorf("port.requested twice got ports %v, want one port", ports)
 	}
-	cm, err := cp.Client.CoreV1().ConfigMaps(ns).Get(ctx, "berth-ports-service-lb", metav1.GetOptions{})
-	if err != nil || len(cm.Data) != 2 {
-		t.Errorf("ledger after redeliveries has %d entries (%v), want 2", len(cm.Data), err)
+	l, err := ledger.NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff).Entries(ctx, ledger.BookFor(ns, "service", "lb"))
+	if err != nil || len(l.Entries) != 2 {
+		t.Errorf("ledger after redeliveries has %d entries (%v), want 2", len(l.Entries), err)
 	}
 
 	// Permanent failures travel on as port.failed; the input's data stays behind.

@@ -100,9 +100,6 @@ type EntryPoint struct {
 // ID is the entry point's id in berth's API: "<kind>.<name>".
 func (e EntryPoint) ID() string { return string(e.Kind) + "." + e.Name }
 
-// LedgerName is the name of its ledger ConfigMap.
-func (e EntryPoint) LedgerName() string { return "berth-ports-" + string(e.Kind) + "-" + e.Name }
-
 // InUse reports whether k is used by the entry point itself.
 func (e EntryPoint) InUse(k portalloc.Key) bool { return e.Used[k] }
 

@@ -30,7 +30,7 @@ func TestParseID(t *testing.T) {
 		}
 	}
 	ep := EntryPoint{Kind: KindGateway, Name: "shared"}
-	if ep.ID() != "gateway.shared" || ep.LedgerName() != "berth-ports-gateway-shared" {
-		t.Errorf("ID, LedgerName = %q, %q", ep.ID(), ep.LedgerName())
+	if ep.ID() != "gateway.shared" {
+		t.Errorf("ID = %q", ep.ID())
 	}
 }

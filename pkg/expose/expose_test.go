@@ -62,7 +62,7 @@ func newFixture(t testing.TB, backend string) *fixture {
 	ports := &reservation.Service{
 		EntryPoints: &entrypoint.Finder{Core: cp.Client, Gateway: gw, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services",
 			MaxAge: reservation.EntryPointsMaxAge},
-		Ledgers:  ledger.NewStore(cp.Client.CoreV1(), kube.ConflictBackoff),
+		Ledgers:  ledger.NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff),
 		Services: reservation.KubeServices{Client: cp.Client},
 		Range:    portalloc.Range{Min: 20000, Max: 30000},
 		TTL:      10 * time.Minute,
@@ -275,21 +275,18 @@ func TestHundredConcurrentExposures(t *testing.T) {
 					t.Errorf("%d shared-IP Services, want %d", len(l.Items), n)
 				}
 			}
-			l, err := cp.Client.CoreV1().ConfigMaps(f.ns).Get(ctx, "berth-ports-"+strings.Replace(f.ep, ".", "-", 1), metav1.GetOptions{})
-			if err != nil || len(l.Data) != n || strings.Count(strings.Join(slices.Collect(mapValues(l.Data)), ""), `"s":"bound"`) != n {
-				t.Errorf("ledger holds %d entries (%v), want %d bound", len(l.Data), err, n)
+			kind, name, _ := strings.Cut(f.ep, ".")
+			l, err := ledger.NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff).Entries(ctx, ledger.BookFor(f.ns, kind, name))
+			bound := 0
+			for _, e := range l.Entries {
+				if e.State == portalloc.Bound {
+					bound++
+				}
+			}
+			if err != nil || len(l.Entries) != n || bound != n {
+				t.Errorf("ledger holds %d entries, %d bound (%v), want %d bound", len(l.Entries), bound, err, n)
 			}
 		})
-	}
-}
-
-func mapValues(m map[string]string) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for _, v := range m {
-			if !yield(v) {
-				return
-			}
-		}
 	}
 }
 

@@ -29,7 +29,7 @@ const (
 	// ClaimShards is how many ConfigMaps hold an entry point's claims. An
 	// owner's claim is in the shard of its namespace, so that a namespace's
 	// quota is counted in the write that reserves.
-	ClaimShards = 64
+	ClaimShards = 256
 )
 
 // Labels on a split ledger's ConfigMaps, to list them.
@@ -57,6 +57,11 @@ type Book struct {
 	Name string
 	// Kind and EntryPointName name the entry point.
 	Kind, EntryPointName string
+}
+
+// BookFor is the ledger of the entry point kind.name in namespace.
+func BookFor(namespace, kind, name string) Book {
+	return Book{Namespace: namespace, Name: "berth-ports-" + kind + "-" + name, Kind: kind, EntryPointName: name}
 }
 
 // ID is the entry point's id, <kind>.<name>.

@@ -13,7 +13,7 @@ import (
 )
 
 func testBook(t *testing.T) Book {
-	return Book{Namespace: cp.Namespace(t), Name: "berth-ports-service-lb", Kind: "service", EntryPointName: "lb"}
+	return BookFor(cp.Namespace(t), "service", "lb")
 }
 
 // TestMigrate: a ledger in the single ConfigMap berth wrote before the split
@@ -93,8 +93,7 @@ func TestBookLayout(t *testing.T) {
 	cp.Require(t)
 	ctx := context.Background()
 	b := testBook(t)
-	other := b
-	other.EntryPointName, other.Name = "lb2", "berth-ports-service-lb2"
+	other := BookFor(b.Namespace, "service", "lb2")
 	s := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff)
 	for _, bk := range []Book{b, other} {
 		for _, p := range []int{255, 256, 20000, 65535} {

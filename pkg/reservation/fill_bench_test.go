@@ -131,7 +131,7 @@ func ledgerBytes(b *testing.B, svc *Service, id string) (total, parts, largest i
 		b.Fatal(err)
 	}
 	for _, cm := range cms.Items {
-		if !strings.HasPrefix(cm.Name, ep.LedgerName()+"-") {
+		if !strings.HasPrefix(cm.Name, book(ep).Name+"-") {
 			continue
 		}
 		n := 0

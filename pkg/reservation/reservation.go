@@ -106,7 +106,7 @@ func (s *Service) now() time.Time {
 }
 
 func book(ep entrypoint.EntryPoint) ledger.Book {
-	return ledger.Book{Namespace: ep.Namespace, Name: ep.LedgerName(), Kind: string(ep.Kind), EntryPointName: ep.Name}
+	return ledger.BookFor(ep.Namespace, string(ep.Kind), ep.Name)
 }
 
 func reservationOf(ep entrypoint.EntryPoint, k portalloc.Key, e portalloc.Entry) Reservation {
@@ -219,6 +219,8 @@ func (s *Service) reserve(ctx context.Context, ep entrypoint.EntryPoint, b ledge
 			switch {
 			case ok && cur.Port != k.Port && !cur.Lapsed(now):
 				return errNotHers
+			case ok && cur.Port == k.Port && cur.Expires == e.Expires:
+				return nil // as it was: a redelivery writes nothing
 			case ns != "" && (!ok || cur.Lapsed(now)):
 				if n := others + c.Held(ns, now); n >= s.MaxPerNamespace {
 					return quotaErr(ns, n, s.MaxPerNamespace)

@@ -65,7 +65,7 @@ func testService(t *testing.T, r portalloc.Range) (*Service, string) {
 // entry point ns/name.
 func entriesOf(t *testing.T, ns, name string) map[portalloc.Key]portalloc.Entry {
 	t.Helper()
-	b := ledger.Book{Namespace: ns, Name: "berth-ports-service-" + name, Kind: "service", EntryPointName: name}
+	b := ledger.BookFor(ns, "service", name)
 	l, err := ledger.NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff).Entries(context.Background(), b)
 	if err != nil {
 		t.Fatalf("read ledger %s: %v", b.Name, err)

@@ -29,6 +29,7 @@ import (
 	"k8s.io/client-go/dynamic"
 
 	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/testing/chartrepo"
 	"github.com/berth-dev/berth/pkg/testing/cluster"
@@ -873,15 +874,12 @@ func releaseCount(t *testing.T, ctx context.Context) int {
 // ledgerEntries lists the port ledger's entries held by owner.
 func ledgerEntries(t *testing.T, ctx context.Context, owner string) []string {
 	t.Helper()
-	cms, err := env.cluster.Client.CoreV1().ConfigMaps(ingressNS).List(ctx, metav1.ListOptions{})
+	cms, err := env.cluster.Client.CoreV1().ConfigMaps(ingressNS).List(ctx, metav1.ListOptions{LabelSelector: ledger.LabelPart + "=block"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	var out []string
 	for _, cm := range cms.Items {
-		if !strings.HasPrefix(cm.Name, "berth-ports-") {
-			continue
-		}
 		l, err := portalloc.Decode(cm.Data)
 		if err != nil {
 			t.Fatal(err)

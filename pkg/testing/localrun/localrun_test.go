@@ -12,6 +12,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/berth-dev/berth/pkg/events"
+	"github.com/berth-dev/berth/pkg/kube"
+	"github.com/berth-dev/berth/pkg/ledger"
+	"github.com/berth-dev/berth/pkg/portalloc"
 )
 
 // TestEndToEnd runs the three function binaries as processes against the
@@ -38,9 +41,11 @@ func TestEndToEnd(t *testing.T) {
 	if _, err := core.Services(AppsNamespace).Get(ctx, route, metav1.GetOptions{}); err != nil {
 		t.Errorf("routing Service %s: %v", route, err)
 	}
-	ledger, err := core.ConfigMaps(IngressNamespace).Get(ctx, "berth-ports-service-shared-ip", metav1.GetOptions{})
-	if err != nil || len(ledger.Data) != 1 || !strings.Contains(ledger.Data["tcp."+itoa(end.Port)], `"s":"bound"`) {
-		t.Errorf("ledger = %v, %v", ledger.Data, err)
+	books := ledger.NewBooks(core, kube.ConflictBackoff)
+	book := ledger.BookFor(IngressNamespace, "service", "shared-ip")
+	l, err := books.Entries(ctx, book)
+	if err != nil || len(l.Entries) != 1 || l.Entries[portalloc.Key{Protocol: portalloc.TCP, Port: end.Port}].State != portalloc.Bound {
+		t.Errorf("ledger = %v, %v", l, err)
 	}
 
 	before := env.CP.Fingerprint(t, IngressNamespace, AppsNamespace)
@@ -63,13 +68,13 @@ func TestEndToEnd(t *testing.T) {
 	}
 	deadline := time.Now().Add(time.Minute)
 	for {
-		l, _ := core.ConfigMaps(IngressNamespace).Get(ctx, "berth-ports-service-shared-ip", metav1.GetOptions{})
+		l, err := books.Entries(ctx, book)
 		_, routeErr := core.Services(AppsNamespace).Get(ctx, route, metav1.GetOptions{})
-		if len(l.Data) == 0 && routeErr != nil {
+		if err == nil && len(l.Entries) == 0 && routeErr != nil {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after uninstall: ledger %v, route %v", l.Data, routeErr)
+			t.Fatalf("after uninstall: ledger %v (%v), route %v", l, err, routeErr)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
