@@ -202,6 +202,7 @@ func (s *Service) reserve(ctx context.Context, ep entrypoint.EntryPoint, b ledge
 	var k portalloc.Key
 	var e portalloc.Entry
 	var created, ok bool
+	bad := 0 // a port the owner's claim names and someone else holds
 	if holds {
 		k = portalloc.Key{Protocol: proto, Port: cl.Port}
 		if e, created, ok, err = s.take(ctx, ep, b, k, owner, now); err != nil {
@@ -209,6 +210,9 @@ func (s *Service) reserve(ctx context.Context, ep entrypoint.EntryPoint, b ledge
 		}
 	}
 	if !ok {
+		if holds {
+			bad = cl.Port
+		}
 		if k, e, created, err = s.takeFree(ctx, ep, b, known, owner, proto, now); err != nil {
 			return Reservation{}, err
 		}
@@ -217,7 +221,7 @@ func (s *Service) reserve(ctx context.Context, ep entrypoint.EntryPoint, b ledge
 		err := s.Ledgers.Claims.Update(ctx, cref, func(c *portalloc.Claims) error {
 			cur, ok := c.Find(owner, proto)
 			switch {
-			case ok && cur.Port != k.Port && !cur.Lapsed(now):
+			case ok && cur.Port != k.Port && cur.Port != bad && !cur.Lapsed(now):
 				return errNotHers
 			case ok && cur.Port == k.Port && cur.Expires == e.Expires:
 				return nil // as it was: a redelivery writes nothing

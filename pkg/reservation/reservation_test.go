@@ -5,18 +5,22 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -450,4 +454,131 @@ func waitCached(t *testing.T, svc *Service, ok func([]entrypoint.EntryPoint) boo
 		time.Sleep(10 * time.Millisecond)
 	}
 	t.Fatal("the API server's cache never showed the entry points")
+}
+
+// instances are n reservation services on one namespace's entry points, each
+// with its own connections and store, as n getport instances.
+func instances(t *testing.T, n int, ns string, r portalloc.Range, quota int) []*Service {
+	out := make([]*Service, n)
+	for i := range out {
+		cfg := rest.CopyConfig(cp.Config)
+		cfg.Dial = (&net.Dialer{}).DialContext
+		out[i] = newService(kubernetes.NewForConfigOrDie(cfg), nil, ns, r)
+		out[i].MaxPerNamespace = quota
+	}
+	return out
+}
+
+// TestDuplicatesAcrossInstances: every owner's request delivered to four
+// instances at once gets one port in every answer; the blocks hold one entry
+// and the claims one claim per owner, none left behind by the losers.
+func TestDuplicatesAcrossInstances(t *testing.T) {
+	cp.Require(t)
+	ns := cp.Namespace(t)
+	cp.LoadBalancer(t, ns, "lb", "192.0.2.60", nil)
+	svcs := instances(t, 4, ns, wide, 0)
+	const owners = 25
+	got := make([][]int, owners)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for o := range owners {
+		for _, svc := range svcs {
+			wg.Go(func() {
+				r, err := svc.Reserve(context.Background(), Request{Owner: fmt.Sprintf("team-a/gw-%d", o)})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				got[o] = append(got[o], r.Port)
+				mu.Unlock()
+			})
+		}
+	}
+	wg.Wait()
+	seen := map[int]int{}
+	for o, ports := range got {
+		if slices.Min(ports) != slices.Max(ports) {
+			t.Errorf("owner %d was answered ports %v, want one", o, ports)
+		}
+		if other, dup := seen[ports[0]]; dup {
+			t.Errorf("port %d answered to owners %d and %d", ports[0], other, o)
+		}
+		seen[ports[0]] = o
+	}
+	if entries := entriesOf(t, ns, "lb"); len(entries) != owners {
+		t.Errorf("blocks hold %d entries, want %d: %v", len(entries), owners, entries)
+	}
+	shards, err := svcs[0].Ledgers.AllClaims(context.Background(), ledger.BookFor(ns, "service", "lb"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, sh := range shards {
+		n += len(sh.Claims.ByKey)
+	}
+	if n != owners {
+		t.Errorf("claims = %d, want %d", n, owners)
+	}
+}
+
+// TestQuotaHoldsAcrossInstances: twenty owners of one namespace, reserving at
+// once through four instances, against a quota of five: five get a port,
+// fifteen 403, and no port is left taken by a refused one.
+func TestQuotaHoldsAcrossInstances(t *testing.T) {
+	cp.Require(t)
+	ns := cp.Namespace(t)
+	cp.LoadBalancer(t, ns, "lb", "192.0.2.61", nil)
+	svcs := instances(t, 4, ns, wide, 5)
+	var granted, refused atomic.Int32
+	var wg sync.WaitGroup
+	for i := range 20 {
+		wg.Go(func() {
+			_, err := svcs[i%4].Reserve(context.Background(), Request{Owner: fmt.Sprintf("team-q/gw-%d", i)})
+			switch {
+			case err == nil:
+				granted.Add(1)
+			case errors.Is(err, portalloc.ErrQuota) && problem.Status(err) == 403:
+				refused.Add(1)
+			default:
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	if granted.Load() != 5 || refused.Load() != 15 {
+		t.Errorf("granted %d, refused %d; want 5 and 15", granted.Load(), refused.Load())
+	}
+	if entries := entriesOf(t, ns, "lb"); len(entries) != 5 {
+		t.Errorf("blocks hold %d entries, want 5: %v", len(entries), entries)
+	}
+}
+
+// TestClaimOfATakenPort: a claim that names a port someone else holds (left
+// by a crash, or edited by hand) does not give the owner that port: it gets
+// a free one, and its claim names it.
+func TestClaimOfATakenPort(t *testing.T) {
+	cp.Require(t)
+	svc, ns := testService(t, wide)
+	cp.LoadBalancer(t, ns, "lb", "192.0.2.62", nil)
+	ctx := context.Background()
+	other, err := svc.Reserve(ctx, Request{Owner: "team-b/other"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := ledger.BookFor(ns, "service", "lb")
+	if err := svc.Ledgers.Claims.Update(ctx, b.Claims("team-a/gw"), func(c *portalloc.Claims) error {
+		c.Put(portalloc.TCP, portalloc.Claim{Owner: "team-a/gw", Port: other.Port, Since: time.Now().Unix()})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := svc.Reserve(ctx, Request{Owner: "team-a/gw"})
+	if err != nil || r.Port == other.Port {
+		t.Fatalf("Reserve with a claim on another's port = %+v, %v; want another port", r, err)
+	}
+	c, err := svc.Ledgers.Claims.Get(ctx, b.Claims("team-a/gw"))
+	if cl, ok := c.Find("team-a/gw", portalloc.TCP); err != nil || !ok || cl.Port != r.Port {
+		t.Errorf("claim = %+v, %v; want port %d", cl, err, r.Port)
+	}
 }
