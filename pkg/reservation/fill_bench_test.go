@@ -26,7 +26,8 @@ var fillRange = portalloc.Range{Min: 20000, Max: 39999}
 // reservation on an entry point that holds 10, 1,000 and 10,000 bound ports
 // (one round at each fill in turn, so that all three share the machine's
 // moments), the ratio of each to the latency at 10, and the ledger's size at
-// each fill against the 1 MiB a ConfigMap may hold.
+// each fill: all its ConfigMaps, and the largest against the 1 MiB a ConfigMap
+// may hold.
 func BenchmarkLedgerFill(b *testing.B) {
 	cp.Require(b)
 	const rounds = 30
