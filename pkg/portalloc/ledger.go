@@ -42,9 +42,9 @@ func ParseProtocol(s string) (Protocol, error) {
 	return "", fmt.Errorf("%w: %q", ErrBadProtocol, problem.Clip(s))
 }
 
-// MaxOwnerBytes bounds an owner key. It does not make a full range fit in one
-// ledger ConfigMap: 10,000 entries with short names already fill 96% of its
-// 1 MiB (BenchmarkLedgerFill), and a write that does not fit fails ErrTooBig.
+// MaxOwnerBytes bounds an owner key. A ledger is split (package ledger) into
+// blocks of 256 ports, which hold at most 512 entries of this size, and claims
+// by namespace, whose size the namespace quota bounds.
 const MaxOwnerBytes = 136
 
 // ValidateOwner checks an owner key: namespace/name, or (inside berth) any key.
@@ -141,9 +141,9 @@ func ParseKey(s string) (Key, error) {
 	return Key{Protocol: p, Port: n}, nil
 }
 
-// Entry is one port's record. Field names are short and times are Unix seconds so
-// that a ledger of a whole 10,001-port range, with owners and Services named in about
-// 20 characters, fits in the 1 MiB a ConfigMap may hold.
+// Entry is one port's record. Field names are short and times are Unix seconds, so
+// that a block of a ledger stays small: the API server writes a ConfigMap of
+// 25 KB about as fast as one of 1 KB.
 type Entry struct {
 	// Owner is who holds the port: namespace/release, or any caller's key.
 	Owner string `json:"o"`
