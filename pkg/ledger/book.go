@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	corev1client "k8s.io/client-go/kubernetes/typed/core/v1"
 
+	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
 )
 
@@ -187,50 +189,64 @@ func (s *Books) list(ctx context.Context, b Book, part string) ([]corev1.ConfigM
 }
 
 // Migrate moves the book's ledger from the single ConfigMap berth wrote before
-// the split into blocks and claims, once per process: it copies every entry
-// to its block (a port a block holds already keeps its entry) and claim, then
-// leaves only movedKey in the old ConfigMap, by compare-and-swap. A write to
-// the old ConfigMap meanwhile, by an instance of the berth before the split,
-// makes it copy again. Until it is done, nothing is reserved.
+// the split into blocks and claims, once per process, before anything else is
+// done with the book:
+//
+//  1. it fences the old ConfigMap by compare-and-swap: adds movedKey to it (or
+//     creates it with movedKey alone), which the berth before the split refuses
+//     to read, so that nothing changes it any more;
+//  2. it copies the fenced entries to blocks and claims, creating each
+//     ConfigMap only where none exists: one that exists was copied already, by
+//     this process or another, and may have changed since;
+//  3. it leaves only movedKey in the old ConfigMap.
 func (s *Books) Migrate(ctx context.Context, b Book) error {
 	key := types.NamespacedName{Namespace: b.Namespace, Name: b.Name}
 	if _, ok := s.migrated.Load(key); ok {
 		return nil
 	}
-	for range 5 {
-		cm, err := s.client.ConfigMaps(b.Namespace).Get(ctx, b.Name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) || err == nil && cm.Data[movedKey] != "" {
-			s.migrated.Store(key, struct{}{})
-			return nil
-		}
-		if err != nil {
-			return fmt.Errorf("read ledger %s: %w", key, err)
-		}
-		old, err := portalloc.Decode(cm.Data)
-		if err != nil {
-			return fmt.Errorf("ledger %s: %w", key, err)
-		}
-		if err := s.copyEntries(ctx, b, old); err != nil {
-			return err
-		}
-		cm.Data = map[string]string{movedKey: fmt.Sprintf("to %s-b* and %s-c*", b.Name, b.Name)}
-		_, err = s.client.ConfigMaps(b.Namespace).Update(ctx, cm, metav1.UpdateOptions{})
+	cms := s.client.ConfigMaps(b.Namespace)
+	moved := fmt.Sprintf("to %s-b* and %s-c*", b.Name, b.Name)
+	for range 10 {
+		cm, err := cms.Get(ctx, b.Name, metav1.GetOptions{})
 		switch {
-		case err == nil:
+		case apierrors.IsNotFound(err):
+			_, err = cms.Create(ctx, &corev1.ConfigMap{
+				ObjectMeta: metav1.ObjectMeta{Name: b.Name, Namespace: b.Namespace, Labels: b.ref(b.Name, "moved").Labels},
+				Data:       map[string]string{movedKey: moved},
+			}, metav1.CreateOptions{})
+		case err != nil:
+		case cm.Data[movedKey] == "":
+			cm.Data[movedKey] = moved
+			_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+		case len(cm.Data) > 1:
+			old := maps.Clone(cm.Data)
+			delete(old, movedKey)
+			l, derr := portalloc.Decode(old)
+			if derr != nil {
+				return fmt.Errorf("ledger %s: %w", key, derr)
+			}
+			if err := s.copyEntries(ctx, b, l); err != nil {
+				return err
+			}
+			cm.Data = map[string]string{movedKey: moved}
+			_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+		default:
 			s.migrated.Store(key, struct{}{})
 			return nil
-		case !apierrors.IsConflict(err):
+		}
+		if err != nil && !kube.LostRace(err) {
 			return fmt.Errorf("move ledger %s: %w", key, err)
 		}
 	}
 	return fmt.Errorf("%w: moving %s", ErrContended, key)
 }
 
-// copyEntries writes old's live entries to their blocks and claims.
+// copyEntries creates the blocks and claims of old's live entries, each only
+// where none exists.
 func (s *Books) copyEntries(ctx context.Context, b Book, old *portalloc.Ledger) error {
 	now := time.Now()
-	blocks := map[Block]map[portalloc.Key]portalloc.Entry{}
-	claims := map[string]map[portalloc.Key]portalloc.Entry{}
+	blocks := map[Block]*portalloc.Ledger{}
+	claims := map[string]*portalloc.Claims{}
 	refs := map[string]Ref{}
 	for k, e := range old.Entries {
 		if e.Expired(now) {
@@ -238,40 +254,41 @@ func (s *Books) copyEntries(ctx context.Context, b Book, old *portalloc.Ledger) 
 		}
 		n := BlockOf(k.Port)
 		if blocks[n] == nil {
-			blocks[n] = map[portalloc.Key]portalloc.Entry{}
+			blocks[n] = portalloc.New()
 		}
-		blocks[n][k] = e
+		blocks[n].Entries[k] = e
 		r := b.Claims(e.Owner)
 		if claims[r.Name] == nil {
-			claims[r.Name], refs[r.Name] = map[portalloc.Key]portalloc.Entry{}, r
+			claims[r.Name], refs[r.Name] = portalloc.NewClaims(), r
 		}
-		claims[r.Name][k] = e
+		if _, ok := claims[r.Name].Find(e.Owner, k.Protocol); !ok {
+			claims[r.Name].Put(k.Protocol, portalloc.Claim{Owner: e.Owner, Port: k.Port, Since: e.Since, Expires: e.Expires})
+		}
 	}
-	for n, entries := range blocks {
-		err := s.Blocks.Update(ctx, b.Block(n), func(l *portalloc.Ledger) error {
-			for k, e := range entries {
-				if cur, ok := l.Entries[k]; !ok || cur.Expired(now) {
-					l.Entries[k] = e
-				}
-			}
-			return nil
-		})
-		if err != nil {
+	for n, l := range blocks {
+		if err := s.create(ctx, b.Block(n), l.Encode()); err != nil {
 			return err
 		}
 	}
-	for name, entries := range claims {
-		err := s.Claims.Update(ctx, refs[name], func(c *portalloc.Claims) error {
-			for k, e := range entries {
-				if _, ok := c.Find(e.Owner, k.Protocol); !ok {
-					c.Put(k.Protocol, portalloc.Claim{Owner: e.Owner, Port: k.Port, Since: e.Since, Expires: e.Expires})
-				}
-			}
-			return nil
-		})
-		if err != nil {
+	for name, c := range claims {
+		if err := s.create(ctx, refs[name], c.Encode()); err != nil {
 			return err
 		}
+	}
+	return nil
+}
+
+// create creates ref's ConfigMap with data, unless it exists.
+func (s *Books) create(ctx context.Context, ref Ref, data map[string]string) error {
+	labels := map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelLedger: "true"}
+	maps.Copy(labels, ref.Labels)
+	_, err := s.client.ConfigMaps(ref.Namespace).Create(ctx, &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace, Labels: labels,
+			Annotations: map[string]string{AnnotationEntryPoint: ref.EntryPoint}},
+		Data: data,
+	}, metav1.CreateOptions{})
+	if err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("write ledger %s: %w", ref.NamespacedName, err)
 	}
 	return nil
 }

@@ -18,8 +18,10 @@ func testBook(t *testing.T) Book {
 
 // TestMigrate: a ledger in the single ConfigMap berth wrote before the split
 // moves to blocks and claims; the old ConfigMap is left with only the moved
-// key, which the code before the split refuses; a port a block already holds
-// keeps its entry; a second process finds nothing more to move.
+// key, which the code before the split refuses; a late copier of the same
+// snapshot brings back no port released since; an entry point without the old
+// ConfigMap gets one holding only the moved key, so that the older berth
+// cannot start one.
 func TestMigrate(t *testing.T) {
 	cp.Require(t)
 	ctx := context.Background()
@@ -29,19 +31,11 @@ func TestMigrate(t *testing.T) {
 	old.Entries[tcp(20000)] = portalloc.Entry{Owner: "team-a/x", State: portalloc.Bound, Since: t0.Unix(), Service: "team-a/x"}
 	old.Entries[tcp(20300)] = portalloc.Entry{Owner: "team-b/y", State: portalloc.Reserved, Since: t0.Unix(), Expires: 4_000_000_000}
 	old.Entries[tcp(20001)] = portalloc.Entry{Owner: "team-c/lapsed", State: portalloc.Reserved, Since: 1, Expires: 2}
-	old.Entries[tcp(20002)] = portalloc.Entry{Owner: "team-a/loses", State: portalloc.Bound, Since: t0.Unix(), Service: "team-a/loses"}
 	if _, err := cp.Client.CoreV1().ConfigMaps(b.Namespace).Create(ctx, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: b.Name}, Data: old.Encode()}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	s := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff)
-	// A block that already holds 20002 for someone else keeps it.
-	if err := s.Blocks.Update(ctx, b.Block(BlockOf(20002)), func(l *portalloc.Ledger) error {
-		l.Entries[tcp(20002)] = portalloc.Entry{Owner: "team-d/first", State: portalloc.Bound, Since: t0.Unix(), Service: "team-d/first"}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
 	if err := s.Migrate(ctx, b); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +43,7 @@ func TestMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := map[portalloc.Key]string{tcp(20000): "team-a/x", tcp(20300): "team-b/y", tcp(20002): "team-d/first"}
+	want := map[portalloc.Key]string{tcp(20000): "team-a/x", tcp(20300): "team-b/y"}
 	if len(all.Entries) != len(want) {
 		t.Errorf("entries = %v, want %v (the lapsed one dropped)", all.Entries, want)
 	}
@@ -58,7 +52,7 @@ func TestMigrate(t *testing.T) {
 			t.Errorf("entry %s = %+v, want owner %s", k, all.Entries[k], owner)
 		}
 	}
-	for owner, port := range map[string]int{"team-a/x": 20000, "team-b/y": 20300, "team-a/loses": 20002} {
+	for owner, port := range map[string]int{"team-a/x": 20000, "team-b/y": 20300} {
 		c, err := s.Claims.Get(ctx, b.Claims(owner))
 		if err != nil {
 			t.Fatal(err)
@@ -77,12 +71,31 @@ func TestMigrate(t *testing.T) {
 	if _, err := portalloc.Decode(cm.Data); !errors.Is(err, portalloc.ErrCorrupt) {
 		t.Errorf("the old code's Decode of the moved ledger = %v, want ErrCorrupt, so that it reserves nothing", err)
 	}
-	// Another process moves nothing twice.
+	// 20000 is released; a copier that read the old snapshot copies late.
+	if err := s.Blocks.Update(ctx, b.Block(BlockOf(20000)), func(l *portalloc.Ledger) error {
+		_, err := l.Release(tcp(20000), "team-a/x")
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.copyEntries(ctx, b, old); err != nil {
+		t.Fatal(err)
+	}
+	if again, _ := s.Entries(ctx, b); len(again.Entries) != 1 {
+		t.Errorf("entries after a late copy = %v, want only 20300: a released port came back", again.Entries)
+	}
+	// Another process finds the move done.
 	if err := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff).Migrate(ctx, b); err != nil {
 		t.Fatal(err)
 	}
-	if again, _ := s.Entries(ctx, b); len(again.Entries) != len(want) {
-		t.Errorf("entries after a second move = %v", again.Entries)
+	// A new entry point: the old ConfigMap is made, moved.
+	fresh := BookFor(b.Namespace, "service", "fresh")
+	if err := s.Migrate(ctx, fresh); err != nil {
+		t.Fatal(err)
+	}
+	cm, err = cp.Client.CoreV1().ConfigMaps(b.Namespace).Get(ctx, fresh.Name, metav1.GetOptions{})
+	if err != nil || len(cm.Data) != 1 || cm.Data[movedKey] == "" {
+		t.Errorf("a new entry point's old ledger = %v, %v; want only %q", cm, err, movedKey)
 	}
 }
 

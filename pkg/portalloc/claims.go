@@ -54,11 +54,13 @@ func (c *Claims) Find(owner string, proto Protocol) (Claim, bool) {
 // Put records owner's claim for proto.
 func (c *Claims) Put(proto Protocol, cl Claim) { c.ByKey[ClaimKey(cl.Owner, proto)] = cl }
 
-// Drop removes owner's claim for proto if it names port; it reports whether
-// it did.
-func (c *Claims) Drop(owner string, proto Protocol, port int) bool {
+// Drop removes owner's claim for proto if it names port and lapses at
+// expires (an entry's Expires: 0 once bound), so that a claim made again for
+// the same port since is kept (unless made in the same second for a
+// reservation as well). It reports whether it dropped one.
+func (c *Claims) Drop(owner string, proto Protocol, port int, expires int64) bool {
 	key := ClaimKey(owner, proto)
-	if cl, ok := c.ByKey[key]; ok && cl.Owner == owner && cl.Port == port {
+	if cl, ok := c.ByKey[key]; ok && cl.Owner == owner && cl.Port == port && cl.Expires == expires {
 		delete(c.ByKey, key)
 		return true
 	}
@@ -78,8 +80,9 @@ func (c *Claims) Held(ns string, now time.Time) int {
 
 // Repair drops the claims made before before that bears does not bear out:
 // bears reports the live entry of port k, if owner holds it. A claim whose
-// entry is there gets the entry's expiry (none once bound). It returns how
-// many claims it dropped.
+// entry is there gets the entry's expiry when that is later, or none once
+// bound: entries read before a claim's write never make it lapse sooner. It
+// returns how many claims it dropped.
 func (c *Claims) Repair(bears func(k Key, owner string) (Entry, bool), before time.Time) int {
 	dropped := 0
 	for key, cl := range c.ByKey {
@@ -87,7 +90,7 @@ func (c *Claims) Repair(bears func(k Key, owner string) (Entry, bool), before ti
 		p, _ := ParseProtocol(proto)
 		e, ok := bears(Key{Protocol: p, Port: cl.Port}, cl.Owner)
 		switch {
-		case ok && cl.Expires != e.Expires:
+		case ok && cl.Expires != 0 && (e.Expires == 0 || e.Expires > cl.Expires):
 			cl.Expires = e.Expires
 			c.ByKey[key] = cl
 		case !ok && cl.Since < before.Unix():

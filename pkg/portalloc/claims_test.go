@@ -23,8 +23,8 @@ func TestClaims(t *testing.T) {
 	if n := c.Held("a", now); n != 2 {
 		t.Errorf("Held(a) = %d, want 2 (a lapsed claim and another namespace's prefix do not count)", n)
 	}
-	if c.Drop("a/x", TCP, 20001) || !c.Drop("a/x", TCP, 20000) {
-		t.Error("Drop dropped a claim on another port, or not the claim on its port")
+	if c.Drop("a/x", TCP, 20001, 0) || c.Drop("a/x", TCP, 20000, now.Unix()) || !c.Drop("a/x", TCP, 20000, 0) {
+		t.Error("Drop dropped a claim on another port, or made since (another expiry), or not the claim on its port")
 	}
 	if ClaimKey("a/x", TCP) == ClaimKey("a/x", UDP) || ClaimKey("a/x", TCP) == ClaimKey("a/y", TCP) {
 		t.Error("claim keys collide")
@@ -59,7 +59,9 @@ func TestRepair(t *testing.T) {
 	c.Put(TCP, Claim{Owner: "a/bound", Port: 20000, Since: old, Expires: old})
 	c.Put(TCP, Claim{Owner: "a/gone", Port: 20001, Since: old})
 	c.Put(TCP, Claim{Owner: "a/in-flight", Port: 20002, Since: young, Expires: young + 60})
-	entries := map[Key]Entry{{TCP, 20000}: {Owner: "a/bound", State: Bound}}
+	c.Put(TCP, Claim{Owner: "a/bound-since", Port: 20003, Since: young})
+	entries := map[Key]Entry{{TCP, 20000}: {Owner: "a/bound", State: Bound},
+		{TCP, 20003}: {Owner: "a/bound-since", State: Reserved, Expires: young}} // read before the Bind
 	bears := func(k Key, owner string) (Entry, bool) {
 		e, ok := entries[k]
 		return e, ok && e.Owner == owner
@@ -75,5 +77,8 @@ func TestRepair(t *testing.T) {
 	}
 	if _, ok := c.Find("a/in-flight", TCP); !ok {
 		t.Error("a claim younger than the grace was dropped")
+	}
+	if cl, _ := c.Find("a/bound-since", TCP); cl.Expires != 0 {
+		t.Errorf("claim bound since the entries were read = %+v, made to lapse", cl)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -37,9 +38,13 @@ const countMaxAge = time.Second
 // a moment later, and a reservation does not read every block before it.
 const pickMaxAge = 5 * time.Second
 
-// claimGrace is how long a claim whose port's entry does not bear it out is
-// kept by the sweep: a reservation writes its claim, then its entry.
+// claimGrace is how long the sweep keeps a claim that no entry bears out, or
+// a reservation's entry that no claim names: a reservation writes its entry,
+// then its claim, and a release its entry, then its claim.
 const claimGrace = time.Minute
+
+// reserveTimeout bounds a reservation's writes once it has begun them.
+const reserveTimeout = 30 * time.Second
 
 // maxMoves bounds how often one reservation finds its claimed port taken and
 // claims another.
@@ -140,11 +145,10 @@ func (r Request) Validate() error {
 //
 // The entry point's ledger is split (ledger.Book): the owner's claim, in the
 // ConfigMap of its namespace's claims, names its port; the port's entry, in
-// the ConfigMap of its block of ports, names its owner. Reserve claims a port
-// first, so that two deliveries of one request, in any processes, agree on
-// one port by compare-and-swap on the claim, and the namespace's quota is
-// counted in that same write; then it takes the port in its block, and claims
-// another when the block says someone else took it meanwhile.
+// the ConfigMap of its block of ports, names its owner. Reserve takes a port
+// in its block, then claims it: two deliveries of one request, in any
+// processes, agree on one port by compare-and-swap on the claim, and the
+// namespace's quota is counted in that same write.
 func (s *Service) Reserve(ctx context.Context, req Request) (_ Reservation, err error) {
 	ctx, done := observeReserve(ctx, req)
 	defer func() { done(err) }()
@@ -186,6 +190,10 @@ var errNotHers = errors.New("the owner claims another port")
 // holds: a concurrent delivery of the same request that claimed first wins,
 // and the port taken here is given back.
 func (s *Service) reserve(ctx context.Context, ep entrypoint.EntryPoint, b ledger.Book, owner string, proto portalloc.Protocol, ns string, others int, now time.Time) (Reservation, error) {
+	// A port taken is claimed or given back even when the caller has gone:
+	// a port taken and never claimed is counted in no quota until the sweep.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), reserveTimeout)
+	defer cancel()
 	cref := b.Claims(owner)
 	known, err := s.Ledgers.Claims.Peek(ctx, cref, countMaxAge)
 	if err != nil {
@@ -202,7 +210,7 @@ func (s *Service) reserve(ctx context.Context, ep entrypoint.EntryPoint, b ledge
 	var k portalloc.Key
 	var e portalloc.Entry
 	var created, ok bool
-	bad := 0 // a port the owner's claim names and someone else holds
+	var bad portalloc.Claim // the owner's claim, when someone else holds its port
 	if holds {
 		k = portalloc.Key{Protocol: proto, Port: cl.Port}
 		if e, created, ok, err = s.take(ctx, ep, b, k, owner, now); err != nil {
@@ -211,7 +219,7 @@ func (s *Service) reserve(ctx context.Context, ep entrypoint.EntryPoint, b ledge
 	}
 	if !ok {
 		if holds {
-			bad = cl.Port
+			bad = cl
 		}
 		if k, e, created, err = s.takeFree(ctx, ep, b, known, owner, proto, now); err != nil {
 			return Reservation{}, err
@@ -221,7 +229,7 @@ func (s *Service) reserve(ctx context.Context, ep entrypoint.EntryPoint, b ledge
 		err := s.Ledgers.Claims.Update(ctx, cref, func(c *portalloc.Claims) error {
 			cur, ok := c.Find(owner, proto)
 			switch {
-			case ok && cur.Port != k.Port && cur.Port != bad && !cur.Lapsed(now):
+			case ok && cur.Port != k.Port && cur != bad && !cur.Lapsed(now):
 				return errNotHers
 			case ok && cur.Port == k.Port && cur.Expires == e.Expires:
 				return nil // as it was: a redelivery writes nothing
@@ -264,7 +272,7 @@ func (s *Service) reserve(ctx context.Context, ep entrypoint.EntryPoint, b ledge
 				continue // the claim is renewed, and settles it
 			}
 			if err := s.Ledgers.Claims.Update(ctx, cref, func(c *portalloc.Claims) error {
-				c.Drop(owner, proto, cur.Port)
+				c.Drop(owner, proto, cur.Port, cur.Expires)
 				return nil
 			}); err != nil {
 				return Reservation{}, err
@@ -545,7 +553,7 @@ func (s *Service) Release(ctx context.Context, id string, k portalloc.Key, owner
 	})
 	if err == nil && released {
 		err = s.Ledgers.Claims.Update(ctx, b.Claims(was.Owner), func(c *portalloc.Claims) error {
-			c.Drop(was.Owner, k.Protocol, k.Port)
+			c.Drop(was.Owner, k.Protocol, k.Port, was.Expires)
 			return nil
 		})
 	}
@@ -643,9 +651,10 @@ func (s *Service) Unbind(ctx context.Context, id string, k portalloc.Key, owner,
 	})
 	switch {
 	case err != nil || !undone:
-	case prev == (portalloc.Entry{}):
+	case prev == (portalloc.Entry{}) || prev.Owner != owner:
+		// Free again, or held by another (a refusal's placeholder).
 		err = s.Ledgers.Claims.Update(ctx, b.Claims(owner), func(c *portalloc.Claims) error {
-			c.Drop(owner, k.Protocol, k.Port)
+			c.Drop(owner, k.Protocol, k.Port, 0)
 			return nil
 		})
 	default:
@@ -722,11 +731,13 @@ type SweepResult struct {
 	Freed   int `json:"freed"`
 	// Claims are owners' claims dropped because no entry bore them out.
 	Claims int `json:"claims"`
+	// Unclaimed are reservations dropped because no claim named them.
+	Unclaimed int `json:"unclaimed"`
 }
 
 // Sweep drops lapsed reservations and frees bound ports whose Service was found
 // missing on two sweeps in a row, on every entry point; then it drops the
-// claims no port's entry bears out.
+// claims no port's entry bears out, and the reservations no claim names.
 func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 	all, err := s.EntryPoints.List(ctx, true)
 	if err != nil {
@@ -739,6 +750,7 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 		total.Marked += r.Marked
 		total.Freed += r.Freed
 		total.Claims += r.Claims
+		total.Unclaimed += r.Unclaimed
 		if err != nil {
 			return total, fmt.Errorf("sweep %s: %w", ep.ID(), err)
 		}
@@ -793,14 +805,50 @@ func (s *Service) sweep(ctx context.Context, ep entrypoint.EntryPoint) (SweepRes
 		r.Marked += one.Marked
 		r.Freed += one.Freed
 	}
-	// Claims after entries: a claim is made before its entry, so one made
-	// since the read below is younger than claimGrace and kept.
+	// Then claims and entries that do not bear each other out, made more
+	// than claimGrace ago: a reservation, or a release, between its two
+	// writes is younger.
 	shards, err := s.Ledgers.AllClaims(ctx, b)
 	if err != nil {
 		return r, err
 	}
 	if l, err = s.Ledgers.Entries(ctx, b); err != nil {
 		return r, err
+	}
+	claimed := map[portalloc.Key]string{}
+	for _, sh := range shards {
+		for key, cl := range sh.Claims.ByKey {
+			proto, _, _ := strings.Cut(key, ".")
+			p, _ := portalloc.ParseProtocol(proto)
+			claimed[portalloc.Key{Protocol: p, Port: cl.Port}] = cl.Owner
+		}
+	}
+	unclaimed := map[ledger.Block]map[portalloc.Key]portalloc.Entry{}
+	for k, e := range l.Entries {
+		if e.State == portalloc.Reserved && claimed[k] != e.Owner && e.Since < now.Add(-claimGrace).Unix() {
+			n := ledger.BlockOf(k.Port)
+			if unclaimed[n] == nil {
+				unclaimed[n] = map[portalloc.Key]portalloc.Entry{}
+			}
+			unclaimed[n][k] = e
+		}
+	}
+	for n, entries := range unclaimed {
+		var dropped int
+		err := s.Ledgers.Blocks.Update(ctx, b.Block(n), func(l *portalloc.Ledger) error {
+			dropped = 0
+			for k, e := range entries {
+				if l.Entries[k] == e {
+					delete(l.Entries, k)
+					dropped++
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return r, err
+		}
+		r.Unclaimed += dropped
 	}
 	bears := func(k portalloc.Key, owner string) (portalloc.Entry, bool) {
 		e, ok := l.Entries[k]
@@ -848,9 +896,11 @@ func (s *Service) ReleaseUnbound(ctx context.Context, owner string) (int, error)
 			}
 			k := portalloc.Key{Protocol: proto, Port: cl.Port}
 			var released bool
+			var was portalloc.Entry
 			err = s.Ledgers.Blocks.Update(ctx, b.Block(ledger.BlockOf(k.Port)), func(l *portalloc.Ledger) error {
 				released = false
-				if e, ok := l.Entries[k]; !ok || e.Owner != owner || e.State != portalloc.Reserved {
+				was = l.Entries[k]
+				if was.Owner != owner || was.State != portalloc.Reserved {
 					return nil // bound or freed since the read
 				}
 				_, err := l.Release(k, owner)
@@ -859,7 +909,7 @@ func (s *Service) ReleaseUnbound(ctx context.Context, owner string) (int, error)
 			})
 			if err == nil && released {
 				err = s.Ledgers.Claims.Update(ctx, b.Claims(owner), func(c *portalloc.Claims) error {
-					c.Drop(owner, proto, k.Port)
+					c.Drop(owner, proto, k.Port, was.Expires)
 					return nil
 				})
 			}

@@ -582,3 +582,38 @@ func TestClaimOfATakenPort(t *testing.T) {
 		t.Errorf("claim = %+v, %v; want port %d", cl, err, r.Port)
 	}
 }
+
+// TestSweepDropsUnclaimed: a reservation whose claim was never written (its
+// process died between the two writes) is not counted in any quota: the sweep
+// frees it once it is older than the grace, and leaves a younger one.
+func TestSweepDropsUnclaimed(t *testing.T) {
+	cp.Require(t)
+	svc, ns := testService(t, wide)
+	cp.LoadBalancer(t, ns, "lb", "192.0.2.63", nil)
+	ctx := context.Background()
+	now := time.Unix(1_800_000_000, 0)
+	svc.Now = func() time.Time { return now }
+	if _, err := svc.Reserve(ctx, Request{Owner: "team-a/claimed"}); err != nil {
+		t.Fatal(err)
+	}
+	b := ledger.BookFor(ns, "service", "lb")
+	put := func(port int, since time.Time) {
+		if err := svc.Ledgers.Blocks.Update(ctx, b.Block(ledger.BlockOf(port)), func(l *portalloc.Ledger) error {
+			l.Entries[portalloc.Key{Protocol: portalloc.TCP, Port: port}] = portalloc.Entry{Owner: "team-a/crashed",
+				State: portalloc.Reserved, Since: since.Unix(), Expires: now.Add(time.Hour).Unix()}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(20100, now.Add(-2*claimGrace))
+	put(20101, now)
+	res, err := svc.Sweep(ctx)
+	if err != nil || res != (SweepResult{Unclaimed: 1}) {
+		t.Errorf("sweep = %+v, %v; want the one old unclaimed reservation dropped", res, err)
+	}
+	entries := entriesOf(t, ns, "lb")
+	if _, ok := entries[portalloc.Key{Protocol: portalloc.TCP, Port: 20100}]; ok || len(entries) != 2 {
+		t.Errorf("entries after the sweep = %v, want the claimed one and the young one", entries)
+	}
+}
