@@ -21,6 +21,7 @@ import (
 
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/seed"
 	"github.com/berth-dev/berth/pkg/testing/controlplane"
 )
@@ -382,7 +383,7 @@ func controlplaneClaims(ns, name, uid string, exp time.Time) controlplane.TokenC
 
 func countOwned(t *testing.T, env *Env, prefix string) int {
 	t.Helper()
-	l, err := env.CP.Client.CoreV1().ConfigMaps(IngressNamespace).List(context.Background(), metav1.ListOptions{})
+	l, err := env.CP.Client.CoreV1().ConfigMaps(IngressNamespace).List(context.Background(), metav1.ListOptions{LabelSelector: ledger.LabelPart + "=block"})
 	if err != nil {
 		t.Fatal(err)
 	}
