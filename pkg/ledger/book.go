@@ -192,14 +192,17 @@ func (s *Books) list(ctx context.Context, b Book, part string) ([]corev1.ConfigM
 // the split into blocks and claims, once per process, before anything else is
 // done with the book:
 //
-//  1. it fences the old ConfigMap by compare-and-swap: adds movedKey to it (or
-//     creates it with movedKey alone), which the berth before the split refuses
-//     to read, so that nothing changes it any more;
+//  1. it fences the old ConfigMap by compare-and-swap: adds movedKey to it,
+//     which the berth before the split refuses to read, so that nothing
+//     changes it any more; where there is none, and fence is set, it creates
+//     it with movedKey alone, so that the older berth cannot start one (a
+//     caller about to take a port sets fence; others change nothing where
+//     there is nothing to move);
 //  2. it copies the fenced entries to blocks and claims, creating each
 //     ConfigMap only where none exists: one that exists was copied already, by
 //     this process or another, and may have changed since;
 //  3. it leaves only movedKey in the old ConfigMap.
-func (s *Books) Migrate(ctx context.Context, b Book) error {
+func (s *Books) Migrate(ctx context.Context, b Book, fence bool) error {
 	key := types.NamespacedName{Namespace: b.Namespace, Name: b.Name}
 	if _, ok := s.migrated.Load(key); ok {
 		return nil
@@ -209,6 +212,8 @@ func (s *Books) Migrate(ctx context.Context, b Book) error {
 	for range 10 {
 		cm, err := cms.Get(ctx, b.Name, metav1.GetOptions{})
 		switch {
+		case apierrors.IsNotFound(err) && !fence:
+			return nil
 		case apierrors.IsNotFound(err):
 			_, err = cms.Create(ctx, &corev1.ConfigMap{
 				ObjectMeta: metav1.ObjectMeta{Name: b.Name, Namespace: b.Namespace, Labels: b.ref(b.Name, "moved").Labels},

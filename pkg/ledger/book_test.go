@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/berth-dev/berth/pkg/kube"
@@ -21,7 +22,7 @@ func testBook(t *testing.T) Book {
 // key, which the code before the split refuses; a late copier of the same
 // snapshot brings back no port released since; an entry point without the old
 // ConfigMap gets one holding only the moved key, so that the older berth
-// cannot start one.
+// cannot start one; a read makes nothing.
 func TestMigrate(t *testing.T) {
 	cp.Require(t)
 	ctx := context.Background()
@@ -36,7 +37,7 @@ func TestMigrate(t *testing.T) {
 		t.Fatal(err)
 	}
 	s := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff)
-	if err := s.Migrate(ctx, b); err != nil {
+	if err := s.Migrate(ctx, b, false); err != nil {
 		t.Fatal(err)
 	}
 	all, err := s.Entries(ctx, b)
@@ -85,12 +86,19 @@ func TestMigrate(t *testing.T) {
 		t.Errorf("entries after a late copy = %v, want only 20300: a released port came back", again.Entries)
 	}
 	// Another process finds the move done.
-	if err := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff).Migrate(ctx, b); err != nil {
+	if err := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff).Migrate(ctx, b, true); err != nil {
 		t.Fatal(err)
 	}
-	// A new entry point: the old ConfigMap is made, moved.
+	// A new entry point: read, nothing is made; about to reserve, the old
+	// ConfigMap is made, moved.
 	fresh := BookFor(b.Namespace, "service", "fresh")
-	if err := s.Migrate(ctx, fresh); err != nil {
+	if err := s.Migrate(ctx, fresh, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Client.CoreV1().ConfigMaps(b.Namespace).Get(ctx, fresh.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a read of a new entry point's ledger made its old ConfigMap: %v", err)
+	}
+	if err := s.Migrate(ctx, fresh, true); err != nil {
 		t.Fatal(err)
 	}
 	cm, err = cp.Client.CoreV1().ConfigMaps(b.Namespace).Get(ctx, fresh.Name, metav1.GetOptions{})

@@ -78,17 +78,6 @@ func OwnerNamespace(owner string) (string, error) {
 	return ns, nil
 }
 
-// Held counts the live entries of owners in namespace ns.
-func (l *Ledger) Held(ns string, now time.Time) int {
-	n := 0
-	for _, e := range l.Entries {
-		if !e.Expired(now) && strings.HasPrefix(e.Owner, ns+"/") {
-			n++
-		}
-	}
-	return n
-}
-
 // Range is an inclusive range of ports.
 type Range struct{ Min, Max int }
 

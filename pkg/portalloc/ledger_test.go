@@ -58,17 +58,6 @@ func TestOwnerNamespace(t *testing.T) {
 	}
 }
 
-func TestHeld(t *testing.T) {
-	now := time.Unix(1000, 0)
-	l := &Ledger{Entries: map[Key]Entry{
-		{TCP, 1}: {Owner: "a/x", State: Bound}, {UDP, 1}: {Owner: "a/x", State: Bound},
-		{TCP, 2}: {Owner: "a/y", State: Reserved, Expires: 999}, {TCP, 3}: {Owner: "ab/x", State: Bound},
-	}}
-	if got := l.Held("a", now); got != 2 {
-		t.Errorf("Held(a) = %d, want 2 (a lapsed reservation and another namespace's prefix do not count)", got)
-	}
-}
-
 func TestReserve(t *testing.T) {
 	tests := []struct {
 		name     string

@@ -161,7 +161,7 @@ func (s *Service) Reserve(ctx context.Context, req Request) (_ Reservation, err 
 	if err != nil {
 		return Reservation{}, err
 	}
-	b, err := s.open(ctx, ep)
+	b, err := s.open(ctx, ep, false)
 	if err != nil {
 		return Reservation{}, err
 	}
@@ -206,6 +206,11 @@ func (s *Service) reserve(ctx context.Context, ep entrypoint.EntryPoint, b ledge
 		if n := others + known.Held(ns, now); n >= s.MaxPerNamespace {
 			return Reservation{}, quotaErr(ns, n, s.MaxPerNamespace)
 		}
+	}
+	// About to take a port: an entry point new to this berth gets the old
+	// ledger's fence first.
+	if err := s.Ledgers.Migrate(ctx, b, true); err != nil {
+		return Reservation{}, err
 	}
 	var k portalloc.Key
 	var e portalloc.Entry
@@ -357,11 +362,12 @@ func (s *Service) takeFree(ctx context.Context, ep entrypoint.EntryPoint, b ledg
 	return portalloc.Key{}, portalloc.Entry{}, false, fmt.Errorf("%w: no %s port free in %s", portalloc.ErrFull, proto, s.Range)
 }
 
-// open returns ep's ledger, moved to its split layout if it was not yet, and
-// notes ep for the capacity metrics.
-func (s *Service) open(ctx context.Context, ep entrypoint.EntryPoint) (ledger.Book, error) {
+// open returns ep's ledger, moved to its split layout if it was not yet
+// (Books.Migrate, fencing it where fence is set), and notes ep for the
+// capacity metrics.
+func (s *Service) open(ctx context.Context, ep entrypoint.EntryPoint, fence bool) (ledger.Book, error) {
 	b := book(ep)
-	if err := s.Ledgers.Migrate(ctx, b); err != nil {
+	if err := s.Ledgers.Migrate(ctx, b, fence); err != nil {
 		return ledger.Book{}, err
 	}
 	s.seen.Store(ep.ID(), ep)
@@ -394,7 +400,7 @@ func (s *Service) choose(ctx context.Context, req Request, proto portalloc.Proto
 	}
 	best, bestFree, bestTie := -1, -1, uint64(0)
 	for i, ep := range cands {
-		b, err := s.open(ctx, ep)
+		b, err := s.open(ctx, ep, false)
 		if err != nil {
 			return entrypoint.EntryPoint{}, false, err
 		}
@@ -446,7 +452,7 @@ func (s *Service) heldElsewhere(ctx context.Context, ns, skip string, now time.T
 			continue
 		}
 		b := book(ep)
-		if err := s.Ledgers.Migrate(ctx, b); err != nil {
+		if err := s.Ledgers.Migrate(ctx, b, false); err != nil {
 			return 0, err
 		}
 		c, err := s.Ledgers.Claims.Peek(ctx, b.ClaimsOf(ns), countMaxAge)
@@ -539,7 +545,7 @@ func (s *Service) Release(ctx context.Context, id string, k portalloc.Key, owner
 	if err != nil {
 		return false, err
 	}
-	b, err := s.open(ctx, ep)
+	b, err := s.open(ctx, ep, false)
 	if err != nil {
 		return false, err
 	}
@@ -572,7 +578,7 @@ func (s *Service) Holder(ctx context.Context, id string, k portalloc.Key, want s
 	if err != nil {
 		return "", err
 	}
-	b, err := s.open(ctx, ep)
+	b, err := s.open(ctx, ep, false)
 	if err != nil {
 		return "", err
 	}
@@ -598,7 +604,7 @@ func (s *Service) Bind(ctx context.Context, id string, k portalloc.Key, owner, s
 	if err != nil {
 		return Reservation{}, portalloc.Entry{}, err
 	}
-	b, err := s.open(ctx, ep)
+	b, err := s.open(ctx, ep, false)
 	if err != nil {
 		return Reservation{}, portalloc.Entry{}, err
 	}
@@ -640,7 +646,7 @@ func (s *Service) Unbind(ctx context.Context, id string, k portalloc.Key, owner,
 	if err != nil {
 		return err
 	}
-	b, err := s.open(ctx, ep)
+	b, err := s.open(ctx, ep, false)
 	if err != nil {
 		return err
 	}
@@ -710,7 +716,7 @@ func (s *Service) snapshot(ctx context.Context, only string) ([]entrypoint.Entry
 	for i, ep := range all {
 		g.Go(func() error {
 			b := book(ep)
-			if err := s.Ledgers.Migrate(gctx, b); err != nil {
+			if err := s.Ledgers.Migrate(gctx, b, false); err != nil {
 				return err
 			}
 			var err error
@@ -760,7 +766,7 @@ func (s *Service) Sweep(ctx context.Context) (SweepResult, error) {
 
 func (s *Service) sweep(ctx context.Context, ep entrypoint.EntryPoint) (SweepResult, error) {
 	var r SweepResult
-	b, err := s.open(ctx, ep)
+	b, err := s.open(ctx, ep, false)
 	if err != nil {
 		return r, err
 	}
@@ -881,7 +887,7 @@ func (s *Service) ReleaseUnbound(ctx context.Context, owner string) (int, error)
 	}
 	n := 0
 	for _, ep := range all {
-		b, err := s.open(ctx, ep)
+		b, err := s.open(ctx, ep, false)
 		if err != nil {
 			return n, err
 		}
