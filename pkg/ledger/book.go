@@ -44,6 +44,11 @@ const (
 	partClaims = "claims"
 )
 
+// absentMaxAge is how long a read remembers that an entry point has no old
+// ledger and no fence yet (no reservation was made on it): reads need not look
+// again; a reservation always does.
+const absentMaxAge = 5 * time.Second
+
 // movedKey is the only key of a ledger ConfigMap from before the split once
 // its entries are moved: berth versions that wrote it refuse a key they cannot
 // read, rather than reserve a port from an empty ledger.
@@ -121,6 +126,7 @@ type Books struct {
 
 	client   corev1client.ConfigMapsGetter
 	migrated sync.Map // types.NamespacedName of a book: struct{}
+	absent   sync.Map // types.NamespacedName of a book without a ledger: when read
 }
 
 // NewBooks returns split ledgers written through client.
@@ -207,18 +213,20 @@ func (s *Books) Migrate(ctx context.Context, b Book, fence bool) error {
 	if _, ok := s.migrated.Load(key); ok {
 		return nil
 	}
+	if at, ok := s.absent.Load(key); ok && !fence && time.Since(at.(time.Time)) < absentMaxAge {
+		return nil // read without a ledger a moment ago: counting a quota reads it per request
+	}
 	cms := s.client.ConfigMaps(b.Namespace)
 	moved := fmt.Sprintf("to %s-b* and %s-c*", b.Name, b.Name)
 	for range 10 {
 		cm, err := cms.Get(ctx, b.Name, metav1.GetOptions{})
 		switch {
 		case apierrors.IsNotFound(err) && !fence:
+			s.absent.Store(key, time.Now())
 			return nil
 		case apierrors.IsNotFound(err):
-			_, err = cms.Create(ctx, &corev1.ConfigMap{
-				ObjectMeta: metav1.ObjectMeta{Name: b.Name, Namespace: b.Namespace, Labels: b.ref(b.Name, "moved").Labels},
-				Data:       map[string]string{movedKey: moved},
-			}, metav1.CreateOptions{})
+			_, err = cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: b.ref(b.Name, "moved").meta(),
+				Data: map[string]string{movedKey: moved}}, metav1.CreateOptions{})
 		case err != nil:
 		case cm.Data[movedKey] == "":
 			cm.Data[movedKey] = moved
@@ -285,13 +293,7 @@ func (s *Books) copyEntries(ctx context.Context, b Book, old *portalloc.Ledger) 
 
 // create creates ref's ConfigMap with data, unless it exists.
 func (s *Books) create(ctx context.Context, ref Ref, data map[string]string) error {
-	labels := map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelLedger: "true"}
-	maps.Copy(labels, ref.Labels)
-	_, err := s.client.ConfigMaps(ref.Namespace).Create(ctx, &corev1.ConfigMap{
-		ObjectMeta: metav1.ObjectMeta{Name: ref.Name, Namespace: ref.Namespace, Labels: labels,
-			Annotations: map[string]string{AnnotationEntryPoint: ref.EntryPoint}},
-		Data: data,
-	}, metav1.CreateOptions{})
+	_, err := s.client.ConfigMaps(ref.Namespace).Create(ctx, &corev1.ConfigMap{ObjectMeta: ref.meta(), Data: data}, metav1.CreateOptions{})
 	if err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("write ledger %s: %w", ref.NamespacedName, err)
 	}

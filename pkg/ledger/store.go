@@ -340,15 +340,17 @@ func retryable(err error) bool {
 func (s *Store[T]) read(ctx context.Context, ref Ref) (*corev1.ConfigMap, error) {
 	cm, err := s.client.ConfigMaps(ref.Namespace).Get(ctx, ref.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
-		labels := map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelLedger: "true"}
-		maps.Copy(labels, ref.Labels)
-		return &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{
-			Name: ref.Name, Namespace: ref.Namespace,
-			Labels:      labels,
-			Annotations: map[string]string{AnnotationEntryPoint: ref.EntryPoint},
-		}}, nil
+		return &corev1.ConfigMap{ObjectMeta: ref.meta()}, nil
 	}
 	return cm, err
+}
+
+// meta is the metadata of ref's ConfigMap when berth creates it.
+func (r Ref) meta() metav1.ObjectMeta {
+	labels := map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelLedger: "true"}
+	maps.Copy(labels, r.Labels)
+	return metav1.ObjectMeta{Name: r.Name, Namespace: r.Namespace, Labels: labels,
+		Annotations: map[string]string{AnnotationEntryPoint: r.EntryPoint}}
 }
 
 // write creates a new ledger or updates an existing one with the

@@ -45,6 +45,14 @@ func ClaimKey(owner string, proto Protocol) string {
 	return strings.ToLower(string(proto)) + "." + hex.EncodeToString(sum[:16])
 }
 
+// Port is the port a claim stored under data key key names.
+func (c *Claims) Port(key string) (Key, Claim) {
+	cl := c.ByKey[key]
+	proto, _, _ := strings.Cut(key, ".")
+	p, _ := ParseProtocol(proto)
+	return Key{Protocol: p, Port: cl.Port}, cl
+}
+
 // Find returns owner's claim for proto.
 func (c *Claims) Find(owner string, proto Protocol) (Claim, bool) {
 	cl, ok := c.ByKey[ClaimKey(owner, proto)]
@@ -85,10 +93,9 @@ func (c *Claims) Held(ns string, now time.Time) int {
 // returns how many claims it dropped.
 func (c *Claims) Repair(bears func(k Key, owner string) (Entry, bool), before time.Time) int {
 	dropped := 0
-	for key, cl := range c.ByKey {
-		proto, _, _ := strings.Cut(key, ".")
-		p, _ := ParseProtocol(proto)
-		e, ok := bears(Key{Protocol: p, Port: cl.Port}, cl.Owner)
+	for key := range c.ByKey {
+		k, cl := c.Port(key)
+		e, ok := bears(k, cl.Owner)
 		switch {
 		case ok && cl.Expires != 0 && (e.Expires == 0 || e.Expires > cl.Expires):
 			cl.Expires = e.Expires

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -823,10 +822,9 @@ func (s *Service) sweep(ctx context.Context, ep entrypoint.EntryPoint) (SweepRes
 	}
 	claimed := map[portalloc.Key]string{}
 	for _, sh := range shards {
-		for key, cl := range sh.Claims.ByKey {
-			proto, _, _ := strings.Cut(key, ".")
-			p, _ := portalloc.ParseProtocol(proto)
-			claimed[portalloc.Key{Protocol: p, Port: cl.Port}] = cl.Owner
+		for key := range sh.Claims.ByKey {
+			k, cl := sh.Claims.Port(key)
+			claimed[k] = cl.Owner
 		}
 	}
 	unclaimed := map[ledger.Block]map[portalloc.Key]portalloc.Entry{}
