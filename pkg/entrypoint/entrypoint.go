@@ -295,20 +295,31 @@ func (f *Finder) fromService(ctx context.Context, s *corev1.Service) (EntryPoint
 		return ep, err
 	}
 	ep.StreamConfigMaps = refs
+	// The tcp and udp ConfigMaps are read at once, as the stages before.
+	var mu sync.Mutex
+	g, gctx := errgroup.WithContext(ctx)
 	for proto, ref := range refs {
-		ns, name := splitRef(ref, s.Namespace)
-		cm, err := f.Core.CoreV1().ConfigMaps(ns).Get(ctx, name, metav1.GetOptions{})
-		if apierrors.IsNotFound(err) {
-			continue
-		}
-		if err != nil {
-			return ep, fmt.Errorf("read ingress-nginx ConfigMap %s: %w", ref, err)
-		}
-		for key := range cm.Data {
-			if n, err := strconv.Atoi(key); err == nil {
-				ep.Used[portalloc.Key{Protocol: proto, Port: n}] = true
+		g.Go(func() error {
+			ns, name := splitRef(ref, s.Namespace)
+			cm, err := f.Core.CoreV1().ConfigMaps(ns).Get(gctx, name, metav1.GetOptions{})
+			if apierrors.IsNotFound(err) {
+				return nil
 			}
-		}
+			if err != nil {
+				return fmt.Errorf("read ingress-nginx ConfigMap %s: %w", ref, err)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			for key := range cm.Data {
+				if n, err := strconv.Atoi(key); err == nil {
+					ep.Used[portalloc.Key{Protocol: proto, Port: n}] = true
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		return ep, err
 	}
 	return ep, nil
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -42,6 +43,7 @@ const (
 
 	partBlock  = "block"
 	partClaims = "claims"
+	partMoved  = "moved"
 )
 
 // absentMaxAge is how long a read remembers that an entry point has no old
@@ -114,8 +116,9 @@ func (b Book) ClaimsOf(ns string) Ref {
 	return b.ref(b.Name+"-c"+strconv.Itoa(int(h.Sum32()%ClaimShards)), partClaims)
 }
 
-func (b Book) selector(part string) string {
-	return labels.Set{LabelPart: part, LabelEntryPointKind: b.Kind, LabelEntryPointName: b.EntryPointName}.String()
+func (b Book) selector(parts ...string) string {
+	return labels.Set{LabelEntryPointKind: b.Kind, LabelEntryPointName: b.EntryPointName}.String() +
+		"," + LabelPart + " in (" + strings.Join(parts, ",") + ")"
 }
 
 // Books stores split ledgers: their blocks and claims, each by
@@ -141,6 +144,11 @@ func (s *Books) Entries(ctx context.Context, b Book) (*portalloc.Ledger, error) 
 	if err != nil {
 		return nil, err
 	}
+	return entries(cms)
+}
+
+// entries merges the entries of blocks.
+func entries(cms []corev1.ConfigMap) (*portalloc.Ledger, error) {
 	all := portalloc.New()
 	for _, cm := range cms {
 		l, err := portalloc.Decode(cm.Data)
@@ -178,9 +186,9 @@ func (s *Books) AllClaims(ctx context.Context, b Book) ([]Shard, error) {
 	return out, nil
 }
 
-func (s *Books) list(ctx context.Context, b Book, part string) ([]corev1.ConfigMap, error) {
+func (s *Books) list(ctx context.Context, b Book, parts ...string) ([]corev1.ConfigMap, error) {
 	var out []corev1.ConfigMap
-	opts := metav1.ListOptions{LabelSelector: b.selector(part), Limit: 100}
+	opts := metav1.ListOptions{LabelSelector: b.selector(parts...), Limit: 100}
 	for {
 		l, err := s.client.ConfigMaps(b.Namespace).List(ctx, opts)
 		if err != nil {
@@ -225,11 +233,12 @@ func (s *Books) Migrate(ctx context.Context, b Book, fence bool) error {
 			s.absent.Store(key, time.Now())
 			return nil
 		case apierrors.IsNotFound(err):
-			_, err = cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: b.ref(b.Name, "moved").meta(),
+			_, err = cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: b.ref(b.Name, partMoved).meta(),
 				Data: map[string]string{movedKey: moved}}, metav1.CreateOptions{})
 		case err != nil:
 		case cm.Data[movedKey] == "":
 			cm.Data[movedKey] = moved
+			labelMoved(cm, b)
 			_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
 		case len(cm.Data) > 1:
 			old := maps.Clone(cm.Data)
@@ -242,6 +251,7 @@ func (s *Books) Migrate(ctx context.Context, b Book, fence bool) error {
 				return err
 			}
 			cm.Data = map[string]string{movedKey: moved}
+			labelMoved(cm, b)
 			_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
 		default:
 			s.migrated.Store(key, struct{}{})
@@ -253,6 +263,58 @@ func (s *Books) Migrate(ctx context.Context, b Book, fence bool) error {
 	}
 	return fmt.Errorf("%w: moving %s", ErrContended, key)
 }
+
+// labelMoved gives cm, the book's ledger from before the split, the labels
+// of a fence, so that Read finds it in the list of the book's blocks.
+func labelMoved(cm *corev1.ConfigMap, b Book) {
+	if cm.Labels == nil {
+		cm.Labels = map[string]string{}
+	}
+	maps.Copy(cm.Labels, b.ref(b.Name, partMoved).meta().Labels)
+}
+
+// Read returns every entry of the book, as Entries does, once the book is
+// moved to its split layout (Migrate without a fence). It asks in one round
+// trip where it can: one consistent list of the blocks and of the old
+// ledger, if labelled a fence, beside a GET of the old ledger in case it is
+// not. Blocks listed with the old ledger cut down to movedKey hold every
+// entry: the cut comes after the copy, and nothing undoes it.
+func (s *Books) Read(ctx context.Context, b Book) (*portalloc.Ledger, error) {
+	key := types.NamespacedName{Namespace: b.Namespace, Name: b.Name}
+	if _, ok := s.migrated.Load(key); ok {
+		return s.Entries(ctx, b)
+	}
+	var (
+		getErr error
+		wg     sync.WaitGroup
+	)
+	wg.Go(func() { _, getErr = s.client.ConfigMaps(b.Namespace).Get(ctx, b.Name, metav1.GetOptions{}) })
+	cms, err := s.list(ctx, b, partBlock, partMoved)
+	wg.Wait()
+	if err != nil {
+		return nil, err
+	}
+	fenced := slices.IndexFunc(cms, func(cm corev1.ConfigMap) bool { return cm.Name == b.Name })
+	switch {
+	case fenced >= 0 && cut(&cms[fenced]):
+		s.migrated.Store(key, struct{}{})
+		return entries(slices.Delete(cms, fenced, fenced+1))
+	case fenced < 0 && apierrors.IsNotFound(getErr):
+		// No old ledger when listed, nor after: nothing to move.
+		s.absent.Store(key, time.Now())
+		return entries(cms)
+	}
+	// An old ledger being moved, or one moved without the fence's labels:
+	// move it (or learn that it is), then list again.
+	if err := s.Migrate(ctx, b, false); err != nil {
+		return nil, err
+	}
+	return s.Entries(ctx, b)
+}
+
+// cut reports whether cm, an old ledger, is cut down to movedKey: its
+// entries are in blocks and claims.
+func cut(cm *corev1.ConfigMap) bool { return len(cm.Data) == 1 && cm.Data[movedKey] != "" }
 
 // copyEntries creates the blocks and claims of old's live entries, each only
 // where none exists.

@@ -8,6 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
@@ -143,5 +144,77 @@ func TestBookLayout(t *testing.T) {
 	}
 	if b.Claims("team-a/x").Name != b.Claims("team-a/y").Name || b.Claims("team-a/x").Name != b.ClaimsOf("team-a").Name {
 		t.Error("one namespace's owners have claims in different shards")
+	}
+}
+
+// TestRead: a read moves an old ledger as Migrate does, in any state it
+// finds it, and lists a book whose old ledger is cut in one round trip
+// (the fence's labels put it in the list of blocks).
+func TestRead(t *testing.T) {
+	cp.Require(t)
+	ctx := context.Background()
+	tcp := func(p int) portalloc.Key { return portalloc.Key{Protocol: portalloc.TCP, Port: p} }
+	b := testBook(t)
+	cms := cp.Client.CoreV1().ConfigMaps(b.Namespace)
+	read := func(name string, bk Book, want ...int) *Books {
+		t.Helper()
+		s := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff)
+		l, err := s.Read(ctx, bk)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		if len(l.Entries) != len(want) {
+			t.Errorf("%s: entries = %v, want ports %v", name, l.Entries, want)
+		}
+		for _, p := range want {
+			if _, ok := l.Entries[tcp(p)]; !ok {
+				t.Errorf("%s: entries = %v, want port %d", name, l.Entries, p)
+			}
+		}
+		return s
+	}
+
+	// No old ledger: the blocks, and nothing is written.
+	fresh := BookFor(b.Namespace, "service", "never")
+	read("no old ledger", fresh)
+	if _, err := cms.Get(ctx, fresh.Name, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a read made the old ledger of an entry point without one: %v", err)
+	}
+
+	// An old, unlabelled ledger with entries: moved, then read, and the
+	// cut ledger carries the fence's labels.
+	old := portalloc.New()
+	old.Entries[tcp(20000)] = portalloc.Entry{Owner: "team-a/x", State: portalloc.Bound, Since: t0.Unix(), Service: "team-a/x"}
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: b.Name}, Data: old.Encode()}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	read("old ledger", b, 20000)
+	cm, err := cms.Get(ctx, b.Name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cut(cm) || cm.Labels[LabelPart] != partMoved || cm.Labels[LabelEntryPointName] != b.EntryPointName {
+		t.Errorf("old ledger after a read = %v %v, want cut and labelled a fence", cm.Data, cm.Labels)
+	}
+
+	// Cut and labelled: read in one list, and the process remembers.
+	s := read("cut ledger", b, 20000)
+	if _, ok := s.migrated.Load(types.NamespacedName{Namespace: b.Namespace, Name: b.Name}); !ok {
+		t.Error("a read that listed the cut ledger did not remember the book as moved")
+	}
+
+	// Fenced but not yet cut (a mover stopped between fence and cut): the
+	// read finishes the move.
+	mid := BookFor(b.Namespace, "service", "mid")
+	old = portalloc.New()
+	old.Entries[tcp(20100)] = portalloc.Entry{Owner: "team-b/y", State: portalloc.Bound, Since: t0.Unix(), Service: "team-b/y"}
+	data := old.Encode()
+	data[movedKey] = "to elsewhere"
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: mid.ref(mid.Name, partMoved).meta(), Data: data}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	read("fenced ledger", mid, 20100)
+	if cm, err := cms.Get(ctx, mid.Name, metav1.GetOptions{}); err != nil || !cut(cm) {
+		t.Errorf("fenced ledger after a read = %v, %v; want cut", cm, err)
 	}
 }

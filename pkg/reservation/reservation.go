@@ -714,12 +714,8 @@ func (s *Service) snapshot(ctx context.Context, only string) ([]entrypoint.Entry
 	g, gctx := errgroup.WithContext(ctx)
 	for i, ep := range all {
 		g.Go(func() error {
-			b := book(ep)
-			if err := s.Ledgers.Migrate(gctx, b, false); err != nil {
-				return err
-			}
 			var err error
-			out[i], err = s.Ledgers.Entries(gctx, b)
+			out[i], err = s.Ledgers.Read(gctx, book(ep))
 			return err
 		})
 	}
