@@ -22,8 +22,6 @@ import (
 	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/metric"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
@@ -164,7 +162,7 @@ func Setup(ctx context.Context, name string) (shutdown func(context.Context) err
 	}
 	var downs []func(context.Context) error
 	if s.Traces {
-		exp, err := otlptracehttp.New(ctx)
+		exp, err := NewSpanExporter(os.Getenv)
 		if err != nil {
 			return nil, fmt.Errorf("OTLP trace exporter: %w", err)
 		}
@@ -176,7 +174,7 @@ func Setup(ctx context.Context, name string) (shutdown func(context.Context) err
 		downs = append(downs, tp.Shutdown)
 	}
 	if s.Metrics {
-		exp, err := otlpmetrichttp.New(ctx)
+		exp, err := NewMetricExporter(os.Getenv)
 		if err != nil {
 			return nil, fmt.Errorf("OTLP metric exporter: %w", err)
 		}

@@ -14,17 +14,16 @@ import (
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/exporters/otlp/otlpmetric/otlpmetrichttp"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/metric"
 	sdkmetric "go.opentelemetry.io/otel/sdk/metric"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
-	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
-	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+	coltracepb "go.opentelemetry.io/proto/slim/otlp/collector/trace/v1"
+	tracepb "go.opentelemetry.io/proto/slim/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/berth-dev/berth/pkg/telemetry"
 	"github.com/berth-dev/berth/pkg/testing/otlpsink"
 )
 
@@ -46,25 +45,33 @@ func serviceResource(name string) *resource.Resource {
 	return resource.NewSchemaless(attribute.String("service.name", name))
 }
 
+// env is what getenv reads: vars, as an environment would hold them.
+func env(vars ...string) func(string) string {
+	m := map[string]string{}
+	for i := 0; i+1 < len(vars); i += 2 {
+		m[vars[i]] = vars[i+1]
+	}
+	return func(k string) string { return m[k] }
+}
+
+// TestTracesFromSDK: berth's OTLP exporter (pkg/telemetry) posts the SDK's
+// spans; the sink reads them back.
 func TestTracesFromSDK(t *testing.T) {
 	tests := []struct {
 		name        string
-		compression otlptracehttp.Compression
+		compression string
 	}{
-		{"plain", otlptracehttp.NoCompression},
-		{"gzip", otlptracehttp.GzipCompression},
+		{"plain", "none"},
+		{"gzip", "gzip"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := t.Context()
 			sink := startSink(t)
-			exp, err := otlptracehttp.New(ctx,
-				otlptracehttp.WithEndpointURL(sink.URL()+"/v1/traces"),
-				otlptracehttp.WithCompression(tt.compression),
-				otlptracehttp.WithRetry(otlptracehttp.RetryConfig{Enabled: false}),
-			)
+			exp, err := telemetry.NewSpanExporter(env("OTEL_EXPORTER_OTLP_ENDPOINT", sink.URL(),
+				"OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", tt.compression))
 			if err != nil {
-				t.Fatalf("otlptracehttp.New: %v", err)
+				t.Fatalf("NewSpanExporter: %v", err)
 			}
 			tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(serviceResource("ledger")))
 			t.Cleanup(func() { _ = tp.Shutdown(context.Background()) })
@@ -148,15 +155,11 @@ func TestTracesFromSDK(t *testing.T) {
 }
 
 // meterProvider exports to sink as service, flushing only when asked.
-func meterProvider(t *testing.T, sink *otlpsink.Sink, service string, opts ...otlpmetrichttp.Option) *sdkmetric.MeterProvider {
+func meterProvider(t *testing.T, sink *otlpsink.Sink, service string, vars ...string) *sdkmetric.MeterProvider {
 	t.Helper()
-	opts = append([]otlpmetrichttp.Option{
-		otlpmetrichttp.WithEndpointURL(sink.URL() + "/v1/metrics"),
-		otlpmetrichttp.WithRetry(otlpmetrichttp.RetryConfig{Enabled: false}),
-	}, opts...)
-	exp, err := otlpmetrichttp.New(t.Context(), opts...)
+	exp, err := telemetry.NewMetricExporter(env(append([]string{"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT", sink.URL() + "/v1/metrics"}, vars...)...))
 	if err != nil {
-		t.Fatalf("otlpmetrichttp.New: %v", err)
+		t.Fatalf("NewMetricExporter: %v", err)
 	}
 	mp := sdkmetric.NewMeterProvider(
 		sdkmetric.WithReader(sdkmetric.NewPeriodicReader(exp, sdkmetric.WithInterval(time.Hour))),
@@ -169,18 +172,18 @@ func meterProvider(t *testing.T, sink *otlpsink.Sink, service string, opts ...ot
 func TestMetricsFromSDK(t *testing.T) {
 	tests := []struct {
 		name string
-		opts []otlpmetrichttp.Option
+		vars []string
 	}{
 		{"cumulative", nil},
-		{"gzip", []otlpmetrichttp.Option{otlpmetrichttp.WithCompression(otlpmetrichttp.GzipCompression)}},
-		{"delta", []otlpmetrichttp.Option{otlpmetrichttp.WithTemporalitySelector(sdkmetric.DeltaTemporalitySelector)}},
+		{"gzip", []string{"OTEL_EXPORTER_OTLP_COMPRESSION", "gzip"}},
+		{"delta", []string{"OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", "delta"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := t.Context()
 			sink := startSink(t)
-			ledger := meterProvider(t, sink, "ledger", tt.opts...)
-			expose := meterProvider(t, sink, "expose", tt.opts...)
+			ledger := meterProvider(t, sink, "ledger", tt.vars...)
+			expose := meterProvider(t, sink, "expose", tt.vars...)
 			flush := func() {
 				t.Helper()
 				for _, mp := range []*sdkmetric.MeterProvider{ledger, expose} {
