@@ -146,7 +146,7 @@ type Finder struct {
 // what decides which port is free. Callers confirm a miss with a consistent list.
 func (f *Finder) List(ctx context.Context, consistent bool) ([]EntryPoint, error) {
 	if consistent || f.MaxAge <= 0 {
-		return f.list(ctx, consistent)
+		return f.list(ctx, consistent, true)
 	}
 	f.mu.Lock()
 	if f.cached != nil && time.Since(f.cachedAt) < f.MaxAge {
@@ -160,7 +160,7 @@ func (f *Finder) List(ctx context.Context, consistent bool) ([]EntryPoint, error
 		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
 		defer cancel()
 		at := time.Now()
-		eps, err := f.list(ctx, false)
+		eps, err := f.list(ctx, false, true)
 		if err == nil {
 			f.mu.Lock()
 			f.cached, f.cachedAt = eps, at
@@ -179,7 +179,17 @@ func (f *Finder) List(ctx context.Context, consistent bool) ([]EntryPoint, error
 	}
 }
 
-func (f *Finder) list(ctx context.Context, consistent bool) ([]EntryPoint, error) {
+// Identify lists every entry point, consistently, as List does, less what
+// only choosing a free port needs: an ingress-nginx entry point's Used holds
+// its Service's ports alone, and its StreamConfigMaps are not looked up (the
+// lookup may read its controller's pods). It reads one round trip's worth.
+func (f *Finder) Identify(ctx context.Context) ([]EntryPoint, error) {
+	return f.list(ctx, true, false)
+}
+
+// list reads the entry points; with streams, also the ports an ingress-nginx
+// controller's tcp and udp ConfigMaps map.
+func (f *Finder) list(ctx context.Context, consistent, streams bool) ([]EntryPoint, error) {
 	rv := "0"
 	if consistent {
 		rv = ""
@@ -241,7 +251,7 @@ func (f *Finder) list(ctx context.Context, consistent bool) ([]EntryPoint, error
 	g, gctx = errgroup.WithContext(ctx)
 	for i, s := range lbs {
 		g.Go(func() (err error) {
-			eps[i], err = f.fromService(gctx, s)
+			eps[i], err = f.fromService(gctx, s, streams)
 			return err
 		})
 	}
@@ -261,7 +271,7 @@ func (f *Finder) list(ctx context.Context, consistent bool) ([]EntryPoint, error
 	return eps, nil
 }
 
-func (f *Finder) fromService(ctx context.Context, s *corev1.Service) (EntryPoint, error) {
+func (f *Finder) fromService(ctx context.Context, s *corev1.Service, streams bool) (EntryPoint, error) {
 	ep := EntryPoint{
 		Kind: KindService, Namespace: s.Namespace, Name: s.Name, Annotations: s.Annotations,
 		Backend: s.Annotations[AnnotationBackend], Used: map[portalloc.Key]bool{},
@@ -287,7 +297,7 @@ func (f *Finder) fromService(ctx context.Context, s *corev1.Service) (EntryPoint
 			ep.Backend = BackendIngressNginx
 		}
 	}
-	if ep.Backend != BackendIngressNginx {
+	if ep.Backend != BackendIngressNginx || !streams {
 		return ep, nil
 	}
 	refs, err := f.streamConfigMaps(ctx, s)

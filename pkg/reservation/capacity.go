@@ -22,7 +22,7 @@ type Capacity struct {
 // answers, per entry point and protocol, its ports reserved, bound, used
 // otherwise and free. It names no owner and no Service.
 func (s *Service) Capacities(ctx context.Context) ([]Capacity, error) {
-	all, ledgers, err := s.snapshot(ctx, "")
+	all, ledgers, err := s.snapshot(ctx, "", true)
 	if err != nil {
 		return nil, err
 	}

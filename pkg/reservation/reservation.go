@@ -25,6 +25,9 @@ import (
 // than a cached one.
 type EntryPoints interface {
 	List(ctx context.Context, consistent bool) ([]entrypoint.EntryPoint, error)
+	// Identify lists them consistently, less what only choosing a free port
+	// needs (entrypoint.Finder.Identify).
+	Identify(ctx context.Context) ([]entrypoint.EntryPoint, error)
 }
 
 // countMaxAge is how old a namespace's claims on another entry point may be
@@ -680,7 +683,7 @@ type Filter struct {
 // List returns the live entries of every entry point, in entry point, protocol
 // and port order.
 func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
-	all, ledgers, err := s.snapshot(ctx, f.EntryPoint)
+	all, ledgers, err := s.snapshot(ctx, f.EntryPoint, false)
 	if err != nil {
 		return nil, err
 	}
@@ -701,9 +704,15 @@ func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
 
 // snapshot lists the entry points (only the one whose ID is only, if set) and
 // reads their ledgers' entries at once, in their order: a caller's request
-// waits on every round trip made one after another.
-func (s *Service) snapshot(ctx context.Context, only string) ([]entrypoint.EntryPoint, []*portalloc.Ledger, error) {
-	all, err := s.EntryPoints.List(ctx, true)
+// waits on every round trip made one after another. Without used, the entry
+// points are identified only (Finder.Identify): their InUse does not count
+// the ports of ingress-nginx's stream ConfigMaps.
+func (s *Service) snapshot(ctx context.Context, only string, used bool) ([]entrypoint.EntryPoint, []*portalloc.Ledger, error) {
+	list := s.EntryPoints.Identify
+	if used {
+		list = func(ctx context.Context) ([]entrypoint.EntryPoint, error) { return s.EntryPoints.List(ctx, true) }
+	}
+	all, err := list(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
