@@ -312,6 +312,62 @@ func (s *Books) Read(ctx context.Context, b Book) (*portalloc.Ledger, error) {
 	return s.Entries(ctx, b)
 }
 
+// Listing is one consistent list of a namespace's ledgers: every block, and
+// every ledger from before the split, fenced, cut or neither (each carries
+// LabelLedger, as berth has always labelled its ledgers). Claims are left
+// out.
+type Listing struct {
+	namespace string
+	blocks    map[string][]corev1.ConfigMap // by entry point: kind.name
+	old       map[string]*corev1.ConfigMap  // by name
+}
+
+// List lists namespace's ledgers, all books at once: a caller that reads
+// every entry point's ledger waits on one round trip, and can make it while
+// it lists the entry points themselves.
+func (s *Books) List(ctx context.Context, namespace string) (*Listing, error) {
+	l := &Listing{namespace: namespace, blocks: map[string][]corev1.ConfigMap{}, old: map[string]*corev1.ConfigMap{}}
+	opts := metav1.ListOptions{LabelSelector: LabelLedger + "=true," + LabelPart + "!=" + partClaims, Limit: 100}
+	for {
+		cms, err := s.client.ConfigMaps(namespace).List(ctx, opts)
+		if err != nil {
+			return nil, fmt.Errorf("list ledgers in %s: %w", namespace, err)
+		}
+		for i := range cms.Items {
+			cm := &cms.Items[i]
+			if cm.Labels[LabelPart] == partBlock {
+				id := cm.Labels[LabelEntryPointKind] + "." + cm.Labels[LabelEntryPointName]
+				l.blocks[id] = append(l.blocks[id], *cm)
+			} else {
+				l.old[cm.Name] = cm
+			}
+		}
+		if cms.Continue == "" {
+			return l, nil
+		}
+		opts.Continue = cms.Continue
+	}
+}
+
+// ReadListed returns every entry of book b, from l if b is in l's
+// namespace and l shows b's old ledger absent or cut; else it reads b
+// itself (Read), moving its old ledger first.
+func (s *Books) ReadListed(ctx context.Context, l *Listing, b Book) (*portalloc.Ledger, error) {
+	if l == nil || b.Namespace != l.namespace {
+		return s.Read(ctx, b)
+	}
+	key := types.NamespacedName{Namespace: b.Namespace, Name: b.Name}
+	switch old := l.old[b.Name]; {
+	case old == nil:
+		s.absent.Store(key, time.Now())
+	case cut(old):
+		s.migrated.Store(key, struct{}{})
+	default:
+		return s.Read(ctx, b)
+	}
+	return entries(l.blocks[b.ID()])
+}
+
 // cut reports whether cm, an old ledger, is cut down to movedKey: its
 // entries are in blocks and claims.
 func cut(cm *corev1.ConfigMap) bool { return len(cm.Data) == 1 && cm.Data[movedKey] != "" }

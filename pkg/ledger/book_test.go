@@ -3,6 +3,8 @@ package ledger
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -216,5 +218,82 @@ func TestRead(t *testing.T) {
 	read("fenced ledger", mid, 20100)
 	if cm, err := cms.Get(ctx, mid.Name, metav1.GetOptions{}); err != nil || !cut(cm) {
 		t.Errorf("fenced ledger after a read = %v, %v; want cut", cm, err)
+	}
+}
+
+// TestReadListed: one list of a namespace's ledgers reads every book in it:
+// a book without an old ledger and one whose old ledger is cut from the
+// list; one whose old ledger (as berth wrote it before the split, labelled
+// a ledger only) still holds entries is moved first. Claims are not listed.
+func TestReadListed(t *testing.T) {
+	cp.Require(t)
+	ctx := context.Background()
+	tcp := func(p int) portalloc.Key { return portalloc.Key{Protocol: portalloc.TCP, Port: p} }
+	ns := cp.Namespace(t)
+	cms := cp.Client.CoreV1().ConfigMaps(ns)
+	s := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff)
+	fresh, moved, old := BookFor(ns, "service", "fresh"), BookFor(ns, "service", "moved"), BookFor(ns, "gateway", "old")
+	put := func(b Book, port int) {
+		t.Helper()
+		if err := s.Blocks.Update(ctx, b.Block(BlockOf(port)), func(l *portalloc.Ledger) error {
+			l.Entries[tcp(port)] = portalloc.Entry{Owner: "team-a/" + b.EntryPointName, State: portalloc.Bound, Service: "team-a/x"}
+			return nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(fresh, 20000)
+	put(moved, 20001)
+	put(moved, 20301)
+	if err := s.Migrate(ctx, moved, true); err != nil { // fenced and cut: nothing to move
+		t.Fatal(err)
+	}
+	if err := s.Claims.Update(ctx, moved.Claims("team-a/x"), func(c *portalloc.Claims) error {
+		c.Put(portalloc.TCP, portalloc.Claim{Owner: "team-a/x", Port: 20001})
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	before := portalloc.New()
+	before.Entries[tcp(20002)] = portalloc.Entry{Owner: "team-b/y", State: portalloc.Bound, Since: t0.Unix(), Service: "team-b/y"}
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: old.Name,
+		Labels: map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelLedger: "true"}}, Data: before.Encode()}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+
+	l, err := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff).List(ctx, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, n := range map[string]int{fresh.ID(): 1, moved.ID(): 2, old.ID(): 0} {
+		if got := len(l.blocks[name]); got != n {
+			t.Errorf("listed blocks of %s = %d, want %d", name, got, n)
+		}
+	}
+	if len(l.old) != 2 || l.old[moved.Name] == nil || l.old[old.Name] == nil {
+		t.Errorf("listed old ledgers = %v, want %s and %s (and no claims)", slices.Collect(maps.Keys(l.old)), moved.Name, old.Name)
+	}
+	reader := NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff)
+	for b, want := range map[Book][]int{fresh: {20000}, moved: {20001, 20301}, old: {20002}} {
+		got, err := reader.ReadListed(ctx, l, b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got.Entries) != len(want) {
+			t.Errorf("%s: entries = %v, want ports %v", b.ID(), got.Entries, want)
+		}
+		for _, p := range want {
+			if _, ok := got.Entries[tcp(p)]; !ok {
+				t.Errorf("%s: entries = %v, want port %d", b.ID(), got.Entries, p)
+			}
+		}
+	}
+	if cm, err := cms.Get(ctx, old.Name, metav1.GetOptions{}); err != nil || !cut(cm) {
+		t.Errorf("old ledger after ReadListed = %v, %v; want it moved and cut", cm, err)
+	}
+	// A book of another namespace is read by itself.
+	other := BookFor(cp.Namespace(t), "service", "elsewhere")
+	if got, err := reader.ReadListed(ctx, l, other); err != nil || len(got.Entries) != 0 {
+		t.Errorf("ReadListed of another namespace's book = %v, %v; want no entries", got, err)
 	}
 }

@@ -61,6 +61,9 @@ type Services interface {
 type Service struct {
 	EntryPoints EntryPoints
 	Ledgers     *ledger.Books
+	// Namespace, when set, is the entry points' namespace, where their
+	// ledgers are: reads list its ledgers while they list the entry points.
+	Namespace string
 	Services    Services
 	Range       portalloc.Range
 	// TTL is how long a reservation that is never bound lives.
@@ -706,25 +709,41 @@ func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
 // reads their ledgers' entries at once, in their order: a caller's request
 // waits on every round trip made one after another. Without used, the entry
 // points are identified only (Finder.Identify): their InUse does not count
-// the ports of ingress-nginx's stream ConfigMaps.
+// the ports of ingress-nginx's stream ConfigMaps. With Namespace set and no
+// only, every ledger is listed at once, beside the entry points.
 func (s *Service) snapshot(ctx context.Context, only string, used bool) ([]entrypoint.EntryPoint, []*portalloc.Ledger, error) {
-	list := s.EntryPoints.Identify
-	if used {
-		list = func(ctx context.Context) ([]entrypoint.EntryPoint, error) { return s.EntryPoints.List(ctx, true) }
+	var (
+		all     []entrypoint.EntryPoint
+		listing *ledger.Listing
+	)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() (err error) {
+		if used {
+			all, err = s.EntryPoints.List(gctx, true)
+		} else {
+			all, err = s.EntryPoints.Identify(gctx)
+		}
+		return err
+	})
+	if only == "" && s.Namespace != "" {
+		// Every ledger is wanted: list them all, in the same round trip.
+		g.Go(func() (err error) {
+			listing, err = s.Ledgers.List(gctx, s.Namespace)
+			return err
+		})
 	}
-	all, err := list(ctx)
-	if err != nil {
+	if err := g.Wait(); err != nil {
 		return nil, nil, err
 	}
 	if only != "" {
 		all = slices.DeleteFunc(all, func(ep entrypoint.EntryPoint) bool { return ep.ID() != only })
 	}
 	out := make([]*portalloc.Ledger, len(all))
-	g, gctx := errgroup.WithContext(ctx)
+	g, gctx = errgroup.WithContext(ctx)
 	for i, ep := range all {
 		g.Go(func() error {
 			var err error
-			out[i], err = s.Ledgers.Read(gctx, book(ep))
+			out[i], err = s.Ledgers.ReadListed(gctx, listing, book(ep))
 			return err
 		})
 	}

@@ -53,6 +53,7 @@ func newService(core kubernetes.Interface, gw gatewayclient.Interface, ns string
 	return &Service{
 		EntryPoints: &entrypoint.Finder{Core: core, Gateway: gw, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services"},
 		Ledgers:     ledger.NewBooks(core.CoreV1(), kube.ConflictBackoff),
+		Namespace:   ns,
 		Services:    KubeServices{Client: core},
 		Range:       r,
 		TTL:         10 * time.Minute,

@@ -91,6 +91,7 @@ func (s Settings) New(core kubernetes.Interface, gw gatewayclient.Interface) *Se
 	svc := &Service{
 		EntryPoints: finder,
 		Ledgers:     ledger.NewBooks(core.CoreV1(), kube.ConflictBackoff),
+		Namespace:   s.LoadBalancerNamespace,
 		Services:    KubeServices{Client: core},
 		Range:       s.Range(),
 		TTL:         s.ReservationTTL,
