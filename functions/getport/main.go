@@ -19,6 +19,7 @@ func main() {
 		h := newHandler(cfg, c.Core, c.Gateway, guard)
 		fn := h.fn()
 		fn.Gate = guard
+		fn.Warm = c.Connect
 		return fn, nil
 	})
 }

@@ -20,6 +20,7 @@ func main() {
 		h := newHandler(cfg, c.REST, c.Core, c.Gateway, guard, log)
 		fn := h.fn()
 		fn.Gate = guard
+		fn.Warm = c.Connect
 		return fn, nil
 	})
 }

@@ -40,7 +40,8 @@ func TestMain(m *testing.M) {
 			if os.Getenv("CHILD_NO_GATE") == "1" {
 				return Function{API: mux}, nil
 			}
-			return Function{API: mux, Gate: openGate{}}, nil
+			warm := func(context.Context) { slog.Info("warmed") }
+			return Function{API: mux, Gate: openGate{}, Warm: warm}, nil
 		})
 		return
 	}
@@ -134,6 +135,29 @@ func TestSIGTERMDrainsInFlightRequest(t *testing.T) {
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("child exit after drain = %v, want 0", err)
 	}
+}
+
+// TestWarmRunsAtStart: a function's Warm runs as it starts, with no request.
+func TestWarmRunsAtStart(t *testing.T) {
+	cmd := child(t)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	timer := time.AfterFunc(10*time.Second, func() { _ = cmd.Process.Kill() })
+	defer timer.Stop()
+	sc := bufio.NewScanner(out)
+	for sc.Scan() {
+		var l map[string]any
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l["msg"] == "warmed" {
+			return
+		}
+	}
+	t.Error("the child never ran its Warm")
 }
 
 func TestInvalidEnvironmentStopsStartup(t *testing.T) {

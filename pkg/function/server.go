@@ -41,6 +41,10 @@ type Function struct {
 	// Gate authenticates every request but /healthz and /readyz, and
 	// authorizes event deliveries. Every function's Main sets it.
 	Gate Gate
+	// Warm, when set, runs once as the server starts, beside it: work that
+	// every request needs (the API server's connection and TLS handshake),
+	// begun before the first request arrives rather than by it.
+	Warm func(context.Context)
 	// Seed are the function's routes of the 2018 API: their paths match as
 	// Express matched them (any case, a trailing slash), and a request
 	// refused before its handler (unauthenticated, too large) is answered in
@@ -307,6 +311,9 @@ func run(name string, spec Spec, build func(context.Context, *slog.Logger) (Func
 	fn.Name = name
 	if fn.Gate == nil {
 		return errors.New("a function must authenticate its callers: build returned no Gate")
+	}
+	if fn.Warm != nil {
+		go fn.Warm(ctx)
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
 	if err != nil {

@@ -3,8 +3,10 @@
 package kube
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -53,6 +55,17 @@ type Clients struct {
 	REST    *rest.Config
 	Core    kubernetes.Interface
 	Gateway gatewayclient.Interface
+}
+
+// Connect opens the clients' connection to the API server (the TLS
+// handshake, HTTP/2) ahead of the first request that needs it, by one GET of
+// /livez, which RBAC lets everyone read; its answer is not looked at. A
+// request made meanwhile is handed this connection once it is up, if its
+// own dial is not up first (HTTP/2 shares one connection).
+func (c Clients) Connect(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	_ = c.Core.Discovery().RESTClient().Get().AbsPath("/livez").Do(ctx).Error()
 }
 
 // Clients builds the clients for the configured cluster. No request is made.
