@@ -64,8 +64,8 @@ type Service struct {
 	// Namespace, when set, is the entry points' namespace, where their
 	// ledgers are: reads list its ledgers while they list the entry points.
 	Namespace string
-	Services    Services
-	Range       portalloc.Range
+	Services  Services
+	Range     portalloc.Range
 	// TTL is how long a reservation that is never bound lives.
 	TTL time.Duration
 	// MaxPerNamespace bounds the ports the owners of one namespace hold, over

@@ -38,9 +38,10 @@ import (
 // Scope is the instrumentation scope of every berth tracer and meter.
 const Scope = "github.com/berth-dev/berth"
 
-// The OTEL_* variables Setup reads itself; the exporters and the SDK read the
-// others (headers, timeouts, compression, sampler, batch and export intervals,
-// resource attributes).
+// The OTEL_* variables Setup reads itself; berth's exporters (otlp.go) read
+// the other OTEL_EXPORTER_OTLP_* ones (headers, timeouts, compression,
+// certificates, temporality) and the SDK the rest (sampler, batch and export
+// intervals, resource attributes).
 const (
 	EnvEndpoint        = "OTEL_EXPORTER_OTLP_ENDPOINT"
 	EnvTracesEndpoint  = "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"

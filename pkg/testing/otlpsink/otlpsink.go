@@ -1,6 +1,6 @@
 // Package otlpsink is an OTLP/HTTP receiver on loopback for berth's tests,
 // benchmarks and the local demo runner. berth's processes export traces and
-// metrics with the standard OTel Go SDK exporters (http/protobuf); point their
+// metrics over OTLP/HTTP (http/protobuf, pkg/telemetry's exporters); point their
 // OTEL_EXPORTER_OTLP_ENDPOINT at [Sink.URL] and read back what arrived as plain
 // Go values: spans grouped into traces, and the latest point of each metric
 // series.
