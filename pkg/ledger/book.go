@@ -237,6 +237,9 @@ func (s *Books) Migrate(ctx context.Context, b Book, fence bool) error {
 				Data: map[string]string{movedKey: moved}}, metav1.CreateOptions{})
 		case err != nil:
 		case cm.Data[movedKey] == "":
+			if cm.Data == nil { // every port released: the API server drops empty data
+				cm.Data = map[string]string{}
+			}
 			cm.Data[movedKey] = moved
 			labelMoved(cm, b)
 			_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})

@@ -291,6 +291,22 @@ func TestReadListed(t *testing.T) {
 	if cm, err := cms.Get(ctx, old.Name, metav1.GetOptions{}); err != nil || !cut(cm) {
 		t.Errorf("old ledger after ReadListed = %v, %v; want it moved and cut", cm, err)
 	}
+	// An old ledger whose ports were all released has no data at all.
+	empty := BookFor(ns, "service", "empty")
+	if _, err := cms.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Name: empty.Name,
+		Labels: map[string]string{kube.LabelManagedBy: kube.ManagedBy, LabelLedger: "true"}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	l, err = reader.List(ctx, ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := reader.ReadListed(ctx, l, empty); err != nil || len(got.Entries) != 0 {
+		t.Errorf("ReadListed of an empty old ledger = %v, %v; want no entries", got, err)
+	}
+	if cm, err := cms.Get(ctx, empty.Name, metav1.GetOptions{}); err != nil || !cut(cm) {
+		t.Errorf("empty old ledger after a read = %v, %v; want it fenced and cut", cm, err)
+	}
 	// A book of another namespace is read by itself.
 	other := BookFor(cp.Namespace(t), "service", "elsewhere")
 	if got, err := reader.ReadListed(ctx, l, other); err != nil || len(got.Entries) != 0 {
