@@ -65,8 +65,9 @@ func (e *spanExporter) Shutdown(context.Context) error {
 // resourceSpans groups spans by resource and instrumentation scope.
 func resourceSpans(spans []sdktrace.ReadOnlySpan) []*tracepb.ResourceSpans {
 	type scopeKey struct {
-		res   attribute.Distinct
-		scope instrumentation.Scope
+		res                   attribute.Distinct
+		name, version, schema string
+		attrs                 attribute.Distinct
 	}
 	var out []*tracepb.ResourceSpans
 	byRes := map[attribute.Distinct]*tracepb.ResourceSpans{}
@@ -81,7 +82,7 @@ func resourceSpans(spans []sdktrace.ReadOnlySpan) []*tracepb.ResourceSpans {
 			out = append(out, rs)
 		}
 		sc := s.InstrumentationScope()
-		sk := scopeKey{res: rk, scope: instrumentation.Scope{Name: sc.Name, Version: sc.Version, SchemaURL: sc.SchemaURL}}
+		sk := scopeKey{res: rk, name: sc.Name, version: sc.Version, schema: sc.SchemaURL, attrs: sc.Attributes.Equivalent()}
 		ss := byScope[sk]
 		if ss == nil {
 			ss = &tracepb.ScopeSpans{Scope: scopeOf(sc), SchemaUrl: sc.SchemaURL}

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -16,6 +17,7 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	"google.golang.org/protobuf/proto"
 )
 
@@ -43,7 +45,9 @@ const maxResponseBytes = 64 << 10
 
 // otlpClient posts one signal's export requests to its collector.
 type otlpClient struct {
-	url     string
+	url string
+	// shown is url as errors name it, without a password.
+	shown   string
 	headers http.Header
 	gzip    bool
 	timeout time.Duration
@@ -70,18 +74,22 @@ func newOTLPClient(signal string, getenv func(string) string) (*otlpClient, erro
 	}
 	u, err := url.Parse(raw)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-		return nil, fmt.Errorf("OTLP %s endpoint %q: not an absolute http(s) URL", strings.ToLower(signal), raw)
+		return nil, fmt.Errorf("OTLP %s endpoint: not an absolute http(s) URL", strings.ToLower(signal))
 	}
 	if path != "" {
 		u.Path = strings.TrimSuffix(u.Path, "/") + "/" + path
 	}
-	c.url = u.String()
+	c.url, c.shown = u.String(), u.Redacted()
 	if name, v := get("HEADERS"); v != "" {
 		for pair := range strings.SplitSeq(v, ",") {
+			if strings.TrimSpace(pair) == "" {
+				continue
+			}
 			k, val, ok := strings.Cut(pair, "=")
 			k = strings.TrimSpace(k)
 			dec, derr := url.PathUnescape(strings.TrimSpace(val))
-			if !ok || k == "" || derr != nil {
+			if !ok || derr != nil || !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(dec) {
+				// The values are secrets as often as not: named, not shown.
 				return nil, fmt.Errorf("%s: want key=value pairs, comma separated, values URL-encoded", name)
 			}
 			c.headers.Add(k, dec)
@@ -107,7 +115,9 @@ func newOTLPClient(signal string, getenv func(string) string) (*otlpClient, erro
 	}
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = tlsConfig
-	c.http = &http.Client{Transport: tr}
+	// A redirect would carry the headers, credentials often, to another
+	// host: it is answered, not followed.
+	c.http = &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	return c, nil
 }
 
@@ -175,7 +185,9 @@ func (c *otlpClient) export(ctx context.Context, req, resp proto.Message) error 
 			return err
 		}
 		if wait <= 0 {
-			wait, delay = delay, min(2*delay, 5*time.Second)
+			// Full backoff, less up to half at random, so that instances
+			// refused together do not come back together.
+			wait, delay = delay-time.Duration(rand.Int64N(int64(delay/2))), min(2*delay, 5*time.Second)
 		}
 		t := time.NewTimer(wait)
 		select {
@@ -201,25 +213,37 @@ func (c *otlpClient) post(ctx context.Context, body []byte, resp proto.Message) 
 	}
 	res, err := c.http.Do(r)
 	if err != nil {
+		// The error names the URL as sent: name it without a password.
 		if ctx.Err() != nil {
-			return 0, err
+			return 0, fmt.Errorf("OTLP export to %s: %w", c.shown, ctx.Err())
 		}
-		return 0, fmt.Errorf("%w: %w", errRetryable, err)
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return 0, fmt.Errorf("%w: %s: %w", errRetryable, c.shown, err)
 	}
 	defer res.Body.Close()
-	msg, _ := io.ReadAll(io.LimitReader(res.Body, maxResponseBytes))
-	switch res.StatusCode {
-	case http.StatusOK:
+	switch {
+	case res.StatusCode >= 200 && res.StatusCode < 300:
+		// The answer says what was rejected, if anything; a collector may
+		// send none, or another content type.
+		msg, err := io.ReadAll(io.LimitReader(res.Body, maxResponseBytes+1))
+		if err != nil || len(msg) == 0 || len(msg) > maxResponseBytes ||
+			!strings.HasPrefix(res.Header.Get("Content-Type"), "application/x-protobuf") {
+			return 0, nil
+		}
 		if err := proto.Unmarshal(msg, resp); err != nil {
-			return 0, fmt.Errorf("OTLP answer from %s: %w", c.url, err)
+			return 0, fmt.Errorf("OTLP answer from %s: %w", c.shown, err)
 		}
 		return 0, nil
-	case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+	case res.StatusCode == http.StatusTooManyRequests, res.StatusCode == http.StatusBadGateway,
+		res.StatusCode == http.StatusServiceUnavailable, res.StatusCode == http.StatusGatewayTimeout:
 		var wait time.Duration
 		if s, err := strconv.Atoi(res.Header.Get("Retry-After")); err == nil && s > 0 {
 			wait = time.Duration(s) * time.Second
 		}
-		return wait, fmt.Errorf("%w: %s answered %s", errRetryable, c.url, res.Status)
+		return wait, fmt.Errorf("%w: %s answered %s", errRetryable, c.shown, res.Status)
 	}
-	return 0, fmt.Errorf("OTLP export to %s: %s", c.url, res.Status)
+	return 0, fmt.Errorf("OTLP export to %s: %s", c.shown, res.Status)
 }

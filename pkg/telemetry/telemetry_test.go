@@ -1,11 +1,16 @@
 package telemetry
 
 import (
+	"net/http/httptest"
+	"sync/atomic"
+
 	"context"
 	"errors"
 	"net/http"
 	"strings"
 	"testing"
+
+	coltracepb "go.opentelemetry.io/proto/slim/otlp/collector/trace/v1"
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	"go.opentelemetry.io/otel/trace"
@@ -116,5 +121,81 @@ func TestEventContext(t *testing.T) {
 				t.Errorf("InjectEvent set traceparent %q, want trace %q", tp, tc.wantTrace)
 			}
 		})
+	}
+}
+
+func TestOTLPClientRefusesBadSettings(t *testing.T) {
+	for _, tc := range []struct {
+		name, key, value string
+	}{
+		{"endpoint not a URL", EnvEndpoint, "collector:4318"},
+		{"endpoint of another scheme", EnvEndpoint, "grpc://collector:4317"},
+		{"header without a value", "OTEL_EXPORTER_OTLP_HEADERS", "api-key"},
+		{"header value with a line break", "OTEL_EXPORTER_OTLP_HEADERS", "api-key=a%0D%0AHost:%20evil"},
+		{"header value badly encoded", "OTEL_EXPORTER_OTLP_TRACES_HEADERS", "api-key=%zz"},
+		{"timeout zero", "OTEL_EXPORTER_OTLP_TIMEOUT", "0"},
+		{"timeout not a number", "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "10s"},
+		{"compression unknown", "OTEL_EXPORTER_OTLP_COMPRESSION", "zstd"},
+		{"CA file missing", "OTEL_EXPORTER_OTLP_CERTIFICATE", "/nonexistent/ca.pem"},
+		{"client key without certificate", "OTEL_EXPORTER_OTLP_CLIENT_KEY", "/nonexistent/key.pem"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			env := map[string]string{EnvEndpoint: "http://127.0.0.1:4318", tc.key: tc.value}
+			if _, err := newOTLPClient(signalTraces, func(k string) string { return env[k] }); err == nil {
+				t.Errorf("%s=%q accepted", tc.key, tc.value)
+			} else if strings.Contains(err.Error(), "evil") {
+				t.Errorf("the error shows the header's value: %v", err)
+			}
+		})
+	}
+	c, err := newOTLPClient(signalMetrics, func(k string) string {
+		return map[string]string{EnvEndpoint: "https://u:secret@c.example/base/", "OTEL_EXPORTER_OTLP_HEADERS": "a=1, b=x%20y,"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.url != "https://u:secret@c.example/base/v1/metrics" || strings.Contains(c.shown, "secret") {
+		t.Errorf("url = %q, shown as %q; want the signal's path added, the password not shown", c.url, c.shown)
+	}
+	if c.headers.Get("a") != "1" || c.headers.Get("b") != "x y" {
+		t.Errorf("headers = %v", c.headers)
+	}
+}
+
+// TestOTLPExportRetries: a collector that answers 503 is asked again; a
+// redirect is not followed (it would carry the headers elsewhere); a 4xx
+// is not retried.
+func TestOTLPExportRetries(t *testing.T) {
+	var calls atomic.Int32
+	answers := []int{http.StatusServiceUnavailable, http.StatusOK}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n := int(calls.Add(1)) - 1
+		switch {
+		case r.URL.Path == "/redirect/v1/traces":
+			http.Redirect(w, r, "http://elsewhere.example/", http.StatusTemporaryRedirect)
+		case r.URL.Path == "/bad/v1/traces":
+			w.WriteHeader(http.StatusBadRequest)
+		case n < len(answers):
+			w.WriteHeader(answers[n])
+		}
+	}))
+	defer srv.Close()
+	export := func(base string) error {
+		c, err := newOTLPClient(signalTraces, func(k string) string { return map[string]string{EnvEndpoint: srv.URL + base}[k] })
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.export(t.Context(), &coltracepb.ExportTraceServiceRequest{}, &coltracepb.ExportTraceServiceResponse{})
+	}
+	if err := export(""); err != nil || calls.Load() != 2 {
+		t.Errorf("export after a 503 = %v in %d requests, want success in 2", err, calls.Load())
+	}
+	calls.Store(10)
+	if err := export("/redirect"); err == nil || calls.Load() != 11 {
+		t.Errorf("export answered by a redirect = %v in %d requests, want an error in 1", err, calls.Load()-10)
+	}
+	calls.Store(10)
+	if err := export("/bad"); err == nil || calls.Load() != 11 {
+		t.Errorf("export answered 400 = %v in %d requests, want an error in 1", err, calls.Load()-10)
 	}
 }

@@ -42,8 +42,11 @@ var coldStartRoutes = map[string]string{
 func BenchmarkColdStart(b *testing.B) {
 	ctx, env := startForTest(b, Options{})
 	bin := b.TempDir()
-	for name, pkg := range map[string]string{"floor": "./pkg/testing/floor", "install": "./functions/install",
-		"getport": "./functions/getport", "setingress": "./functions/setingress"} {
+	pkgs := map[string]string{"floor": "./pkg/testing/floor"}
+	for _, fn := range Functions {
+		pkgs[fn] = "./functions/" + fn
+	}
+	for name, pkg := range pkgs {
 		if err := buildShipped(ctx, env.opts.Root, pkg, filepath.Join(bin, name)); err != nil {
 			b.Fatal(err)
 		}
