@@ -73,8 +73,9 @@ func child(t *testing.T, env ...string) *exec.Cmd {
 	return cmd
 }
 
-func TestSIGTERMDrainsInFlightRequest(t *testing.T) {
-	cmd := child(t)
+// started starts cmd and returns its stdout; the test kills it at the end.
+func started(t *testing.T, cmd *exec.Cmd) io.Reader {
+	t.Helper()
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +84,12 @@ func TestSIGTERMDrainsInFlightRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return out
+}
+
+func TestSIGTERMDrainsInFlightRequest(t *testing.T) {
+	cmd := child(t)
+	out := started(t, cmd)
 	lines := make(chan map[string]any, 16)
 	go func() {
 		sc := bufio.NewScanner(out)
@@ -140,14 +147,7 @@ func TestSIGTERMDrainsInFlightRequest(t *testing.T) {
 // TestWarmRunsAtStart: a function's Warm runs as it starts, with no request.
 func TestWarmRunsAtStart(t *testing.T) {
 	cmd := child(t)
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	out := started(t, cmd)
 	timer := time.AfterFunc(10*time.Second, func() { _ = cmd.Process.Kill() })
 	defer timer.Stop()
 	sc := bufio.NewScanner(out)
