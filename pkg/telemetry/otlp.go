@@ -221,6 +221,10 @@ func (c *otlpClient) post(ctx context.Context, body []byte, resp proto.Message) 
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
+		var cert *tls.CertificateVerificationError
+		if errors.As(err, &cert) {
+			return 0, fmt.Errorf("OTLP export to %s: %w", c.shown, err) // the same next time
+		}
 		return 0, fmt.Errorf("%w: %s: %w", errRetryable, c.shown, err)
 	}
 	defer res.Body.Close()

@@ -199,3 +199,21 @@ func TestOTLPExportRetries(t *testing.T) {
 		t.Errorf("export answered 400 = %v in %d requests, want an error in 1", err, calls.Load()-10)
 	}
 }
+
+// TestOTLPExportGivesUpOnAnUntrustedCertificate: a collector whose
+// certificate is not trusted is asked once, not until the timeout.
+func TestOTLPExportGivesUpOnAnUntrustedCertificate(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { calls.Add(1) }))
+	defer srv.Close()
+	c, err := newOTLPClient(signalTraces, func(k string) string {
+		return map[string]string{EnvEndpoint: srv.URL, "OTEL_EXPORTER_OTLP_TIMEOUT": "5000"}[k]
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.export(t.Context(), &coltracepb.ExportTraceServiceRequest{}, &coltracepb.ExportTraceServiceResponse{})
+	if err == nil || errors.Is(err, errRetryable) || calls.Load() != 0 {
+		t.Errorf("export to an untrusted collector = %v (%d requests reached it), want a final error", err, calls.Load())
+	}
+}
