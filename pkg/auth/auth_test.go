@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloudevents/sdk-go/v2/event"
+	authorizationv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -248,6 +249,24 @@ func TestRateLimit(t *testing.T) {
 		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "Role", Name: "delivery"},
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "trigger"}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
+	}
+	// The authorizer sees a new binding a moment later; the guard caches a
+	// denial for its TTL, so ask the API server itself until it allows.
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: "system:serviceaccount:" + ns + ":trigger", Groups: []string{"system:serviceaccounts"},
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Group: "berth.dev", Resource: "events"}}}
+	for i := 0; ; i++ {
+		r, err := cp.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.Allowed {
+			break
+		}
+		if i == 100 {
+			t.Fatalf("the delivery Role is not in force: %+v", r.Status)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	dctx, err := g.Authenticate(request(own))
 	if err != nil {
