@@ -187,12 +187,22 @@ func (s *Books) AllClaims(ctx context.Context, b Book) ([]Shard, error) {
 }
 
 func (s *Books) list(ctx context.Context, b Book, parts ...string) ([]corev1.ConfigMap, error) {
+	cms, err := s.listSelected(ctx, b.Namespace, b.selector(parts...))
+	if err != nil {
+		return nil, fmt.Errorf("list ledger %s/%s: %w", b.Namespace, b.Name, err)
+	}
+	return cms, nil
+}
+
+// listSelected lists namespace's ConfigMaps that selector selects, page by
+// page, all pages at the first one's resourceVersion.
+func (s *Books) listSelected(ctx context.Context, namespace, selector string) ([]corev1.ConfigMap, error) {
 	var out []corev1.ConfigMap
-	opts := metav1.ListOptions{LabelSelector: b.selector(parts...), Limit: 100}
+	opts := metav1.ListOptions{LabelSelector: selector, Limit: 100}
 	for {
-		l, err := s.client.ConfigMaps(b.Namespace).List(ctx, opts)
+		l, err := s.client.ConfigMaps(namespace).List(ctx, opts)
 		if err != nil {
-			return nil, fmt.Errorf("list ledger %s/%s: %w", b.Namespace, b.Name, err)
+			return nil, err
 		}
 		out = append(out, l.Items...)
 		if l.Continue == "" {
@@ -299,16 +309,36 @@ func (s *Books) Read(ctx context.Context, b Book) (*portalloc.Ledger, error) {
 	}
 	fenced := slices.IndexFunc(cms, func(cm corev1.ConfigMap) bool { return cm.Name == b.Name })
 	switch {
-	case fenced >= 0 && cut(&cms[fenced]):
-		s.migrated.Store(key, struct{}{})
+	case fenced >= 0 && s.settled(b, &cms[fenced]):
 		return entries(slices.Delete(cms, fenced, fenced+1))
 	case fenced < 0 && apierrors.IsNotFound(getErr):
 		// No old ledger when listed, nor after: nothing to move.
-		s.absent.Store(key, time.Now())
+		s.settled(b, nil)
 		return entries(cms)
 	}
-	// An old ledger being moved, or one moved without the fence's labels:
-	// move it (or learn that it is), then list again.
+	// An old ledger being moved, or one moved without the fence's labels.
+	return s.moveAndRead(ctx, b)
+}
+
+// settled reports whether the blocks of book b listed beside old, its old
+// ledger as the same list showed it (nil: none), hold all its entries: old
+// is absent or cut. It remembers which.
+func (s *Books) settled(b Book, old *corev1.ConfigMap) bool {
+	key := types.NamespacedName{Namespace: b.Namespace, Name: b.Name}
+	switch {
+	case old == nil:
+		s.absent.Store(key, time.Now())
+	case cut(old):
+		s.migrated.Store(key, struct{}{})
+	default:
+		return false
+	}
+	return true
+}
+
+// moveAndRead moves book b's old ledger (or learns that it is moved), then
+// lists its blocks.
+func (s *Books) moveAndRead(ctx context.Context, b Book) (*portalloc.Ledger, error) {
 	if err := s.Migrate(ctx, b, false); err != nil {
 		return nil, err
 	}
@@ -329,46 +359,35 @@ type Listing struct {
 // every entry point's ledger waits on one round trip, and can make it while
 // it lists the entry points themselves.
 func (s *Books) List(ctx context.Context, namespace string) (*Listing, error) {
-	l := &Listing{namespace: namespace, blocks: map[string][]corev1.ConfigMap{}, old: map[string]*corev1.ConfigMap{}}
-	opts := metav1.ListOptions{LabelSelector: LabelLedger + "=true," + LabelPart + "!=" + partClaims, Limit: 100}
-	for {
-		cms, err := s.client.ConfigMaps(namespace).List(ctx, opts)
-		if err != nil {
-			return nil, fmt.Errorf("list ledgers in %s: %w", namespace, err)
-		}
-		for i := range cms.Items {
-			cm := &cms.Items[i]
-			if cm.Labels[LabelPart] == partBlock {
-				id := cm.Labels[LabelEntryPointKind] + "." + cm.Labels[LabelEntryPointName]
-				l.blocks[id] = append(l.blocks[id], *cm)
-			} else {
-				l.old[cm.Name] = cm
-			}
-		}
-		if cms.Continue == "" {
-			return l, nil
-		}
-		opts.Continue = cms.Continue
+	cms, err := s.listSelected(ctx, namespace, LabelLedger+"=true,"+LabelPart+"!="+partClaims)
+	if err != nil {
+		return nil, fmt.Errorf("list ledgers in %s: %w", namespace, err)
 	}
+	l := &Listing{namespace: namespace, blocks: map[string][]corev1.ConfigMap{}, old: map[string]*corev1.ConfigMap{}}
+	for i := range cms {
+		cm := &cms[i]
+		if cm.Labels[LabelPart] == partBlock {
+			id := cm.Labels[LabelEntryPointKind] + "." + cm.Labels[LabelEntryPointName]
+			l.blocks[id] = append(l.blocks[id], *cm)
+		} else {
+			l.old[cm.Name] = cm
+		}
+	}
+	return l, nil
 }
 
 // ReadListed returns every entry of book b, from l if b is in l's
-// namespace and l shows b's old ledger absent or cut; else it reads b
-// itself (Read), moving its old ledger first.
+// namespace and l shows b's old ledger absent or cut; else it moves the old
+// ledger and lists b's blocks (or reads b by itself, if l is not of its
+// namespace).
 func (s *Books) ReadListed(ctx context.Context, l *Listing, b Book) (*portalloc.Ledger, error) {
 	if l == nil || b.Namespace != l.namespace {
 		return s.Read(ctx, b)
 	}
-	key := types.NamespacedName{Namespace: b.Namespace, Name: b.Name}
-	switch old := l.old[b.Name]; {
-	case old == nil:
-		s.absent.Store(key, time.Now())
-	case cut(old):
-		s.migrated.Store(key, struct{}{})
-	default:
-		return s.Read(ctx, b)
+	if s.settled(b, l.old[b.Name]) {
+		return entries(l.blocks[b.ID()])
 	}
-	return entries(l.blocks[b.ID()])
+	return s.moveAndRead(ctx, b)
 }
 
 // cut reports whether cm, an old ledger, is cut down to movedKey: its
