@@ -1,6 +1,7 @@
 package release
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -219,20 +220,31 @@ func (in *Installer) begin(ctx context.Context, req Request) (*operation, error)
 		unlock()
 		return nil, err
 	}
-	return &operation{vals: vals, chart: c, src: src, cfg: cfg, unlock: unlock}, nil
+	forget := func() {}
+	if l, ok := cfg.Releases.Driver.(*lookups); ok {
+		forget = func() { l.forget(req.ReleaseName) }
+	}
+	return &operation{vals: vals, chart: c, src: src, cfg: cfg, unlock: func() { forget(); unlock() }}, nil
 }
 
 // current returns the release's latest revision, nil when there is none. A
 // release pending for longer than its timeout is marked failed first; one
 // pending within it is ErrInProgress.
 func (in *Installer) current(cfg *action.Configuration, req Request) (*helmrelease.Release, error) {
-	cur, err := cfg.Releases.Last(req.ReleaseName)
-	if errors.Is(err, driver.ErrReleaseNotFound) {
+	var hist []*helmrelease.Release
+	var err error
+	if l, ok := cfg.Releases.Driver.(*lookups); ok {
+		hist, err = l.history(req.ReleaseName)
+	} else {
+		hist, err = cfg.Releases.History(req.ReleaseName)
+	}
+	if errors.Is(err, driver.ErrReleaseNotFound) || err == nil && len(hist) == 0 {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read release %s/%s: %w", req.Namespace, req.ReleaseName, err)
 	}
+	cur := slices.MaxFunc(hist, func(a, b *helmrelease.Release) int { return cmp.Compare(a.Version, b.Version) })
 	if !cur.Info.Status.IsPending() {
 		return cur, nil
 	}
