@@ -1,0 +1,122 @@
+package release
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"reflect"
+	"sync"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/chart/loader"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/berth-dev/berth/pkg/testing/chartrepo"
+)
+
+// parentChart writes a chart with a subchart that a value turns off and
+// whose values the parent imports: what Helm changes on the chart it
+// installs.
+func parentChart(t *testing.T) chartrepo.Chart {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{
+		"Chart.yaml": `apiVersion: v2
+name: parent
+version: 0.1.0
+dependencies:
+- name: sub
+  version: 0.1.0
+  condition: sub.enabled
+  import-values: [data]
+`,
+		"values.yaml":                  "sub:\n  enabled: true\n",
+		"templates/cm.yaml":            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-parent\ndata:\n  imported: {{ .Values.greeting | default \"none\" | quote }}\n",
+		"charts/sub/Chart.yaml":        "apiVersion: v2\nname: sub\nversion: 0.1.0\n",
+		"charts/sub/values.yaml":       "exports:\n  data:\n    greeting: hello\n",
+		"charts/sub/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-sub\n",
+	}
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := chartrepo.Package(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// A chart is loaded from its archive once, and every install gets a copy
+// of its own: an install that turns a subchart off, or imports its values,
+// changes nothing another install of the same chart sees.
+func TestLoadedChartCopies(t *testing.T) {
+	cp.Require(t)
+	ctx := context.Background()
+	pc := parentChart(t)
+	if err := charts.Add(pc); err != nil {
+		t.Fatal(err)
+	}
+	ns := cp.Namespace(t)
+	in := newInstaller(t, ns)
+	ref := ChartRef{Name: "berth/parent"}
+	install := func(name string, sub bool) {
+		req := Request{Chart: ref, ReleaseName: name, Namespace: ns}
+		if !sub {
+			req.ValuesObject = map[string]any{"sub": map[string]any{"enabled": false}}
+		}
+		if _, _, err := in.Install(ctx, req); err != nil {
+			t.Errorf("Install %s: %v", name, err)
+		}
+	}
+	check := func(name string, sub bool) {
+		_, err := cp.Client.CoreV1().ConfigMaps(ns).Get(ctx, name+"-sub", metav1.GetOptions{})
+		if sub && err != nil || !sub && !apierrors.IsNotFound(err) {
+			t.Errorf("%s (subchart on: %v): its subchart's ConfigMap: %v", name, sub, err)
+		}
+		if !sub {
+			return
+		}
+		cm, err := cp.Client.CoreV1().ConfigMaps(ns).Get(ctx, name+"-parent", metav1.GetOptions{})
+		if err != nil || cm.Data["imported"] != "hello" {
+			t.Errorf("%s: the parent's ConfigMap = %v, %v; want the value imported from the subchart", name, cm.Data, err)
+		}
+	}
+	// One after the other first: the subchart turned off, then on.
+	install("off", false)
+	install("on", true)
+	check("off", false)
+	check("on", true)
+	// Then at once (go test -race sees any write to what they share).
+	var wg sync.WaitGroup
+	for i := range 6 {
+		wg.Go(func() { install(fmt.Sprintf("at-once-%d", i), i%2 == 0) })
+	}
+	wg.Wait()
+	for i := range 6 {
+		check(fmt.Sprintf("at-once-%d", i), i%2 == 0)
+	}
+	// What the cache gives is still the chart as its archive has it.
+	got, _, err := in.Fetcher.Load(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := loader.LoadArchive(bytes.NewReader(pc.Archive))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("the cached chart changed:\n got %+v\nwant %+v", got.Metadata.Dependencies[0], want.Metadata.Dependencies[0])
+	}
+	if cached, ok := in.Fetcher.loaded.Get(digestOf(pc.Archive)); !ok || cached == got {
+		t.Errorf("the chart was not cached (%v), or the cache handed out its own (%v)", ok, cached == got)
+	}
+}
