@@ -294,8 +294,23 @@ func (g *Guard) Allowed(ctx context.Context, a Attributes) (bool, error) {
 	return err == nil, err
 }
 
+// check asks whether u may do a. A question about one object (a release, a
+// port) first asks about every object of its kind in the namespace: RBAC only
+// grants, so a caller allowed every name is allowed this one, and that answer
+// is kept for every name it asks about next, where the named answer would be
+// kept for one. A caller granted some names only (resourceNames) is asked
+// about the name as well.
 func (g *Guard) check(ctx context.Context, u user.Info, a Attributes) error {
-	ok, err := g.init().allowed(ctx, u, a)
+	rv := g.init()
+	ok, err := false, error(nil)
+	if a.Name != "" {
+		every := a
+		every.Name = ""
+		ok, err = rv.allowed(ctx, u, every)
+	}
+	if err == nil && !ok {
+		ok, err = rv.allowed(ctx, u, a)
+	}
 	if err != nil {
 		slog.Warn("subject access review failed", "error", err.Error())
 		return ErrReview

@@ -3,6 +3,7 @@ package auth_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,7 @@ import (
 
 	"github.com/cloudevents/sdk-go/v2/event"
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -164,12 +166,13 @@ func TestGuard(t *testing.T) {
 	}
 
 	// A question too long to keep (a name from a request body) is asked
-	// every time rather than kept.
+	// every time rather than kept. (The question about every name, denied,
+	// was asked above and kept.)
 	rv.access.Store(0)
-	long := auth.Attributes{Verb: "get", Resource: auth.Releases, Namespace: ns, Name: strings.Repeat("x", 20000)}
+	long := auth.Attributes{Verb: "delete", Resource: auth.Releases, Namespace: ns, Name: strings.Repeat("x", 20000)}
 	for range 3 {
-		if err := g.Check(ctx, long); err != nil {
-			t.Fatalf("allowed, long name: %v", err)
+		if err := g.Check(ctx, long); problem.Status(err) != 403 {
+			t.Fatalf("denied, long name: %v", err)
 		}
 	}
 	if n := rv.access.Load(); n != 3 {
@@ -205,6 +208,89 @@ func TestGuard(t *testing.T) {
 	}
 	if err := dead.Check(ctx, auth.Attributes{Verb: "get", Resource: auth.Releases, Namespace: ns}); problem.Status(err) != 503 {
 		t.Errorf("Check with the API server down = %v, want 503", err)
+	}
+}
+
+// inForce waits until the API server itself allows user (a ServiceAccount)
+// a: the authorizer sees a new binding a moment later, and the guard keeps a
+// denial for its TTL.
+func inForce(t *testing.T, user string, a authorizationv1.ResourceAttributes) {
+	t.Helper()
+	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
+		User: user, Groups: []string{"system:serviceaccounts"}, ResourceAttributes: &a}}
+	for i := 0; ; i++ {
+		r, err := cp.Client.AuthorizationV1().SubjectAccessReviews().Create(context.Background(), sar, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.Allowed {
+			return
+		}
+		if i == 100 {
+			t.Fatalf("%s may not %+v yet: %+v", user, a, r.Status)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestCheckNamed: a question about one object is answered, and kept, for
+// every name when the caller may act on every name of the namespace; a caller
+// granted some names (resourceNames) only is allowed those and no other.
+func TestCheckNamed(t *testing.T) {
+	cp.Require(t)
+	ctx := context.Background()
+	ns := cp.Namespace(t)
+	var rv reviews
+	g := settings.New(rv.client(t, cp.Config))
+	caller := func(token string) context.Context {
+		c, err := g.Authenticate(request(token))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	every := caller(tenant(t, ns, "alice", "berth"))
+	inForce(t, "system:serviceaccount:"+ns+":alice", authorizationv1.ResourceAttributes{Namespace: ns, Verb: "get", Group: "berth.dev", Resource: "releases"})
+	rv.access.Store(0)
+	for i := range 10 {
+		if err := g.Check(every, auth.Attributes{Verb: "get", Resource: auth.Releases, Namespace: ns, Name: fmt.Sprintf("r%d", i)}); err != nil {
+			t.Fatalf("get r%d: %v", i, err)
+		}
+	}
+	if n := rv.access.Load(); n != 1 {
+		t.Errorf("10 gets of 10 releases by a caller who may get every release sent %d SubjectAccessReviews, want 1", n)
+	}
+
+	_, err := cp.Client.RbacV1().Roles(ns).Create(ctx, &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Name: "one-release"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{"berth.dev"}, Resources: []string{"releases"}, Verbs: []string{"get"}, ResourceNames: []string{"gw"}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cp.Client.CoreV1().ServiceAccounts(ns).Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "bob"}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = cp.Client.RbacV1().RoleBindings(ns).Create(ctx, &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "bob"},
+		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: "one-release"},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "bob", Namespace: ns}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	inForce(t, "system:serviceaccount:"+ns+":bob", authorizationv1.ResourceAttributes{Namespace: ns, Verb: "get", Group: "berth.dev", Resource: "releases", Name: "gw"})
+	one := caller(mint(t, ns, "bob", "berth"))
+	rv.access.Store(0)
+	for range 3 {
+		if err := g.Check(one, auth.Attributes{Verb: "get", Resource: auth.Releases, Namespace: ns, Name: "gw"}); err != nil {
+			t.Errorf("bob gets gw: %v", err)
+		}
+		if err := g.Check(one, auth.Attributes{Verb: "get", Resource: auth.Releases, Namespace: ns, Name: "other"}); problem.Status(err) != 403 {
+			t.Errorf("bob gets other = %v, want 403", err)
+		}
+		if err := g.Check(one, auth.Attributes{Verb: "get", Resource: auth.Releases, Namespace: ns}); problem.Status(err) != 403 {
+			t.Errorf("bob gets every release = %v, want 403", err)
+		}
+	}
+	if n := rv.access.Load(); n != 3 {
+		t.Errorf("bob's 9 checks sent %d SubjectAccessReviews, want 3 (every name, gw, other; each kept)", n)
 	}
 }
 
@@ -250,24 +336,7 @@ func TestRateLimit(t *testing.T) {
 		Subjects: []rbacv1.Subject{{Kind: rbacv1.ServiceAccountKind, Namespace: ns, Name: "trigger"}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	// The authorizer sees a new binding a moment later; the guard caches a
-	// denial for its TTL, so ask the API server itself until it allows.
-	sar := &authorizationv1.SubjectAccessReview{Spec: authorizationv1.SubjectAccessReviewSpec{
-		User: "system:serviceaccount:" + ns + ":trigger", Groups: []string{"system:serviceaccounts"},
-		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Group: "berth.dev", Resource: "events"}}}
-	for i := 0; ; i++ {
-		r, err := cp.Client.AuthorizationV1().SubjectAccessReviews().Create(ctx, sar, metav1.CreateOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r.Status.Allowed {
-			break
-		}
-		if i == 100 {
-			t.Fatalf("the delivery Role is not in force: %+v", r.Status)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	inForce(t, "system:serviceaccount:"+ns+":trigger", authorizationv1.ResourceAttributes{Namespace: ns, Verb: "create", Group: "berth.dev", Resource: "events"})
 	dctx, err := g.Authenticate(request(own))
 	if err != nil {
 		t.Fatal(err)
