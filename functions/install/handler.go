@@ -16,6 +16,7 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"github.com/google/uuid"
+	"golang.org/x/sync/errgroup"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
@@ -471,21 +472,25 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 		}
 		nss = []string{ns}
 	}
-	items := []release.Release{}
-	for _, ns := range nss {
-		if ok, err := h.access.Allowed(r.Context(), auth.Attributes{Verb: "list", Resource: auth.Releases, Namespace: ns}); err != nil {
-			problem.Write(w, err)
-			return
-		} else if !ok {
-			continue
-		}
-		l, err := h.in.List(r.Context(), ns)
-		if err != nil {
-			problem.Write(w, err)
-			return
-		}
-		items = append(items, l...)
+	// The namespaces are asked about and read at once, a few at a time.
+	lists := make([][]release.Release, len(nss))
+	g, ctx := errgroup.WithContext(r.Context())
+	g.SetLimit(8)
+	for i, ns := range nss {
+		g.Go(func() error {
+			ok, err := h.access.Allowed(ctx, auth.Attributes{Verb: "list", Resource: auth.Releases, Namespace: ns})
+			if err != nil || !ok {
+				return err
+			}
+			lists[i], err = h.in.List(ctx, ns)
+			return err
+		})
 	}
+	if err := g.Wait(); err != nil {
+		problem.Write(w, err)
+		return
+	}
+	items := append([]release.Release{}, slices.Concat(lists...)...)
 	function.WriteJSON(w, http.StatusOK, map[string]any{"items": items})
 }
 

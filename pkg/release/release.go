@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"reflect"
 	"slices"
 	"strings"
@@ -545,7 +546,11 @@ func (in *Installer) History(ctx context.Context, ns, name string) ([]Release, e
 	return out, nil
 }
 
-// List lists the releases of the allowed namespaces (or of ns alone).
+// List lists the releases of the allowed namespaces (or of ns alone): each
+// release's latest revision, by name, in any state Helm's list --all shows.
+// It reads release storage alone: Helm's List action asks the API server's
+// version first (a reachability check), a round trip the listing does not
+// need.
 func (in *Installer) List(ctx context.Context, ns string) ([]Release, error) {
 	nss := in.Policy.Namespaces
 	if ns != "" {
@@ -560,15 +565,20 @@ func (in *Installer) List(ctx context.Context, ns string) ([]Release, error) {
 		if err != nil {
 			return nil, err
 		}
-		l := action.NewList(cfg)
-		l.All = true
-		l.SetStateMask()
-		rels, err := l.Run()
+		rels, err := cfg.Releases.List(func(r *helmrelease.Release) bool {
+			return r.Info != nil && action.ListAll&action.ListAll.FromName(r.Info.Status.String()) != 0
+		})
 		if err != nil {
 			return nil, fmt.Errorf("list releases in %s: %w", n, err)
 		}
+		latest := map[string]*helmrelease.Release{}
 		for _, r := range rels {
-			out = append(out, toRelease(r, n))
+			if l, ok := latest[r.Name]; !ok || r.Version > l.Version {
+				latest[r.Name] = r
+			}
+		}
+		for _, name := range slices.Sorted(maps.Keys(latest)) {
+			out = append(out, toRelease(latest[name], n))
 		}
 	}
 	return out, nil

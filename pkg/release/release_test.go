@@ -119,9 +119,16 @@ func TestLifecycle(t *testing.T) {
 	if err != nil || d.Values["tcpPort"] != float64(1883) || !strings.Contains(d.Notes, "1883") || len(d.Resources) != 3 {
 		t.Errorf("Status = %+v, %v", d, err)
 	}
+	// The latest revision of each release, by name.
+	if _, _, err := in.Install(ctx, Request{Chart: ChartRef{Name: "berth/echo-gateway"}, ReleaseName: "alpha", Namespace: ns}); err != nil {
+		t.Fatal(err)
+	}
 	list, err := in.List(ctx, "")
-	if err != nil || len(list) != 1 || list[0].Name != "gw" {
-		t.Errorf("List = %+v, %v", list, err)
+	if err != nil || len(list) != 2 || list[0].Name != "alpha" || list[1].Name != "gw" || list[1].Revision != 3 || list[1].Version != "0.1.0" || list[1].Status != "deployed" {
+		t.Errorf("List = %+v, %v; want alpha, then gw at revision 3 (0.1.0, deployed)", list, err)
+	}
+	if _, _, err := in.Uninstall(ctx, ns, "alpha", 0); err != nil {
+		t.Fatal(err)
 	}
 	for i := range 2 {
 		_, gone, err := in.Uninstall(ctx, ns, "gw", 0)
