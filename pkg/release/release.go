@@ -614,11 +614,18 @@ type manifestObject struct {
 	} `json:"spec"`
 }
 
-func objects(manifest string) []manifestObject {
+// objects are the objects of a manifest, sorted by kind and name; of kind
+// alone when kind is set. A document whose text does not name the kind is
+// not parsed: listing releases parsed every object of every release, where
+// it needs their Services.
+func objects(manifest, kind string) []manifestObject {
 	var out []manifestObject
 	for _, doc := range releaseutil.SplitManifests(manifest) {
+		if kind != "" && !strings.Contains(doc, kind) {
+			continue
+		}
 		var o manifestObject
-		if yaml.Unmarshal([]byte(doc), &o) == nil && o.Kind != "" {
+		if yaml.Unmarshal([]byte(doc), &o) == nil && o.Kind != "" && (kind == "" || o.Kind == kind) {
 			out = append(out, o)
 		}
 	}
@@ -632,10 +639,7 @@ func objects(manifest string) []manifestObject {
 // caller may expose.
 func services(manifest string) []events.Service {
 	out := []events.Service{}
-	for _, o := range objects(manifest) {
-		if o.Kind != "Service" {
-			continue
-		}
+	for _, o := range objects(manifest, "Service") {
 		s := events.Service{Name: o.Metadata.Name, Ports: []events.ServicePort{}}
 		for _, p := range o.Spec.Ports {
 			proto := p.Protocol
@@ -651,7 +655,7 @@ func services(manifest string) []events.Service {
 
 func resources(manifest string) []ResourceRef {
 	out := []ResourceRef{}
-	for _, o := range objects(manifest) {
+	for _, o := range objects(manifest, "") {
 		out = append(out, ResourceRef{Kind: o.Kind, Name: o.Metadata.Name})
 	}
 	return out
