@@ -37,8 +37,9 @@ var coldStartRoutes = map[string]string{
 // Every binary, the floor's too, is built as ko.yaml builds the images
 // (static, trimmed, stripped): a cgo build of install carries 16 MB of
 // dynamic symbols and 30 MB more RSS than the image does.
-// Medians of 9 rounds; each round starts every binary once, in an order that
-// rotates, so that a busy moment of the machine falls on each in turn.
+// Medians of 21 rounds (one start spreads by a third on this machine); each
+// round starts every binary once, in an order that rotates, so that a busy
+// moment of the machine falls on each in turn.
 func BenchmarkColdStart(b *testing.B) {
 	ctx, env := startForTest(b, Options{})
 	bin := b.TempDir()
@@ -52,7 +53,7 @@ func BenchmarkColdStart(b *testing.B) {
 		}
 	}
 	order := append([]string{"floor"}, Functions...)
-	const rounds = 9
+	const rounds = 21
 	for range b.N {
 		first := map[string][]time.Duration{}
 		rss := map[string][]int64{}
