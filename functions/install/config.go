@@ -53,8 +53,9 @@ type Config struct {
 	MaxIndexBytes int64 `split_words:"true" default:"4194304"`
 	// MaxChartDecompressedBytes bounds a chart's files, decompressed.
 	MaxChartDecompressedBytes int64 `split_words:"true" default:"20971520"`
-	// ChartCacheEntries and ChartCacheBytes bound the index and archive
-	// caches, each (a parsed index weighs 8 times its size).
+	// ChartCacheEntries and ChartCacheBytes bound the index, archive and
+	// loaded-chart caches, each (a parsed index weighs 8 times its size, a
+	// loaded chart twice its files plus its values as parsed).
 	ChartCacheEntries int   `split_words:"true" default:"32"`
 	ChartCacheBytes   int64 `split_words:"true" default:"67108864"`
 	// IndexTTL is how long a repository index is reused.

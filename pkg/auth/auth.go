@@ -306,9 +306,12 @@ func (g *Guard) check(ctx context.Context, u user.Info, a Attributes) error {
 	if a.Name != "" {
 		every := a
 		every.Name = ""
-		ok, err = rv.allowed(ctx, u, every)
+		// Unanswered, the question about the name decides.
+		if ok, err = rv.allowed(ctx, u, every); err != nil {
+			ok = false
+		}
 	}
-	if err == nil && !ok {
+	if !ok {
 		ok, err = rv.allowed(ctx, u, a)
 	}
 	if err != nil {

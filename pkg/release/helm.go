@@ -58,7 +58,6 @@ func NewConfigs(rc *rest.Config, driver, deployer string, log *slog.Logger) Conf
 		if err := c.Init(g, ns, driver, debug); err != nil {
 			return nil, fmt.Errorf("helm configuration for %s: %w", ns, err)
 		}
-		c.Releases.Driver = &lookups{Driver: c.Releases.Driver}
 		if kc, ok := c.KubeClient.(*kube.Client); ok {
 			kc.Factory = &keptValidators{Factory: kc.Factory}
 		}

@@ -6,52 +6,70 @@ import (
 	"helm.sh/helm/v3/pkg/chart"
 )
 
-// loadedHeapFactor is what the loaded-chart cache weighs a chart at, per
-// byte of its files decompressed: parsed values and the chart's structure
-// come on top of the files themselves: a loaded ingress-nginx 4.11 held 1.7
-// times its files' bytes in heap, echo-gateway 1.4; about twice that, to be
-// on the safe side.
-const loadedHeapFactor = 4
-
-// chartBytes is what a chart's files weigh decompressed, its subcharts' too.
-func chartBytes(c *chart.Chart) int64 {
-	var n int64
+// chartWeight is what the loaded-chart cache weighs a chart at: its files
+// (a loaded ingress-nginx 4.11 held 1.7 times its files' bytes in heap,
+// echo-gateway 1.4; twice that), and its parsed values, its subcharts' too,
+// weighed as parsed. Values are weighed apart from the files because YAML's
+// aliases let a small values.yaml parse into a large tree: each alias is a
+// copy of its own once parsed.
+func chartWeight(c *chart.Chart) int64 {
+	n := valuesWeight(c.Values)
 	for _, f := range c.Raw {
-		n += int64(len(f.Data))
+		n += 2 * int64(len(f.Data))
 	}
 	for _, d := range c.Dependencies() {
-		n += chartBytes(d)
+		n += chartWeight(d)
 	}
 	return n
+}
+
+// valuesWeight is about what parsed values take in heap: each string's
+// bytes, and a word or so per value, map entry and list element.
+func valuesWeight(v any) int64 {
+	switch t := v.(type) {
+	case map[string]any:
+		n := int64(48)
+		for k, x := range t {
+			n += 32 + int64(len(k)) + valuesWeight(x)
+		}
+		return n
+	case []any:
+		n := int64(24)
+		for _, x := range t {
+			n += 16 + valuesWeight(x)
+		}
+		return n
+	case string:
+		return 16 + int64(len(t))
+	}
+	return 16
 }
 
 // copyChart returns a copy of c that an install may change without changing
 // c. Helm changes the chart it installs: which dependencies are enabled (on
 // the chart, its metadata and each dependency), the values a parent imports
 // from its subcharts, an upgrade's reused values. Those are copied, the
-// subcharts too; the files, which nothing writes, are shared.
+// subcharts too, and whatever a template could reach and change (a
+// maintainer's Validate); the files, which nothing writes, are shared.
 func copyChart(c *chart.Chart) *chart.Chart {
 	out := *c
 	if c.Metadata != nil {
 		md := *c.Metadata
-		md.Dependencies = make([]*chart.Dependency, len(c.Metadata.Dependencies))
-		for i, d := range c.Metadata.Dependencies {
-			dc := *d
-			dc.Tags = slices.Clone(d.Tags)
-			dc.ImportValues = copyList(d.ImportValues)
-			md.Dependencies[i] = &dc
+		md.Dependencies = cloneEach(c.Metadata.Dependencies)
+		for _, d := range md.Dependencies {
+			if d != nil {
+				d.Tags, d.ImportValues = slices.Clone(d.Tags), copyList(d.ImportValues)
+			}
 		}
-		if c.Metadata.Dependencies == nil {
-			md.Dependencies = nil
-		}
-		md.Maintainers = slices.Clone(c.Metadata.Maintainers)
+		// A template may call a maintainer's Validate, which rewrites it.
+		md.Maintainers = cloneEach(c.Metadata.Maintainers)
 		md.Keywords, md.Sources = slices.Clone(c.Metadata.Keywords), slices.Clone(c.Metadata.Sources)
 		md.Annotations = cloneMap(c.Metadata.Annotations)
 		out.Metadata = &md
 	}
 	if c.Lock != nil {
 		l := *c.Lock
-		l.Dependencies = slices.Clone(c.Lock.Dependencies)
+		l.Dependencies = cloneEach(c.Lock.Dependencies)
 		out.Lock = &l
 	}
 	out.Values = copyValues(c.Values)
@@ -62,6 +80,21 @@ func copyChart(c *chart.Chart) *chart.Chart {
 	}
 	out.SetDependencies(deps...)
 	return &out
+}
+
+// cloneEach copies each element of s.
+func cloneEach[T any](s []*T) []*T {
+	if s == nil {
+		return nil
+	}
+	out := make([]*T, len(s))
+	for i, p := range s {
+		if p != nil {
+			c := *p
+			out[i] = &c
+		}
+	}
+	return out
 }
 
 func cloneMap(m map[string]string) map[string]string {

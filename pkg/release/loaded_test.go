@@ -7,9 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"sync"
 	"testing"
 
+	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -119,4 +121,61 @@ func TestLoadedChartCopies(t *testing.T) {
 	if cached, ok := in.Fetcher.loaded.Get(digestOf(pc.Archive)); !ok || cached == got {
 		t.Errorf("the chart was not cached (%v), or the cache handed out its own (%v)", ok, cached == got)
 	}
+}
+
+// A chart is weighed as loaded, its values as parsed: a values.yaml of YAML
+// aliases, small as a file, parses into a tree that would not fit the cache,
+// and is not kept.
+func TestLoadedChartWeighsItsValues(t *testing.T) {
+	dir := t.TempDir()
+	big := strings.Repeat("x", 64<<10)
+	var values strings.Builder
+	fmt.Fprintf(&values, "a: &a %q\nlist:\n", big)
+	for range 300 {
+		values.WriteString("- *a\n")
+	}
+	for name, body := range map[string]string{
+		"Chart.yaml":  "apiVersion: v2\nname: aliases\nversion: 0.1.0\n",
+		"values.yaml": values.String(),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := chartrepo.Package(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	loaded, err := loader.LoadArchive(bytes.NewReader(c.Archive))
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, weight := filesOf(loaded), chartWeight(loaded)
+	if parsed := int64(300 * len(big)); weight < parsed {
+		t.Errorf("a chart of %d bytes of files whose values parse to %d bytes weighs %d", files, parsed, weight)
+	}
+	echo, err := chartrepo.Package(chartDir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := loader.LoadArchive(bytes.NewReader(echo.Archive))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// echo-gateway held 1.4 times its files in heap, loaded.
+	if w, f := chartWeight(e), filesOf(e); w < 2*f || w > 4*f {
+		t.Errorf("echo-gateway, %d bytes of files, weighs %d: want between 2 and 4 times", f, w)
+	}
+}
+
+// filesOf is what a chart's files weigh, its subcharts' too.
+func filesOf(c *chart.Chart) int64 {
+	var n int64
+	for _, f := range c.Raw {
+		n += int64(len(f.Data))
+	}
+	for _, d := range c.Dependencies() {
+		n += filesOf(d)
+	}
+	return n
 }

@@ -4,22 +4,52 @@ import (
 	"slices"
 	"sync"
 
+	"helm.sh/helm/v3/pkg/action"
 	helmrelease "helm.sh/helm/v3/pkg/release"
 	"helm.sh/helm/v3/pkg/storage/driver"
 )
 
-// lookups is a namespace's release storage that answers Helm's next reading
-// of a release's history from the reading berth made just before, under the
-// release's lock: install's name check (Install.availableName) and upgrade's
-// last revision read the records berth read to decide what to do, and an
-// install lists its release's records once, not twice. Another writer could
-// change the records between the two readings as well as after the second:
-// Helm's create of the first record is what refuses a release made
-// meanwhile, as before.
+// capabilitiesMu guards the Capabilities of the namespaces' shared
+// configurations, which operations copy and fill in.
+var capabilitiesMu sync.Mutex
+
+// forOperation returns a copy of a namespace's configuration for one
+// operation, and done, which the operation calls when it ends. Helm writes
+// on the configuration it is given (its storage's MaxHistory, the cluster's
+// capabilities, found once and kept); shared by concurrent operations, those
+// writes raced. The copy's storage is seen, which answers Helm's first
+// reading of a release's history from berth's own (lookups). done gives the
+// shared configuration the capabilities the operation found, when it has
+// none, so that the next operation does not ask the cluster again.
+func forOperation(shared *action.Configuration) (cfg *action.Configuration, seen *lookups, done func()) {
+	capabilitiesMu.Lock()
+	c := *shared
+	capabilitiesMu.Unlock()
+	st := *shared.Releases
+	seen = &lookups{Driver: shared.Releases.Driver}
+	st.Driver = seen
+	c.Releases = &st
+	return &c, seen, func() {
+		capabilitiesMu.Lock()
+		if shared.Capabilities == nil {
+			shared.Capabilities = c.Capabilities
+		}
+		capabilitiesMu.Unlock()
+	}
+}
+
+// lookups is one operation's release storage. It answers Helm's first
+// reading of the release's history (install's name check,
+// Install.availableName, and upgrade's last revision) from the reading berth
+// made just before to decide what to do: an install lists its release's
+// records once, not twice. Another writer could change the records between
+// the two readings as well as after the second: Helm's create of the first
+// record is what refuses a release made meanwhile, as before.
 type lookups struct {
 	driver.Driver
 	mu   sync.Mutex
-	kept map[string]lookup
+	name string
+	kept *lookup
 }
 
 type lookup struct {
@@ -34,15 +64,20 @@ func historyOf(labels map[string]string) (string, bool) {
 	return name, ok && len(labels) == 2 && labels["owner"] == "helm"
 }
 
-// Query answers the first history query of a kept release from what was
+// Query answers the first history query of the kept release from what was
 // kept, and every other query from storage.
 func (l *lookups) Query(labels map[string]string) ([]*helmrelease.Release, error) {
 	if name, ok := historyOf(labels); ok {
 		l.mu.Lock()
-		k, found := l.kept[name]
-		delete(l.kept, name)
+		k := l.kept
+		if name != l.name {
+			k = nil
+		}
+		if k != nil {
+			l.kept = nil
+		}
 		l.mu.Unlock()
-		if found {
+		if k != nil {
 			return slices.Clone(k.rels), k.err
 		}
 	}
@@ -50,21 +85,17 @@ func (l *lookups) Query(labels map[string]string) ([]*helmrelease.Release, error
 }
 
 // history reads name's records and keeps them for the next history query.
-// The caller holds the release's lock, and forgets them before it lets go.
 func (l *lookups) history(name string) ([]*helmrelease.Release, error) {
 	rels, err := l.Driver.Query(map[string]string{"name": name, "owner": "helm"})
 	l.mu.Lock()
-	if l.kept == nil {
-		l.kept = map[string]lookup{}
-	}
-	l.kept[name] = lookup{rels: slices.Clone(rels), err: err}
+	l.name, l.kept = name, &lookup{rels: slices.Clone(rels), err: err}
 	l.mu.Unlock()
 	return rels, err
 }
 
-// forget drops what history kept of name, if Helm did not read it.
-func (l *lookups) forget(name string) {
+// forget drops what history kept: what follows reads storage.
+func (l *lookups) forget() {
 	l.mu.Lock()
-	delete(l.kept, name)
+	l.kept = nil
 	l.mu.Unlock()
 }

@@ -28,8 +28,9 @@ func (c *readingsOf) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // An install reads its release's records once: Helm's own name check is
-// answered from berth's reading. What was read is not kept past the
-// operation: a release deleted behind berth's back is installed again.
+// answered from berth's reading. What was read is the operation's alone,
+// and not kept past it: a release deleted behind berth's back is not found,
+// and is installed again.
 func TestInstallReadsItsRecordsOnce(t *testing.T) {
 	cp.Require(t)
 	ctx := context.Background()
@@ -66,5 +67,25 @@ func TestInstallReadsItsRecordsOnce(t *testing.T) {
 	install("an install after the records were deleted", true, 1)
 	if hist, err := in.History(ctx, ns, "gw"); err != nil || len(hist) != 1 {
 		t.Errorf("history = %+v, %v; want one revision", hist, err)
+	}
+
+	// What Helm writes on a configuration goes to the operation's copy, but
+	// the cluster's capabilities, which the namespace keeps for the next.
+	req.Upgrade, req.Values = true, map[string]any{"replicas": 2}
+	if r, _, err := in.Install(ctx, req); err != nil || r.Revision != 2 {
+		t.Fatalf("upgrade: %+v, %v", r, err)
+	}
+	if _, err := in.Rollback(ctx, ns, "gw", 1, 0); err != nil {
+		t.Fatal(err)
+	}
+	shared, _ := in.Configs(ns)
+	if shared.Releases.MaxHistory != 0 {
+		t.Errorf("the namespace's storage has MaxHistory %d: an upgrade or rollback wrote it there", shared.Releases.MaxHistory)
+	}
+	if _, ok := shared.Releases.Driver.(*lookups); ok {
+		t.Error("the namespace's storage answers from an operation's reading")
+	}
+	if shared.Capabilities == nil {
+		t.Error("the namespace's configuration has no capabilities: every operation asks the cluster for them")
 	}
 }

@@ -163,7 +163,7 @@ func (in *Installer) Install(ctx context.Context, req Request) (_ Release, _ boo
 	if req.DryRun {
 		return in.install(ctx, cfg, req, c, vals, src, false)
 	}
-	cur, err := in.current(cfg, req)
+	cur, err := in.current(cfg, op.seen, req)
 	if err != nil {
 		return Release{}, false, err
 	}
@@ -186,13 +186,14 @@ func (in *Installer) Install(ctx context.Context, req Request) (_ Release, _ boo
 }
 
 // operation is what Install and Upgrade hold once they begin: the request's
-// checked values, its chart, the release's lock and its namespace's Helm
-// configuration.
+// checked values, its chart, the release's lock and its own copy of its
+// namespace's Helm configuration (forOperation), whose storage is seen.
 type operation struct {
 	vals   map[string]any
 	chart  *chart.Chart
 	src    Source
 	cfg    *action.Configuration
+	seen   *lookups
 	unlock func()
 }
 
@@ -216,29 +217,20 @@ func (in *Installer) begin(ctx context.Context, req Request) (*operation, error)
 	if err != nil {
 		return nil, err
 	}
-	cfg, err := in.Configs(req.Namespace)
+	shared, err := in.Configs(req.Namespace)
 	if err != nil {
 		unlock()
 		return nil, err
 	}
-	forget := func() {}
-	if l, ok := cfg.Releases.Driver.(*lookups); ok {
-		forget = func() { l.forget(req.ReleaseName) }
-	}
-	return &operation{vals: vals, chart: c, src: src, cfg: cfg, unlock: func() { forget(); unlock() }}, nil
+	cfg, seen, done := forOperation(shared)
+	return &operation{vals: vals, chart: c, src: src, cfg: cfg, seen: seen, unlock: func() { done(); unlock() }}, nil
 }
 
 // current returns the release's latest revision, nil when there is none. A
 // release pending for longer than its timeout is marked failed first; one
 // pending within it is ErrInProgress.
-func (in *Installer) current(cfg *action.Configuration, req Request) (*helmrelease.Release, error) {
-	var hist []*helmrelease.Release
-	var err error
-	if l, ok := cfg.Releases.Driver.(*lookups); ok {
-		hist, err = l.history(req.ReleaseName)
-	} else {
-		hist, err = cfg.Releases.History(req.ReleaseName)
-	}
+func (in *Installer) current(cfg *action.Configuration, seen *lookups, req Request) (*helmrelease.Release, error) {
+	hist, err := seen.history(req.ReleaseName)
 	if errors.Is(err, driver.ErrReleaseNotFound) || err == nil && len(hist) == 0 {
 		return nil, nil
 	}
@@ -318,6 +310,9 @@ func (in *Installer) install(ctx context.Context, cfg *action.Configuration, req
 // purgeFailed removes what a refused first install left: its failed release
 // record and whatever objects it created, so that bad input changes nothing.
 func (in *Installer) purgeFailed(cfg *action.Configuration, req Request) {
+	if seen, ok := cfg.Releases.Driver.(*lookups); ok {
+		seen.forget() // what the install left, not what was there before it
+	}
 	cur, err := cfg.Releases.Last(req.ReleaseName)
 	if err != nil || cur.Version != 1 || cur.Info.Status != helmrelease.StatusFailed {
 		return
@@ -357,7 +352,7 @@ func (in *Installer) Upgrade(ctx context.Context, req Request) (_ Release, err e
 	}
 	defer op.unlock()
 	cfg, c, vals, src := op.cfg, op.chart, op.vals, op.src
-	cur, err := in.current(cfg, req)
+	cur, err := in.current(cfg, op.seen, req)
 	if err != nil {
 		return Release{}, err
 	}
@@ -431,10 +426,12 @@ func (in *Installer) Uninstall(ctx context.Context, ns, name string, timeout tim
 		return Release{}, false, err
 	}
 	defer unlock()
-	cfg, err := in.Configs(ns)
+	shared, err := in.Configs(ns)
 	if err != nil {
 		return Release{}, false, err
 	}
+	cfg, _, end := forOperation(shared)
+	defer end()
 	un := action.NewUninstall(cfg)
 	un.Timeout = in.timeout(timeout)
 	res, err := un.Run(name)
@@ -471,10 +468,12 @@ func (in *Installer) Rollback(ctx context.Context, ns, name string, revision int
 		return Release{}, err
 	}
 	defer unlock()
-	cfg, err := in.Configs(ns)
+	shared, err := in.Configs(ns)
 	if err != nil {
 		return Release{}, err
 	}
+	cfg, _, end := forOperation(shared)
+	defer end()
 	hist, err := cfg.Releases.History(name)
 	if errors.Is(err, driver.ErrReleaseNotFound) || err == nil && len(hist) == 0 {
 		return Release{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)

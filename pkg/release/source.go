@@ -296,7 +296,7 @@ func (f *Fetcher) Load(ctx context.Context, ref ChartRef) (*chart.Chart, Source,
 	}
 	// Loading an archive again for each install took ingress-nginx 4 ms,
 	// most of what berth added to Helm's own install of it.
-	f.loaded.Add(key, c, chartBytes(c)*loadedHeapFactor)
+	f.loaded.Add(key, c, chartWeight(c))
 	return copyChart(c), src, nil
 }
 
