@@ -58,6 +58,17 @@ func NewConfigs(rc *rest.Config, driver, deployer string, log *slog.Logger) Conf
 		if err := c.Init(g, ns, driver, debug); err != nil {
 			return nil, fmt.Errorf("helm configuration for %s: %w", ns, err)
 		}
+		grc, err := g.ToRESTConfig()
+		if err != nil {
+			return nil, err
+		}
+		rec, err := newRecords(c.Releases.Driver, driver, ns, grc)
+		if err != nil {
+			return nil, fmt.Errorf("helm configuration for %s: %w", ns, err)
+		}
+		if rec != nil {
+			c.Releases.Driver = rec
+		}
 		if kc, ok := c.KubeClient.(*kube.Client); ok {
 			kc.Factory = &keptValidators{Factory: kc.Factory}
 		}

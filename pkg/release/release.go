@@ -547,9 +547,9 @@ func (in *Installer) History(ctx context.Context, ns, name string) ([]Release, e
 
 // List lists the releases of the allowed namespaces (or of ns alone): each
 // release's latest revision, by name, in any state Helm's list --all shows.
-// It reads release storage alone: Helm's List action asks the API server's
-// version first (a reachability check), a round trip the listing does not
-// need.
+// It reads release storage alone (Helm's List action asks the API server's
+// version first, a round trip the listing does not need), and decodes the
+// latest records only (records.latest), where Helm's decodes every revision.
 func (in *Installer) List(ctx context.Context, ns string) ([]Release, error) {
 	nss := in.Policy.Namespaces
 	if ns != "" {
@@ -564,9 +564,12 @@ func (in *Installer) List(ctx context.Context, ns string) ([]Release, error) {
 		if err != nil {
 			return nil, err
 		}
-		rels, err := cfg.Releases.List(func(r *helmrelease.Release) bool {
-			return r.Info != nil && action.ListAll&action.ListAll.FromName(r.Info.Status.String()) != 0
-		})
+		var rels []*helmrelease.Release
+		if rec, ok := cfg.Releases.Driver.(*records); ok {
+			rels, err = rec.latest(ctx)
+		} else {
+			rels, err = cfg.Releases.List(func(*helmrelease.Release) bool { return true })
+		}
 		if err != nil {
 			return nil, fmt.Errorf("list releases in %s: %w", n, err)
 		}
@@ -577,7 +580,11 @@ func (in *Installer) List(ctx context.Context, ns string) ([]Release, error) {
 			}
 		}
 		for _, name := range slices.Sorted(maps.Keys(latest)) {
-			out = append(out, toRelease(latest[name], n))
+			// As Helm's list --all: a latest record in a state it does not
+			// know is left out.
+			if r := latest[name]; r.Info != nil && action.ListAll&action.ListAll.FromName(r.Info.Status.String()) != 0 {
+				out = append(out, toRelease(r, n))
+			}
 		}
 	}
 	return out, nil

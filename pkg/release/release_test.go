@@ -50,7 +50,7 @@ func (r runWithRepo) Run() int {
 	return r.m.Run()
 }
 
-func newInstaller(t *testing.T, namespaces ...string) *Installer {
+func newInstaller(t testing.TB, namespaces ...string) *Installer {
 	t.Helper()
 	log := slog.New(slog.DiscardHandler)
 	p := Policy{Namespaces: namespaces, Sources: []string{charts.RepoURL, "oci://" + charts.Registry + "/"}, AllowPrivateAddresses: true, MaxValuesBytes: 64 << 10}
