@@ -477,7 +477,13 @@ func (h *handler) list(w http.ResponseWriter, r *http.Request) {
 	g, ctx := errgroup.WithContext(r.Context())
 	g.SetLimit(8)
 	for i, ns := range nss {
-		g.Go(func() error {
+		g.Go(func() (err error) {
+			// The server recovers the handler's goroutine only.
+			defer func() {
+				if v := recover(); v != nil {
+					err = fmt.Errorf("listing the releases of %s panicked: %v", ns, v)
+				}
+			}()
 			ok, err := h.access.Allowed(ctx, auth.Attributes{Verb: "list", Resource: auth.Releases, Namespace: ns})
 			if err != nil || !ok {
 				return err

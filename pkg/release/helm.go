@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chartutil"
 	"helm.sh/helm/v3/pkg/kube"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -166,6 +167,48 @@ type sharedDiscovery struct {
 	dc     discovery.CachedDiscoveryInterface
 	mapper meta.RESTMapper
 	err    error
+
+	capsMu sync.Mutex
+	caps   *chartutil.Capabilities
+	capsAt time.Time
+}
+
+// capabilitiesTTL is how long the cluster's capabilities (its version and
+// API versions, which charts read) are reused before they are asked again.
+const capabilitiesTTL = 5 * time.Minute
+
+// capabilities are the cluster's, worked out as Helm does (its discovery
+// cache invalidated, the server's version, every group-version), shared by
+// every namespace: discovery is berth's own identity everywhere. Helm works
+// them out once per configuration it is given and keeps them for good;
+// every operation here is given a copy (forOperation), and two operations
+// that begin at once wait for one answer. nil when the cluster does not
+// answer: Helm then asks itself, and reports the error.
+func (s *sharedDiscovery) capabilities() *chartutil.Capabilities {
+	s.capsMu.Lock()
+	defer s.capsMu.Unlock()
+	if s.caps != nil && time.Since(s.capsAt) < capabilitiesTTL {
+		return s.caps
+	}
+	if s.init(); s.err != nil {
+		return nil
+	}
+	s.dc.Invalidate()
+	kv, err := s.dc.ServerVersion()
+	if err != nil {
+		return nil
+	}
+	av, err := action.GetVersionSet(s.dc)
+	if err != nil && !discovery.IsGroupDiscoveryFailedError(err) {
+		return nil
+	}
+	s.caps = &chartutil.Capabilities{
+		APIVersions: av,
+		KubeVersion: chartutil.KubeVersion{Version: kv.GitVersion, Major: kv.Major, Minor: kv.Minor},
+		HelmVersion: chartutil.DefaultCapabilities.HelmVersion,
+	}
+	s.capsAt = time.Now()
+	return s.caps
 }
 
 func (s *sharedDiscovery) init() {

@@ -179,3 +179,62 @@ func filesOf(c *chart.Chart) int64 {
 	}
 	return n
 }
+
+// A chart that brings CRDs renders with capabilities asked after Helm
+// installed them, not with those the process kept from before.
+func TestChartWithCRDsSeesThem(t *testing.T) {
+	cp.Require(t)
+	ctx := context.Background()
+	ns := cp.Namespace(t)
+	in := newInstaller(t, ns)
+	dir := t.TempDir()
+	files := map[string]string{
+		"Chart.yaml": "apiVersion: v2\nname: withcrd\nversion: 0.1.0\n",
+		"crds/widgets.yaml": `apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.crdtest.berth.dev
+spec:
+  group: crdtest.berth.dev
+  names: {kind: Widget, plural: widgets, singular: widget}
+  scope: Namespaced
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema: {type: object}
+`,
+		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  has: {{ .Capabilities.APIVersions.Has \"crdtest.berth.dev/v1/Widget\" | quote }}\n",
+	}
+	for name, body := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c, err := chartrepo.Package(dir, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := charts.Add(c); err != nil {
+		t.Fatal(err)
+	}
+	// Capabilities are kept from an install before the CRD is there.
+	if _, _, err := in.Install(ctx, Request{Chart: ChartRef{Name: "berth/echo-gateway"}, ReleaseName: "before", Namespace: ns}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cp.Client.Discovery().RESTClient().Delete().AbsPath("/apis/apiextensions.k8s.io/v1/customresourcedefinitions/widgets.crdtest.berth.dev").Do(ctx).Error()
+	})
+	if _, _, err := in.Install(ctx, Request{Chart: ChartRef{Name: "berth/withcrd"}, ReleaseName: "crd", Namespace: ns}); err != nil {
+		t.Fatal(err)
+	}
+	cm, err := cp.Client.CoreV1().ConfigMaps(ns).Get(ctx, "crd", metav1.GetOptions{})
+	if err != nil || cm.Data["has"] != "true" {
+		t.Errorf("the chart's ConfigMap = %v, %v; want has: true (the CRD it brought among the capabilities)", cm.Data, err)
+	}
+}

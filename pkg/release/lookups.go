@@ -9,33 +9,23 @@ import (
 	"helm.sh/helm/v3/pkg/storage/driver"
 )
 
-// capabilitiesMu guards the Capabilities of the namespaces' shared
-// configurations, which operations copy and fill in.
-var capabilitiesMu sync.Mutex
-
 // forOperation returns a copy of a namespace's configuration for one
-// operation, and done, which the operation calls when it ends. Helm writes
-// on the configuration it is given (its storage's MaxHistory, the cluster's
-// capabilities, found once and kept); shared by concurrent operations, those
-// writes raced. The copy's storage is seen, which answers Helm's first
-// reading of a release's history from berth's own (lookups). done gives the
-// shared configuration the capabilities the operation found, when it has
-// none, so that the next operation does not ask the cluster again.
-func forOperation(shared *action.Configuration) (cfg *action.Configuration, seen *lookups, done func()) {
-	capabilitiesMu.Lock()
+// operation. Helm writes on the configuration it is given (its storage's
+// MaxHistory, the cluster's capabilities, worked out once and kept); shared
+// by concurrent operations, those writes raced. The copy's storage is seen,
+// which answers Helm's first reading of a release's history from berth's own
+// (lookups). Its capabilities are the process's (sharedDiscovery), so that
+// Helm does not work them out, and empty the discovery cache, per operation.
+func forOperation(shared *action.Configuration) (cfg *action.Configuration, seen *lookups) {
 	c := *shared
-	capabilitiesMu.Unlock()
 	st := *shared.Releases
 	seen = &lookups{Driver: shared.Releases.Driver}
 	st.Driver = seen
 	c.Releases = &st
-	return &c, seen, func() {
-		capabilitiesMu.Lock()
-		if shared.Capabilities == nil {
-			shared.Capabilities = c.Capabilities
-		}
-		capabilitiesMu.Unlock()
+	if g, ok := shared.RESTClientGetter.(*getter); ok {
+		c.Capabilities = g.shared.capabilities()
 	}
+	return &c, seen
 }
 
 // lookups is one operation's release storage. It answers Helm's first

@@ -69,8 +69,8 @@ func TestInstallReadsItsRecordsOnce(t *testing.T) {
 		t.Errorf("history = %+v, %v; want one revision", hist, err)
 	}
 
-	// What Helm writes on a configuration goes to the operation's copy, but
-	// the cluster's capabilities, which the namespace keeps for the next.
+	// What Helm writes on a configuration goes to the operation's copy; the
+	// cluster's capabilities are the process's, worked out once.
 	req.Upgrade, req.Values = true, map[string]any{"replicas": 2}
 	if r, _, err := in.Install(ctx, req); err != nil || r.Revision != 2 {
 		t.Fatalf("upgrade: %+v, %v", r, err)
@@ -85,7 +85,7 @@ func TestInstallReadsItsRecordsOnce(t *testing.T) {
 	if _, ok := shared.Releases.Driver.(*lookups); ok {
 		t.Error("the namespace's storage answers from an operation's reading")
 	}
-	if shared.Capabilities == nil {
-		t.Error("the namespace's configuration has no capabilities: every operation asks the cluster for them")
+	if g, ok := shared.RESTClientGetter.(*getter); !ok || g.shared.caps == nil {
+		t.Error("no capabilities kept for the process: every operation asks the cluster for them")
 	}
 }

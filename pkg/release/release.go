@@ -222,8 +222,13 @@ func (in *Installer) begin(ctx context.Context, req Request) (*operation, error)
 		unlock()
 		return nil, err
 	}
-	cfg, seen, done := forOperation(shared)
-	return &operation{vals: vals, chart: c, src: src, cfg: cfg, seen: seen, unlock: func() { done(); unlock() }}, nil
+	cfg, seen := forOperation(shared)
+	if len(c.CRDObjects()) > 0 {
+		// Helm installs a chart's CRDs first: the capabilities it renders
+		// with must be asked after.
+		cfg.Capabilities = nil
+	}
+	return &operation{vals: vals, chart: c, src: src, cfg: cfg, seen: seen, unlock: unlock}, nil
 }
 
 // current returns the release's latest revision, nil when there is none. A
@@ -430,8 +435,7 @@ func (in *Installer) Uninstall(ctx context.Context, ns, name string, timeout tim
 	if err != nil {
 		return Release{}, false, err
 	}
-	cfg, _, end := forOperation(shared)
-	defer end()
+	cfg, _ := forOperation(shared)
 	un := action.NewUninstall(cfg)
 	un.Timeout = in.timeout(timeout)
 	res, err := un.Run(name)
@@ -472,8 +476,7 @@ func (in *Installer) Rollback(ctx context.Context, ns, name string, revision int
 	if err != nil {
 		return Release{}, err
 	}
-	cfg, _, end := forOperation(shared)
-	defer end()
+	cfg, _ := forOperation(shared)
 	hist, err := cfg.Releases.History(name)
 	if errors.Is(err, driver.ErrReleaseNotFound) || err == nil && len(hist) == 0 {
 		return Release{}, fmt.Errorf("%w: %s/%s", ErrNotFound, ns, name)
