@@ -173,6 +173,16 @@ type sharedDiscovery struct {
 	capsAt time.Time
 }
 
+// capabilitiesOf are the process's capabilities (sharedDiscovery), for an
+// operation's copy of cfg that renders a chart: given them, Helm does not
+// work them out, and empty the discovery cache, per operation.
+func capabilitiesOf(cfg *action.Configuration) *chartutil.Capabilities {
+	if g, ok := cfg.RESTClientGetter.(*getter); ok {
+		return g.shared.capabilities()
+	}
+	return nil
+}
+
 // capabilitiesTTL is how long the cluster's capabilities (its version and
 // API versions, which charts read) are reused before they are asked again.
 const capabilitiesTTL = 5 * time.Minute

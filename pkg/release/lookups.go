@@ -14,17 +14,13 @@ import (
 // MaxHistory, the cluster's capabilities, worked out once and kept); shared
 // by concurrent operations, those writes raced. The copy's storage is seen,
 // which answers Helm's first reading of a release's history from berth's own
-// (lookups). Its capabilities are the process's (sharedDiscovery), so that
-// Helm does not work them out, and empty the discovery cache, per operation.
+// (lookups).
 func forOperation(shared *action.Configuration) (cfg *action.Configuration, seen *lookups) {
 	c := *shared
 	st := *shared.Releases
 	seen = &lookups{Driver: shared.Releases.Driver}
 	st.Driver = seen
 	c.Releases = &st
-	if g, ok := shared.RESTClientGetter.(*getter); ok {
-		c.Capabilities = g.shared.capabilities()
-	}
 	return &c, seen
 }
 

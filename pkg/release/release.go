@@ -223,10 +223,10 @@ func (in *Installer) begin(ctx context.Context, req Request) (*operation, error)
 		return nil, err
 	}
 	cfg, seen := forOperation(shared)
-	if len(c.CRDObjects()) > 0 {
-		// Helm installs a chart's CRDs first: the capabilities it renders
-		// with must be asked after.
-		cfg.Capabilities = nil
+	if len(c.CRDObjects()) == 0 {
+		// Helm installs a chart's CRDs first: the capabilities such a chart
+		// renders with are asked after, by Helm.
+		cfg.Capabilities = capabilitiesOf(shared)
 	}
 	return &operation{vals: vals, chart: c, src: src, cfg: cfg, seen: seen, unlock: unlock}, nil
 }
