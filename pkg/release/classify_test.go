@@ -4,8 +4,6 @@ import (
 	"context"
 	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -13,7 +11,6 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/berth-dev/berth/pkg/problem"
-	"github.com/berth-dev/berth/pkg/testing/chartrepo"
 )
 
 // TestUnknownErrorsAreRetried: an API server that stops answering in the
@@ -58,29 +55,16 @@ func (f roundTrip) RoundTrip(r *http.Request) (*http.Response, error) { return f
 // carry is not installable (422), as helm install says, and nothing is written.
 func TestMissingDependencies(t *testing.T) {
 	cp.Require(t)
-	dir := filepath.Join(t.TempDir(), "needs-dep")
-	if err := os.MkdirAll(filepath.Join(dir, "templates"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	files := map[string]string{
+	c := packageChart(t, map[string]string{
 		"Chart.yaml":        "apiVersion: v2\nname: needs-dep\nversion: 0.1.0\ndependencies:\n  - name: redis\n    version: 1.0.0\n    repository: https://charts.example.com\n",
 		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: {{ .Release.Name }}}\n",
-	}
-	for f, body := range files {
-		if err := os.WriteFile(filepath.Join(dir, f), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c, err := chartrepo.Package(dir, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	if err := charts.Add(c); err != nil {
 		t.Fatal(err)
 	}
 	ns := cp.Namespace(t)
 	before := cp.Fingerprint(t, ns)
-	_, _, err = newInstaller(t, ns).Install(context.Background(), Request{Chart: ChartRef{Name: "berth/needs-dep"}, ReleaseName: "partial", Namespace: ns})
+	_, _, err := newInstaller(t, ns).Install(context.Background(), Request{Chart: ChartRef{Name: "berth/needs-dep"}, ReleaseName: "partial", Namespace: ns})
 	if s := problem.Status(err); s != 422 || !strings.Contains(err.Error(), "redis") {
 		t.Errorf("a chart missing its dependency = %v (%d), want 422 naming it", err, s)
 	}

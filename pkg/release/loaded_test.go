@@ -24,8 +24,7 @@ import (
 // installs.
 func parentChart(t *testing.T) chartrepo.Chart {
 	t.Helper()
-	dir := t.TempDir()
-	files := map[string]string{
+	return packageChart(t, map[string]string{
 		"Chart.yaml": `apiVersion: v2
 name: parent
 version: 0.1.0
@@ -40,7 +39,13 @@ dependencies:
 		"charts/sub/Chart.yaml":        "apiVersion: v2\nname: sub\nversion: 0.1.0\n",
 		"charts/sub/values.yaml":       "exports:\n  data:\n    greeting: hello\n",
 		"charts/sub/templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}-sub\n",
-	}
+	})
+}
+
+// packageChart writes files (by path in the chart) and packages them.
+func packageChart(t testing.TB, files map[string]string) chartrepo.Chart {
+	t.Helper()
+	dir := t.TempDir()
 	for name, body := range files {
 		p := filepath.Join(dir, name)
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -127,25 +132,16 @@ func TestLoadedChartCopies(t *testing.T) {
 // aliases, small as a file, parses into a tree that would not fit the cache,
 // and is not kept.
 func TestLoadedChartWeighsItsValues(t *testing.T) {
-	dir := t.TempDir()
 	big := strings.Repeat("x", 64<<10)
 	var values strings.Builder
 	fmt.Fprintf(&values, "a: &a %q\nlist:\n", big)
 	for range 300 {
 		values.WriteString("- *a\n")
 	}
-	for name, body := range map[string]string{
+	c := packageChart(t, map[string]string{
 		"Chart.yaml":  "apiVersion: v2\nname: aliases\nversion: 0.1.0\n",
 		"values.yaml": values.String(),
-	} {
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c, err := chartrepo.Package(dir, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	loaded, err := loader.LoadArchive(bytes.NewReader(c.Archive))
 	if err != nil {
 		t.Fatal(err)
@@ -187,8 +183,7 @@ func TestChartWithCRDsSeesThem(t *testing.T) {
 	ctx := context.Background()
 	ns := cp.Namespace(t)
 	in := newInstaller(t, ns)
-	dir := t.TempDir()
-	files := map[string]string{
+	c := packageChart(t, map[string]string{
 		"Chart.yaml": "apiVersion: v2\nname: withcrd\nversion: 0.1.0\n",
 		"crds/widgets.yaml": `apiVersion: apiextensions.k8s.io/v1
 kind: CustomResourceDefinition
@@ -206,20 +201,7 @@ spec:
       openAPIV3Schema: {type: object}
 `,
 		"templates/cm.yaml": "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {{ .Release.Name }}\ndata:\n  has: {{ .Capabilities.APIVersions.Has \"crdtest.berth.dev/v1/Widget\" | quote }}\n",
-	}
-	for name, body := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(p, []byte(body), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	c, err := chartrepo.Package(dir, "")
-	if err != nil {
-		t.Fatal(err)
-	}
+	})
 	if err := charts.Add(c); err != nil {
 		t.Fatal(err)
 	}

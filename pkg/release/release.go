@@ -223,10 +223,12 @@ func (in *Installer) begin(ctx context.Context, req Request) (*operation, error)
 		return nil, err
 	}
 	cfg, seen := forOperation(shared)
+	// Helm installs a chart's CRDs first: the capabilities such a chart
+	// renders with are asked after, by Helm.
 	if len(c.CRDObjects()) == 0 {
-		// Helm installs a chart's CRDs first: the capabilities such a chart
-		// renders with are asked after, by Helm.
-		cfg.Capabilities = capabilitiesOf(shared)
+		if caps := capabilitiesOf(shared); caps != nil {
+			cfg.Capabilities = caps
+		}
 	}
 	return &operation{vals: vals, chart: c, src: src, cfg: cfg, seen: seen, unlock: unlock}, nil
 }
