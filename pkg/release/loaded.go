@@ -1,6 +1,7 @@
 package release
 
 import (
+	"maps"
 	"slices"
 
 	"helm.sh/helm/v3/pkg/chart"
@@ -64,7 +65,7 @@ func copyChart(c *chart.Chart) *chart.Chart {
 		// A template may call a maintainer's Validate, which rewrites it.
 		md.Maintainers = cloneEach(c.Metadata.Maintainers)
 		md.Keywords, md.Sources = slices.Clone(c.Metadata.Keywords), slices.Clone(c.Metadata.Sources)
-		md.Annotations = cloneMap(c.Metadata.Annotations)
+		md.Annotations = maps.Clone(c.Metadata.Annotations)
 		out.Metadata = &md
 	}
 	if c.Lock != nil {
@@ -93,17 +94,6 @@ func cloneEach[T any](s []*T) []*T {
 			c := *p
 			out[i] = &c
 		}
-	}
-	return out
-}
-
-func cloneMap(m map[string]string) map[string]string {
-	if m == nil {
-		return nil
-	}
-	out := make(map[string]string, len(m))
-	for k, v := range m {
-		out[k] = v
 	}
 	return out
 }
@@ -139,7 +129,7 @@ func copyValue(x any) any {
 	case []any:
 		return copyList(t)
 	case map[string]string:
-		return cloneMap(t)
+		return maps.Clone(t)
 	}
 	return x
 }

@@ -116,10 +116,7 @@ func TestLoadedChartCopies(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want, err := loader.LoadArchive(bytes.NewReader(pc.Archive))
-	if err != nil {
-		t.Fatal(err)
-	}
+	want := load(t, pc)
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("the cached chart changed:\n got %+v\nwant %+v", got.Metadata.Dependencies[0], want.Metadata.Dependencies[0])
 	}
@@ -142,10 +139,7 @@ func TestLoadedChartWeighsItsValues(t *testing.T) {
 		"Chart.yaml":  "apiVersion: v2\nname: aliases\nversion: 0.1.0\n",
 		"values.yaml": values.String(),
 	})
-	loaded, err := loader.LoadArchive(bytes.NewReader(c.Archive))
-	if err != nil {
-		t.Fatal(err)
-	}
+	loaded := load(t, c)
 	files, weight := filesOf(loaded), chartWeight(loaded)
 	if parsed := int64(300 * len(big)); weight < parsed {
 		t.Errorf("a chart of %d bytes of files whose values parse to %d bytes weighs %d", files, parsed, weight)
@@ -154,14 +148,21 @@ func TestLoadedChartWeighsItsValues(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, err := loader.LoadArchive(bytes.NewReader(echo.Archive))
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := load(t, echo)
 	// echo-gateway held 1.4 times its files in heap, loaded.
 	if w, f := chartWeight(e), filesOf(e); w < 2*f || w > 4*f {
 		t.Errorf("echo-gateway, %d bytes of files, weighs %d: want between 2 and 4 times", f, w)
 	}
+}
+
+// load loads a packaged chart as Helm does.
+func load(t testing.TB, c chartrepo.Chart) *chart.Chart {
+	t.Helper()
+	l, err := loader.LoadArchive(bytes.NewReader(c.Archive))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
 }
 
 // filesOf is what a chart's files weigh, its subcharts' too.
