@@ -182,14 +182,17 @@ func (f *Finder) List(ctx context.Context, consistent bool) ([]EntryPoint, error
 // Identify lists every entry point, consistently, as List does, less what
 // only choosing a free port needs: an ingress-nginx entry point's Used holds
 // its Service's ports alone, and its StreamConfigMaps are not looked up (the
-// lookup may read its controller's pods). It reads one round trip's worth.
+// lookup may read its controller's pods); a Gateway's Used holds its own
+// listeners' ports alone, as other parties' ListenerSets are not read. It
+// reads one round trip's worth: Services and Gateways.
 func (f *Finder) Identify(ctx context.Context) ([]EntryPoint, error) {
 	return f.list(ctx, true, false)
 }
 
-// list reads the entry points; with streams, also the ports an ingress-nginx
-// controller's tcp and udp ConfigMaps map.
-func (f *Finder) list(ctx context.Context, consistent, streams bool) ([]EntryPoint, error) {
+// list reads the entry points; with used, also every port they use that is
+// not their own: those an ingress-nginx controller's tcp and udp ConfigMaps
+// map, and other parties' ListenerSets on a Gateway.
+func (f *Finder) list(ctx context.Context, consistent, used bool) ([]EntryPoint, error) {
 	rv := "0"
 	if consistent {
 		rv = ""
@@ -223,6 +226,8 @@ func (f *Finder) list(ctx context.Context, consistent, streams bool) ([]EntryPoi
 			}
 			return nil
 		})
+	}
+	if f.Gateway != nil && used {
 		g.Go(func() (err error) {
 			// Others' ListenerSets only: the ports of berth's own are in the
 			// ledger, and at a thousand exposures their listeners would make
@@ -251,7 +256,7 @@ func (f *Finder) list(ctx context.Context, consistent, streams bool) ([]EntryPoi
 	g, gctx = errgroup.WithContext(ctx)
 	for i, s := range lbs {
 		g.Go(func() (err error) {
-			eps[i], err = f.fromService(gctx, s, streams)
+			eps[i], err = f.fromService(gctx, s, used)
 			return err
 		})
 	}

@@ -332,6 +332,24 @@ func TestIngressNginxAndGatewayPortsInUse(t *testing.T) {
 	if err != nil || r.Port != 20002 || r.EntryPoint != "gateway.shared" {
 		t.Errorf("Reserve on the Gateway = %+v, %v; want gateway.shared 20002, past its listeners and ListenerSet", r, err)
 	}
+
+	// Identify, which listings use, reads neither the tcp-services ConfigMap
+	// nor the ListenerSet: each entry point's Used is its own ports alone.
+	eps, err := svc.EntryPoints.Identify(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := map[string]map[portalloc.Key]bool{}
+	for _, ep := range eps {
+		used[ep.ID()] = ep.Used
+	}
+	tcp, udp := portalloc.Key{Protocol: portalloc.TCP, Port: 20000}, portalloc.Key{Protocol: portalloc.UDP, Port: 20001}
+	if u := used["service.ingress-nginx-controller"]; u == nil || u[tcp] {
+		t.Errorf("Identify: ingress-nginx Used = %v, want its Service's ports alone (not tcp-services' 20000)", u)
+	}
+	if u := used["gateway.shared"]; !u[portalloc.Key{Protocol: portalloc.UDP, Port: 20000}] || u[udp] {
+		t.Errorf("Identify: the Gateway's Used = %v, want its own listener's UDP 20000, not the ListenerSet's 20001", u)
+	}
 }
 
 func TestFullRange(t *testing.T) {
