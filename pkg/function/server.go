@@ -41,8 +41,9 @@ type Function struct {
 	// Gate authenticates every request but /healthz and /readyz, and
 	// authorizes event deliveries. Every function's Main sets it.
 	Gate Gate
-	// Warm, when set, runs once as the server starts, beside it: work that
-	// every request needs (the API server's connection and TLS handshake),
+	// Warm, when set, is called once before the server listens, and must
+	// return at once: it starts, in the background, work that every request
+	// needs (the API server's connection and TLS handshake), so that it is
 	// begun before the first request arrives rather than by it.
 	Warm func(context.Context)
 	// Seed are the function's routes of the 2018 API: their paths match as
@@ -69,6 +70,9 @@ type Server struct {
 	log      *slog.Logger
 	handler  http.Handler
 	draining atomic.Bool
+	// answered, when set, is called as each request that is not a health
+	// probe ends (run: holdGC's release).
+	answered func()
 }
 
 // NewServer returns a server for fn. Nothing is started and nothing touches the
@@ -222,6 +226,9 @@ func (s *Server) middleware(next http.Handler) http.Handler {
 				span.SetStatus(codes.Error, http.StatusText(sw.status))
 			}
 			span.End()
+			if s.answered != nil {
+				s.answered()
+			}
 		}()
 		if s.fn.Gate != nil {
 			ctx, err := s.fn.Gate.Authenticate(r)
@@ -283,6 +290,7 @@ func Main(name string, spec Spec, build func(context.Context, *slog.Logger) (Fun
 }
 
 func run(name string, spec Spec, build func(context.Context, *slog.Logger) (Function, error)) error {
+	releaseGC := holdGC(os.Getenv)
 	if err := Load(spec); err != nil {
 		return err
 	}
@@ -313,11 +321,13 @@ func run(name string, spec Spec, build func(context.Context, *slog.Logger) (Func
 		return errors.New("a function must authenticate its callers: build returned no Gate")
 	}
 	if fn.Warm != nil {
-		go fn.Warm(ctx)
+		fn.Warm(ctx)
 	}
 	ln, err := net.Listen("tcp", net.JoinHostPort("", strconv.Itoa(cfg.Port)))
 	if err != nil {
 		return fmt.Errorf("listen on %s=%d: %w", EnvPort, cfg.Port, err)
 	}
-	return NewServer(cfg, fn, log).Serve(ctx, ln)
+	srv := NewServer(cfg, fn, log)
+	srv.answered = releaseGC
+	return srv.Serve(ctx, ln)
 }
