@@ -205,7 +205,7 @@ func (f *Finder) list(ctx context.Context, consistent, used bool) ([]EntryPoint,
 	// request waits on every round trip made one after another.
 	var (
 		svcs *corev1.ServiceList
-		gws  *gatewayv1.GatewayList
+		gws  []gateway
 		ls   *gatewayv1.ListenerSetList
 	)
 	g, gctx := errgroup.WithContext(ctx)
@@ -217,7 +217,7 @@ func (f *Finder) list(ctx context.Context, consistent, used bool) ([]EntryPoint,
 	})
 	if f.Gateway != nil {
 		g.Go(func() (err error) {
-			gws, err = f.Gateway.GatewayV1().Gateways(f.Namespace).List(gctx, opts)
+			gws, err = f.listGateways(gctx, opts)
 			if apierrors.IsNotFound(err) {
 				return nil // the Gateway API is not installed
 			}
@@ -263,15 +263,12 @@ func (f *Finder) list(ctx context.Context, consistent, used bool) ([]EntryPoint,
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	if gws == nil {
-		return eps, nil
-	}
 	var sets []gatewayv1.ListenerSet
 	if ls != nil {
 		sets = ls.Items
 	}
-	for i := range gws.Items {
-		eps = append(eps, fromGateway(&gws.Items[i], sets))
+	for i := range gws {
+		eps = append(eps, fromGateway(&gws[i], sets))
 	}
 	return eps, nil
 }
@@ -405,15 +402,16 @@ func splitRef(ref, defNamespace string) (string, string) {
 	return defNamespace, ref
 }
 
-func fromGateway(g *gatewayv1.Gateway, sets []gatewayv1.ListenerSet) EntryPoint {
+func fromGateway(g *gateway, sets []gatewayv1.ListenerSet) EntryPoint {
+	m := g.Metadata
 	ep := EntryPoint{
-		Kind: KindGateway, Namespace: g.Namespace, Name: g.Name, Annotations: g.Annotations,
+		Kind: KindGateway, Namespace: m.Namespace, Name: m.Name, Annotations: m.Annotations,
 		Backend: BackendGatewayAPI, Used: map[portalloc.Key]bool{},
 	}
 	if len(g.Status.Addresses) > 0 {
 		ep.Address = g.Status.Addresses[0].Value
 	}
-	if ep.Listeners = g.Annotations[AnnotationListeners]; ep.Listeners == "" {
+	if ep.Listeners = m.Annotations[AnnotationListeners]; ep.Listeners == "" {
 		ep.Listeners = ListenersOnSets
 	}
 	if a := g.Spec.AllowedListeners; a != nil && a.Namespaces != nil && a.Namespaces.From != nil {
@@ -434,7 +432,7 @@ func fromGateway(g *gatewayv1.Gateway, sets []gatewayv1.ListenerSet) EntryPoint 
 	}
 	for _, s := range sets {
 		ref := s.Spec.ParentRef
-		if string(ref.Name) != g.Name || (ref.Kind != nil && *ref.Kind != "Gateway") {
+		if string(ref.Name) != m.Name || (ref.Kind != nil && *ref.Kind != "Gateway") {
 			continue
 		}
 		for _, l := range s.Spec.Listeners {
