@@ -114,7 +114,7 @@ func TestRBACGetport(t *testing.T) {
 	ctx := context.Background()
 	rc := as("getport")
 	core := kubernetes.NewForConfigOrDie(rc)
-	svc := settings.New(core, gatewayclient.NewForConfigOrDie(rc))
+	svc := settings.New(core, gatewayclient.NewForConfigOrDie(rc).GatewayV1().RESTClient())
 	for _, lbip := range []string{localrun.SharedIP, localrun.NginxIP, localrun.GatewayIP} {
 		r, err := svc.Reserve(ctx, reservation.Request{Owner: "rbac/getport-" + lbip, Protocol: "TCP", LBIP: lbip})
 		if err != nil {
@@ -177,7 +177,7 @@ func TestRBACSetingress(t *testing.T) {
 	gw := gatewayclient.NewForConfigOrDie(rc)
 	s := settings
 	s.TCPServicesConfigMap, s.UDPServicesConfigMap = "tcp-services", "udp-services"
-	exp := &expose.Exposer{Core: core, Ports: s.New(core, gw), Backoff: kube.ConflictBackoff, Backends: expose.NewBackends(expose.Deps{Core: core, Gateway: gw, Backoff: kube.ConflictBackoff})}
+	exp := &expose.Exposer{Core: core, Ports: s.New(core, gw.GatewayV1().RESTClient()), Backoff: kube.ConflictBackoff, Backends: expose.NewBackends(expose.Deps{Core: core, Gateway: gw, Backoff: kube.ConflictBackoff})}
 	app(t, "exposed")
 	for _, lbip := range []string{localrun.SharedIP, localrun.NginxIP, localrun.GatewayIP} {
 		for _, proto := range []portalloc.Protocol{"TCP", "UDP"} {
@@ -259,7 +259,7 @@ func TestRBACInstall(t *testing.T) {
 		t.Errorf("as install, get a credentials Secret: %v, want NotFound (allowed, absent)", err)
 	}
 	// Where a release is exposed: every entry point's ledger, read.
-	ports := &expose.Exposer{Ports: settings.New(core, gatewayclient.NewForConfigOrDie(rc))}
+	ports := &expose.Exposer{Ports: settings.New(core, gatewayclient.NewForConfigOrDie(rc).GatewayV1().RESTClient())}
 	if _, err := ports.List(ctx, reservation.Filter{}); err != nil {
 		t.Errorf("as install, list the exposures: %v", err)
 	}

@@ -53,7 +53,7 @@ func serve(t *testing.T, portMax int) (string, string) {
 		Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: portMax, ReservationTTL: time.Minute,
 			TCPServicesConfigMap: "tcp-services", UDPServicesConfigMap: "udp-services"},
 	}
-	h := newHandler(cfg, cp.Client, gatewayclient.NewForConfigOrDie(cp.Config), allowAll{})
+	h := newHandler(cfg, cp.Client, gatewayclient.NewForConfigOrDie(cp.Config).GatewayV1().RESTClient(), allowAll{})
 	s := function.NewServer(cfg.Config, h.fn(), slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)

@@ -22,7 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
@@ -62,7 +61,7 @@ type handler struct {
 	log       *slog.Logger
 }
 
-func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access, log *slog.Logger) *handler {
+func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, gatewayAPI rest.Interface, ac auth.Access, log *slog.Logger) *handler {
 	p := release.Policy{
 		Namespaces: cfg.AllowedNamespaces, Sources: cfg.AllowedChartSources,
 		AllowPrivateAddresses: cfg.AllowPrivateChartSources, MaxValuesBytes: cfg.MaxValuesBytes,
@@ -78,7 +77,7 @@ func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, gw gatew
 			}),
 			Policy: p, DefaultTimeout: cfg.ReleaseTimeout, Log: log,
 		},
-		exposures: &expose.Exposer{Ports: cfg.Settings.New(core, gw)},
+		exposures: &expose.Exposer{Ports: cfg.Settings.New(core, gatewayAPI)},
 		access:    ac, allowed: cfg.AllowedNamespaces,
 		core: core, emit: function.NewEmitter(cfg.Config, "install"),
 		credsNS: cfg.CredentialsNamespace, log: log,

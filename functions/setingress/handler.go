@@ -14,6 +14,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/auth"
@@ -45,7 +46,11 @@ type handler struct {
 
 func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access) *handler {
 	backends := expose.NewBackends(expose.Deps{Core: core, Gateway: gw, SharedIPAnnotations: cfg.SharedIPAnnotations, Backoff: kube.ConflictBackoff})
-	ports := cfg.Settings.New(core, gw)
+	var gatewayAPI rest.Interface // nil without the Gateway API
+	if gw != nil {
+		gatewayAPI = gw.GatewayV1().RESTClient()
+	}
+	ports := cfg.Settings.New(core, gatewayAPI)
 	return &handler{
 		exp:   &expose.Exposer{Core: core, Ports: ports, Backends: backends, Backoff: kube.ConflictBackoff},
 		ports: ports, access: ac, allowed: cfg.AllowedNamespaces, confirm: cfg.ConfirmTimeout,

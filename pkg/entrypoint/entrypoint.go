@@ -20,8 +20,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
@@ -114,8 +114,10 @@ func ParseID(id string) (Kind, string, error) {
 
 // Finder lists entry points in one namespace.
 type Finder struct {
-	Core    kubernetes.Interface
-	Gateway gatewayclient.Interface
+	Core kubernetes.Interface
+	// GatewayAPI reads the Gateway API (kube.Clients.GatewayAPI; a typed
+	// clientset's GatewayV1().RESTClient()). Nil where it is not used.
+	GatewayAPI rest.Interface
 	// Namespace holds the entry points (LOAD_BALANCER_NAMESPACE).
 	Namespace string
 	// Label, when set, keeps only entry points labelled appingress=<Label>.
@@ -206,7 +208,7 @@ func (f *Finder) list(ctx context.Context, consistent, used bool) ([]EntryPoint,
 	var (
 		svcs *corev1.ServiceList
 		gws  []gateway
-		ls   *gatewayv1.ListenerSetList
+		ls   []gatewayv1.ListenerSet
 	)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
@@ -215,7 +217,7 @@ func (f *Finder) list(ctx context.Context, consistent, used bool) ([]EntryPoint,
 		}
 		return nil
 	})
-	if f.Gateway != nil {
+	if f.GatewayAPI != nil {
 		g.Go(func() (err error) {
 			gws, err = f.listGateways(gctx, opts)
 			if apierrors.IsNotFound(err) {
@@ -227,12 +229,12 @@ func (f *Finder) list(ctx context.Context, consistent, used bool) ([]EntryPoint,
 			return nil
 		})
 	}
-	if f.Gateway != nil && used {
+	if f.GatewayAPI != nil && used {
 		g.Go(func() (err error) {
 			// Others' ListenerSets only: the ports of berth's own are in the
 			// ledger, and at a thousand exposures their listeners would make
 			// every request read a megabyte.
-			ls, err = f.Gateway.GatewayV1().ListenerSets(f.Namespace).List(gctx, metav1.ListOptions{ResourceVersion: rv,
+			ls, err = f.listListenerSets(gctx, metav1.ListOptions{ResourceVersion: rv,
 				LabelSelector: kube.LabelManagedBy + "!=" + kube.ManagedBy})
 			if apierrors.IsNotFound(err) {
 				return nil
@@ -263,12 +265,8 @@ func (f *Finder) list(ctx context.Context, consistent, used bool) ([]EntryPoint,
 	if err := g.Wait(); err != nil {
 		return nil, err
 	}
-	var sets []gatewayv1.ListenerSet
-	if ls != nil {
-		sets = ls.Items
-	}
 	for i := range gws {
-		eps = append(eps, fromGateway(&gws[i], sets))
+		eps = append(eps, fromGateway(&gws[i], ls))
 	}
 	return eps, nil
 }

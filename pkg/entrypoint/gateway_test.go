@@ -1,11 +1,17 @@
 package entrypoint
 
 import (
+	"context"
 	"encoding/json"
 	"maps"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
 	"testing"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/kubectl/pkg/scheme"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/berth-dev/berth/pkg/portalloc"
@@ -39,9 +45,14 @@ func TestGatewayFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := decodeGateways(raw)
+	f, asked := serving(t, raw)
+	got, err := f.listGateways(context.Background(), metav1.ListOptions{LabelSelector: "a=b", ResourceVersion: "0"})
 	if err != nil || len(got) != 3 {
-		t.Fatalf("decodeGateways = %d, %v; want 3", len(got), err)
+		t.Fatalf("listGateways = %d, %v; want 3", len(got), err)
+	}
+	if u := <-asked; u.Path != "/apis/gateway.networking.k8s.io/v1/namespaces/ingress/gateways" ||
+		u.Query().Get("labelSelector") != "a=b" || u.Query().Get("resourceVersion") != "0" {
+		t.Errorf("listGateways asked %s, want the Gateways of ingress with the list's options", u)
 	}
 	sets := []gatewayv1.ListenerSet{{Spec: gatewayv1.ListenerSetSpec{
 		ParentRef: gatewayv1.ParentGatewayReference{Name: "same"},
@@ -64,8 +75,27 @@ func TestGatewayFields(t *testing.T) {
 	}
 	// A field named in another case is not the field (as the API server
 	// decodes).
-	got, err = decodeGateways([]byte(`{"items":[{"metadata":{"Name":"x"},"spec":{"listeners":[{"Port":1}]}}]}`))
+	f, _ = serving(t, []byte(`{"items":[{"metadata":{"Name":"x"},"spec":{"listeners":[{"Port":1}]}}]}`))
+	got, err = f.listGateways(context.Background(), metav1.ListOptions{})
 	if err != nil || len(got) != 1 || got[0].Metadata.Name != "" || got[0].Spec.Listeners[0].Port != 0 {
 		t.Errorf("case-folded fields = %+v, %v; want them ignored", got, err)
 	}
+}
+
+// serving is a Finder of namespace "ingress" whose Gateway API answers every
+// request with body, and the URLs it was asked.
+func serving(t *testing.T, body []byte) (*Finder, <-chan *url.URL) {
+	asked := make(chan *url.URL, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked <- r.URL
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := rest.RESTClientFor(&rest.Config{Host: srv.URL, APIPath: "/apis", ContentConfig: rest.ContentConfig{
+		GroupVersion: &gatewayv1.SchemeGroupVersion, NegotiatedSerializer: scheme.Codecs.WithoutConversion()}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &Finder{GatewayAPI: c, Namespace: "ingress"}, asked
 }

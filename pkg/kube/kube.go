@@ -12,9 +12,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
 	"github.com/berth-dev/berth/pkg/telemetry"
 )
@@ -55,9 +56,17 @@ func (c ClientSettings) RESTConfig(userAgent string) (*rest.Config, error) {
 
 // Clients are the API clients a function uses.
 type Clients struct {
-	REST    *rest.Config
-	Core    kubernetes.Interface
-	Gateway gatewayclient.Interface
+	REST *rest.Config
+	// HTTP is the HTTP client, and so the connection, the clients share.
+	// Build further clients on it (NewForConfigAndClient).
+	HTTP *http.Client
+	Core kubernetes.Interface
+	// GatewayAPI reads the Gateway API (gateway.networking.k8s.io/v1): its
+	// answers are left undecoded, for the reader to decode what it reads
+	// (entrypoint). A function that only reads the Gateway API so links no
+	// typed clientset, whose scheme costs every cold start its registration;
+	// one that writes it builds the clientset on REST and HTTP.
+	GatewayAPI rest.Interface
 
 	connecting *connecting
 }
@@ -140,9 +149,14 @@ func NewClients(rc *rest.Config) (Clients, error) {
 	if err != nil {
 		return Clients{}, err
 	}
-	gw, err := gatewayclient.NewForConfigAndClient(rc, hc)
+	gc := rest.CopyConfig(rc)
+	gc.APIPath, gc.GroupVersion = "/apis", &gatewayv1.SchemeGroupVersion
+	// Built-in codecs: they decode the API server's Status errors, and the
+	// Gateway API's objects are read raw.
+	gc.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
+	gw, err := rest.RESTClientForConfigAndClient(gc, hc)
 	if err != nil {
 		return Clients{}, err
 	}
-	return Clients{REST: rc, Core: core, Gateway: gw, connecting: conn}, nil
+	return Clients{REST: rc, HTTP: hc, Core: core, GatewayAPI: gw, connecting: conn}, nil
 }

@@ -78,7 +78,7 @@ func TestConnectIsTheOnlyDial(t *testing.T) {
 		})
 	}
 	g.Go(func() {
-		if _, err := c.Gateway.GatewayV1().Gateways(ns).List(ctx, metav1.ListOptions{}); err != nil {
+		if err := c.GatewayAPI.Get().Namespace(ns).Resource("gateways").Do(ctx).Error(); err != nil {
 			t.Error(err)
 		}
 	})

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+	"k8s.io/client-go/rest"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/kube"
@@ -77,16 +77,13 @@ func (s Settings) Range() portalloc.Range { return portalloc.Range{Min: s.PortMi
 const EntryPointsMaxAge = time.Second
 
 // New builds the reservation service these settings describe, reporting its
-// ports' usage when metrics are exported. gw may be nil
-// where the Gateway API is not used.
-func (s Settings) New(core kubernetes.Interface, gw gatewayclient.Interface) *Service {
+// ports' usage when metrics are exported. gatewayAPI reads the Gateway API
+// (entrypoint.Finder); nil where it is not used.
+func (s Settings) New(core kubernetes.Interface, gatewayAPI rest.Interface) *Service {
 	finder := &entrypoint.Finder{
-		Core: core, Namespace: s.LoadBalancerNamespace, Label: s.IngressLabel,
+		Core: core, GatewayAPI: gatewayAPI, Namespace: s.LoadBalancerNamespace, Label: s.IngressLabel,
 		TCPServices: s.TCPServicesConfigMap, UDPServices: s.UDPServicesConfigMap,
 		MaxAge: EntryPointsMaxAge,
-	}
-	if gw != nil {
-		finder.Gateway = gw
 	}
 	svc := &Service{
 		EntryPoints: finder,
