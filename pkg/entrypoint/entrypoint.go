@@ -181,14 +181,16 @@ func (f *Finder) List(ctx context.Context, consistent bool) ([]EntryPoint, error
 	}
 }
 
-// Identify lists every entry point, consistently, as List does, less what
-// only choosing a free port needs: an ingress-nginx entry point's Used holds
-// its Service's ports alone, and its StreamConfigMaps are not looked up (the
-// lookup may read its controller's pods); a Gateway's Used holds its own
-// listeners' ports alone, as other parties' ListenerSets are not read. It
-// reads one round trip's worth: Services and Gateways.
-func (f *Finder) Identify(ctx context.Context) ([]EntryPoint, error) {
-	return f.list(ctx, true, false)
+// Identify lists every entry point, as List does, less what only choosing a
+// free port needs: an ingress-nginx entry point's Used holds its Service's
+// ports alone, and its StreamConfigMaps are not looked up (the lookup may
+// read its controller's pods); a Gateway's Used holds its own listeners'
+// ports alone, as other parties' ListenerSets are not read. It reads one
+// round trip's worth: Services and Gateways. Unless consistent is set, it
+// reads them from the API server's watch cache, as List does, and is never
+// cached here.
+func (f *Finder) Identify(ctx context.Context, consistent bool) ([]EntryPoint, error) {
+	return f.list(ctx, consistent, false)
 }
 
 // list reads the entry points; with used, also every port they use that is

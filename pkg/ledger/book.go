@@ -376,6 +376,12 @@ func (s *Books) List(ctx context.Context, namespace string) (*Listing, error) {
 	return l, nil
 }
 
+// EntryPoints returns the ids (kind.name) of the entry points the listing
+// holds blocks of, in no order.
+func (l *Listing) EntryPoints() []string {
+	return slices.Collect(maps.Keys(l.blocks))
+}
+
 // ReadListed returns every entry of book b, from l if b is in l's
 // namespace and l shows b's old ledger absent or cut; else it moves the old
 // ledger and lists b's blocks (or reads b by itself, if l is not of its

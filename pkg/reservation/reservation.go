@@ -25,9 +25,9 @@ import (
 // than a cached one.
 type EntryPoints interface {
 	List(ctx context.Context, consistent bool) ([]entrypoint.EntryPoint, error)
-	// Identify lists them consistently, less what only choosing a free port
-	// needs (entrypoint.Finder.Identify).
-	Identify(ctx context.Context) ([]entrypoint.EntryPoint, error)
+	// Identify lists them less what only choosing a free port needs
+	// (entrypoint.Finder.Identify).
+	Identify(ctx context.Context, consistent bool) ([]entrypoint.EntryPoint, error)
 }
 
 // countMaxAge is how old a namespace's claims on another entry point may be
@@ -77,6 +77,9 @@ type Service struct {
 	// seen are the entry points this service has written ledgers of, by id:
 	// what the capacity metrics report on.
 	seen sync.Map
+	// absent are ids of entry points that have ledgers but that a consistent
+	// read found missing (deleted with ports bound), by when it did.
+	absent sync.Map
 }
 
 // Request asks for a port.
@@ -705,23 +708,38 @@ func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
 	return out, nil
 }
 
+// absentFor is how long an entry point that has ledgers, and that a
+// consistent read found missing, is taken to be gone: listings do not read
+// the entry points again, consistently, for its sake meanwhile.
+const absentFor = time.Minute
+
 // snapshot lists the entry points (only the one whose ID is only, if set) and
 // reads their ledgers' entries at once, in their order: a caller's request
 // waits on every round trip made one after another. Without used, the entry
 // points are identified only (Finder.Identify): their InUse does not count
 // the ports of ingress-nginx's stream ConfigMaps. With Namespace set and no
 // only, every ledger is listed at once, beside the entry points.
+//
+// Without used, the entry points are read from the API server's watch cache,
+// as a reservation reads them: it is cheaper than a consistent read, and
+// entry points change seldom. The ledgers are read consistently, and they
+// tell which entry points the cache may have missed (one created a moment
+// ago, and reserved on at once): an entry point that has ledgers, or that
+// only names, and that the cache does not show, is looked for again by a
+// consistent read before the answer is given without it.
 func (s *Service) snapshot(ctx context.Context, only string, used bool) ([]entrypoint.EntryPoint, []*portalloc.Ledger, error) {
 	var (
 		all     []entrypoint.EntryPoint
 		listing *ledger.Listing
 	)
+	// Without only or the ledgers' namespace, nothing tells a miss.
+	cached := !used && (only != "" || s.Namespace != "")
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() (err error) {
 		if used {
 			all, err = s.EntryPoints.List(gctx, true)
 		} else {
-			all, err = s.EntryPoints.Identify(gctx)
+			all, err = s.EntryPoints.Identify(gctx, !cached)
 		}
 		return err
 	})
@@ -734,6 +752,20 @@ func (s *Service) snapshot(ctx context.Context, only string, used bool) ([]entry
 	}
 	if err := g.Wait(); err != nil {
 		return nil, nil, err
+	}
+	if cached && len(s.missed(all, only, listing)) > 0 {
+		var err error
+		if all, err = s.EntryPoints.Identify(ctx, true); err != nil {
+			return nil, nil, err
+		}
+		if only == "" {
+			// Still missing: gone, with ports bound. Bounded by the
+			// ledgers there are, unlike the ids callers name.
+			now := s.now()
+			for _, id := range s.missed(all, "", listing) {
+				s.absent.Store(id, now)
+			}
+		}
 	}
 	if only != "" {
 		all = slices.DeleteFunc(all, func(ep entrypoint.EntryPoint) bool { return ep.ID() != only })
@@ -751,6 +783,32 @@ func (s *Service) snapshot(ctx context.Context, only string, used bool) ([]entry
 		return nil, nil, err
 	}
 	return all, out, nil
+}
+
+// missed returns the ids of the entry points that all lacks and that are
+// wanted: only, if set; else those listing holds ledgers of, but for those
+// found absent less than absentFor ago.
+func (s *Service) missed(all []entrypoint.EntryPoint, only string, listing *ledger.Listing) []string {
+	known := func(id string) bool {
+		return slices.ContainsFunc(all, func(ep entrypoint.EntryPoint) bool { return ep.ID() == id })
+	}
+	if only != "" {
+		if known(only) {
+			return nil
+		}
+		return []string{only}
+	}
+	var out []string
+	for _, id := range listing.EntryPoints() {
+		if known(id) {
+			continue
+		}
+		if at, ok := s.absent.Load(id); ok && s.now().Sub(at.(time.Time)) < absentFor {
+			continue
+		}
+		out = append(out, id)
+	}
+	return out
 }
 
 // SweepResult says what one sweep did, per entry point.

@@ -335,7 +335,7 @@ func TestIngressNginxAndGatewayPortsInUse(t *testing.T) {
 
 	// Identify, which listings use, reads neither the tcp-services ConfigMap
 	// nor the ListenerSet: each entry point's Used is its own ports alone.
-	eps, err := svc.EntryPoints.Identify(ctx)
+	eps, err := svc.EntryPoints.Identify(ctx, true)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -635,4 +635,70 @@ func TestSweepDropsUnclaimed(t *testing.T) {
 	if _, ok := entries[portalloc.Key{Protocol: portalloc.TCP, Port: 20100}]; ok || len(entries) != 2 {
 		t.Errorf("entries after the sweep = %v, want the claimed one and the young one", entries)
 	}
+}
+
+// staleCache hides an entry point from reads that are not consistent, as an
+// API server's watch cache that has not caught up would, and counts the
+// consistent reads.
+type staleCache struct {
+	EntryPoints
+	hidden     string
+	consistent int
+}
+
+func (c *staleCache) Identify(ctx context.Context, consistent bool) ([]entrypoint.EntryPoint, error) {
+	all, err := c.EntryPoints.Identify(ctx, true)
+	if consistent {
+		c.consistent++
+		return all, err
+	}
+	return slices.DeleteFunc(all, func(ep entrypoint.EntryPoint) bool { return ep.ID() == c.hidden }), err
+}
+
+// TestListingConfirmsAMiss: listings read the entry points from the watch
+// cache; one the cache does not show but the ledgers name is looked for
+// again, consistently, before it is left out, and one found gone is not
+// looked for again for a while.
+func TestListingConfirmsAMiss(t *testing.T) {
+	cp.Require(t)
+	svc, ns := testService(t, portalloc.Range{Min: 20000, Max: 20003})
+	ctx := context.Background()
+	cp.LoadBalancer(t, ns, "fresh", "192.0.2.60", nil)
+	cp.LoadBalancer(t, ns, "other", "192.0.2.61", nil)
+	r, err := svc.Reserve(ctx, Request{Owner: "a", EntryPoint: "service.fresh"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale := &staleCache{EntryPoints: svc.EntryPoints}
+	svc.EntryPoints = stale
+	list := func(f Filter, wantReads int, want ...string) {
+		t.Helper()
+		got, err := svc.List(ctx, f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var ids []string
+		for _, r := range got {
+			ids = append(ids, r.EntryPoint)
+		}
+		if !slices.Equal(ids, want) || stale.consistent != wantReads {
+			t.Errorf("List(%+v) = %v after %d consistent reads; want %v after %d", f, ids, stale.consistent, want, wantReads)
+		}
+	}
+	list(Filter{}, 0, r.EntryPoint) // the cache is up to date: no consistent read
+	stale.hidden = r.EntryPoint
+	list(Filter{}, 1, r.EntryPoint)
+	list(Filter{EntryPoint: r.EntryPoint}, 2, r.EntryPoint)
+	list(Filter{EntryPoint: "service.other"}, 2) // named and shown: no second read
+
+	// The entry point goes, its port bound: looked for once, then taken as gone.
+	if err := cp.Client.CoreV1().Services(ns).Delete(ctx, "fresh", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	stale.hidden = ""
+	list(Filter{}, 3)
+	list(Filter{}, 3)
+	later := time.Now().Add(absentFor + time.Second)
+	svc.Now = func() time.Time { return later }
+	list(Filter{}, 4)
 }
