@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"net/http/httptrace"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -77,16 +79,24 @@ type Clients struct {
 // returns at once. Requests the clients make meanwhile wait for that
 // connection instead of dialling their own: on a cold start, two handshakes
 // at once share the CPU the request is waiting on, and HTTP/2 keeps only one
-// of the connections. They wait at most until Connect's request ends, after
-// at most 5 seconds; a failed Connect leaves them to dial as usual.
+// of the connections. They go as soon as the connection is up (not when
+// /livez answers), and at the latest when Connect's request ends, after at
+// most 5 seconds; a failed Connect leaves them to dial as usual.
 func (c Clients) Connect(ctx context.Context) {
 	done := make(chan struct{})
 	c.connecting.Store(&done)
+	var once sync.Once
+	up := func() {
+		once.Do(func() {
+			c.connecting.Store(nil)
+			close(done)
+		})
+	}
 	go func() {
-		defer c.connecting.Store(nil)
-		defer close(done)
+		defer up()
 		ctx, cancel := context.WithTimeout(context.WithValue(ctx, connectKey{}, true), 5*time.Second)
 		defer cancel()
+		ctx = httptrace.WithClientTrace(ctx, &httptrace.ClientTrace{GotConn: func(httptrace.GotConnInfo) { up() }})
 		_ = c.Core.Discovery().RESTClient().Get().AbsPath("/livez").Do(ctx).Error()
 	}()
 }
