@@ -4,8 +4,11 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"runtime/debug"
+	"runtime/metrics"
 	"testing"
+	"time"
 )
 
 func TestHoldGC(t *testing.T) {
@@ -27,6 +30,16 @@ func TestHoldGC(t *testing.T) {
 	if p := debug.SetGCPercent(100); p != 100 {
 		t.Errorf("released (twice): GC percent %d, want 100 again", p)
 	}
+	// The first collection ends the hold by itself.
+	holdGC(env(""))
+	runtime.GC()
+	deadline := time.Now().Add(5 * time.Second)
+	for gogc() != 100 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	if p := gogc(); p != 100 {
+		t.Errorf("after a collection: GC percent %d, want 100 again", p)
+	}
 	// The operator's GOGC is theirs: it is left as the runtime read it.
 	debug.SetGCPercent(50)
 	release = holdGC(env("50"))
@@ -37,6 +50,13 @@ func TestHoldGC(t *testing.T) {
 	if p := debug.SetGCPercent(100); p != 50 {
 		t.Errorf("with GOGC=50 set, released: GC percent %d, want 50 untouched", p)
 	}
+}
+
+// gogc reads the GC percent without setting it.
+func gogc() int {
+	s := []metrics.Sample{{Name: "/gc/gogc:percent"}}
+	metrics.Read(s)
+	return int(s[0].Value.Uint64())
 }
 
 // TestAnsweredSkipsProbes: the start ends with the first request that is
