@@ -83,12 +83,15 @@ type Clients struct {
 // /livez answers), and at the latest when Connect's request ends, after at
 // most 5 seconds; a failed Connect leaves them to dial as usual.
 func (c Clients) Connect(ctx context.Context) {
+	if c.connecting == nil {
+		return // not built by NewClients: nothing waits
+	}
 	done := make(chan struct{})
 	c.connecting.Store(&done)
 	var once sync.Once
 	up := func() {
 		once.Do(func() {
-			c.connecting.Store(nil)
+			c.connecting.CompareAndSwap(&done, nil) // not a later Connect's
 			close(done)
 		})
 	}
@@ -117,6 +120,9 @@ func (c *connecting) wrap(rt http.RoundTripper) http.RoundTripper {
 			select {
 			case <-*done:
 			case <-r.Context().Done():
+				if r.Body != nil {
+					_ = r.Body.Close() // as a RoundTripper must, on errors too
+				}
 				return nil, r.Context().Err()
 			}
 		}
@@ -138,7 +144,8 @@ func (c ClientSettings) Clients(userAgent string) (Clients, error) {
 	return NewClients(rc)
 }
 
-// NewClients builds clients on rc, which it wraps (Connect). No request is
+// NewClients builds clients on rc, which it wraps: every client built on rc
+// afterwards (Helm's, in install) waits for Connect too. No request is
 // made. The built-in types' client speaks protobuf, as Kubernetes' own
 // components do: it is the API server's native encoding, and decoding it
 // needs no reflection, which a cold start pays for each JSON type it first
