@@ -382,6 +382,22 @@ func (l *Listing) EntryPoints() []string {
 	return slices.Collect(maps.Keys(l.blocks))
 }
 
+// Entries returns every entry of the blocks the listing holds of entry
+// point id, as listed (nothing is read or moved).
+func (l *Listing) Entries(id string) (*portalloc.Ledger, error) {
+	return entries(l.blocks[id])
+}
+
+// Version names the state of the blocks the listing holds of entry point
+// id: it changes when any of them is written, created or deleted.
+func (l *Listing) Version(id string) string {
+	var b strings.Builder
+	for _, cm := range slices.SortedFunc(slices.Values(l.blocks[id]), func(a, b corev1.ConfigMap) int { return strings.Compare(a.Name, b.Name) }) {
+		fmt.Fprintf(&b, "%s@%s,", cm.Name, cm.ResourceVersion)
+	}
+	return b.String()
+}
+
 // ReadListed returns every entry of book b, from l if b is in l's
 // namespace and l shows b's old ledger absent or cut; else it moves the old
 // ledger and lists b's blocks (or reads b by itself, if l is not of its

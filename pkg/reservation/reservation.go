@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -78,8 +79,15 @@ type Service struct {
 	// what the capacity metrics report on.
 	seen sync.Map
 	// absent are ids of entry points that have ledgers but that a consistent
-	// read found missing (deleted with ports bound), by when it did.
+	// read found missing (deleted with ports bound): an absence.
 	absent sync.Map
+}
+
+// absence is when a consistent read found an entry point missing, and the
+// state of its ledger's blocks then (ledger.Listing.Version).
+type absence struct {
+	at      time.Time
+	version string
 }
 
 // Request asks for a port.
@@ -709,8 +717,9 @@ func (s *Service) List(ctx context.Context, f Filter) ([]Reservation, error) {
 }
 
 // absentFor is how long an entry point that has ledgers, and that a
-// consistent read found missing, is taken to be gone: listings do not read
-// the entry points again, consistently, for its sake meanwhile.
+// consistent read found missing, is taken to be gone while its ledger is not
+// written: listings do not read the entry points again, consistently, for
+// its sake meanwhile.
 const absentFor = time.Minute
 
 // snapshot lists the entry points (only the one whose ID is only, if set) and
@@ -724,9 +733,11 @@ const absentFor = time.Minute
 // as a reservation reads them: it is cheaper than a consistent read, and
 // entry points change seldom. The ledgers are read consistently, and they
 // tell which entry points the cache may have missed (one created a moment
-// ago, and reserved on at once): an entry point that has ledgers, or that
-// only names, and that the cache does not show, is looked for again by a
-// consistent read before the answer is given without it.
+// ago, and reserved on at once): an entry point that only names, or whose
+// ledger holds a live entry, and that the cache does not show, is looked
+// for again by a consistent read before the answer is given without it;
+// unless that read found it missing less than absentFor ago and its ledger
+// has not been written since (one deleted with ports bound).
 func (s *Service) snapshot(ctx context.Context, only string, used bool) ([]entrypoint.EntryPoint, []*portalloc.Ledger, error) {
 	var (
 		all     []entrypoint.EntryPoint
@@ -763,9 +774,12 @@ func (s *Service) snapshot(ctx context.Context, only string, used bool) ([]entry
 			// ledgers there are, unlike the ids callers name.
 			now := s.now()
 			for _, id := range s.missed(all, "", listing) {
-				s.absent.Store(id, now)
+				s.absent.Store(id, absence{at: now, version: listing.Version(id)})
 			}
 		}
+	}
+	for _, ep := range all {
+		s.absent.Delete(ep.ID()) // back (recreated), if it was gone
 	}
 	if only != "" {
 		all = slices.DeleteFunc(all, func(ep entrypoint.EntryPoint) bool { return ep.ID() != only })
@@ -786,8 +800,9 @@ func (s *Service) snapshot(ctx context.Context, only string, used bool) ([]entry
 }
 
 // missed returns the ids of the entry points that all lacks and that are
-// wanted: only, if set; else those listing holds ledgers of, but for those
-// found absent less than absentFor ago.
+// wanted: only, if set; else those whose ledgers in listing hold a live
+// entry, but for those found absent less than absentFor ago whose ledger
+// has not been written since.
 func (s *Service) missed(all []entrypoint.EntryPoint, only string, listing *ledger.Listing) []string {
 	known := func(id string) bool {
 		return slices.ContainsFunc(all, func(ep entrypoint.EntryPoint) bool { return ep.ID() == id })
@@ -799,12 +814,17 @@ func (s *Service) missed(all []entrypoint.EntryPoint, only string, listing *ledg
 		return []string{only}
 	}
 	var out []string
+	now := s.now()
 	for _, id := range listing.EntryPoints() {
 		if known(id) {
 			continue
 		}
-		if at, ok := s.absent.Load(id); ok && s.now().Sub(at.(time.Time)) < absentFor {
+		if a, ok := s.absent.Load(id); ok && now.Sub(a.(absence).at) < absentFor && a.(absence).version == listing.Version(id) {
 			continue
+		}
+		l, err := listing.Entries(id)
+		if err == nil && !slices.ContainsFunc(slices.Collect(maps.Values(l.Entries)), func(e portalloc.Entry) bool { return !e.Expired(now) }) {
+			continue // nothing it holds would be listed
 		}
 		out = append(out, id)
 	}

@@ -656,17 +656,18 @@ func (c *staleCache) Identify(ctx context.Context, consistent bool) ([]entrypoin
 }
 
 // TestListingConfirmsAMiss: listings read the entry points from the watch
-// cache; one the cache does not show but the ledgers name is looked for
-// again, consistently, before it is left out, and one found gone is not
-// looked for again for a while.
+// cache; one the cache does not show but whose ledger holds a live entry is
+// looked for again, consistently, before it is left out. One found gone is
+// not looked for again for a while, unless its ledger is written (it was
+// recreated, and reserved on), and one whose entries have all lapsed not at
+// all.
 func TestListingConfirmsAMiss(t *testing.T) {
 	cp.Require(t)
 	svc, ns := testService(t, portalloc.Range{Min: 20000, Max: 20003})
 	ctx := context.Background()
 	cp.LoadBalancer(t, ns, "fresh", "192.0.2.60", nil)
 	cp.LoadBalancer(t, ns, "other", "192.0.2.61", nil)
-	r, err := svc.Reserve(ctx, Request{Owner: "a", EntryPoint: "service.fresh"})
-	if err != nil {
+	if _, err := svc.Reserve(ctx, Request{Owner: "a", EntryPoint: "service.fresh"}); err != nil {
 		t.Fatal(err)
 	}
 	stale := &staleCache{EntryPoints: svc.EntryPoints}
@@ -677,28 +678,53 @@ func TestListingConfirmsAMiss(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		var ids []string
+		var owners []string
 		for _, r := range got {
-			ids = append(ids, r.EntryPoint)
+			owners = append(owners, r.EntryPoint+"/"+r.Owner)
 		}
-		if !slices.Equal(ids, want) || stale.consistent != wantReads {
-			t.Errorf("List(%+v) = %v after %d consistent reads; want %v after %d", f, ids, stale.consistent, want, wantReads)
+		slices.Sort(owners)
+		if !slices.Equal(owners, want) || stale.consistent != wantReads {
+			t.Errorf("List(%+v) = %v after %d consistent reads; want %v after %d", f, owners, stale.consistent, want, wantReads)
 		}
 	}
-	list(Filter{}, 0, r.EntryPoint) // the cache is up to date: no consistent read
-	stale.hidden = r.EntryPoint
-	list(Filter{}, 1, r.EntryPoint)
-	list(Filter{EntryPoint: r.EntryPoint}, 2, r.EntryPoint)
+	list(Filter{}, 0, "service.fresh/a") // the cache is up to date: no consistent read
+	stale.hidden = "service.fresh"
+	list(Filter{}, 1, "service.fresh/a")
+	list(Filter{EntryPoint: "service.fresh"}, 2, "service.fresh/a")
 	list(Filter{EntryPoint: "service.other"}, 2) // named and shown: no second read
 
-	// The entry point goes, its port bound: looked for once, then taken as gone.
-	if err := cp.Client.CoreV1().Services(ns).Delete(ctx, "fresh", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
+	// It goes, its port held: looked for once, then taken as gone.
+	deleteService := func() {
+		t.Helper()
+		if err := cp.Client.CoreV1().Services(ns).Delete(ctx, "fresh", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
 	}
+	deleteService()
 	stale.hidden = ""
 	list(Filter{}, 3)
 	list(Filter{}, 3)
+
+	// It is recreated and reserved on, while the cache has not caught up:
+	// its ledger was written, so it is looked for again.
+	cp.LoadBalancer(t, ns, "fresh", "192.0.2.60", nil)
+	stale.hidden = "service.fresh"
+	if _, err := svc.Reserve(ctx, Request{Owner: "b", EntryPoint: "service.fresh"}); err != nil {
+		t.Fatal(err)
+	}
+	list(Filter{}, 4, "service.fresh/a", "service.fresh/b")
+	stale.hidden = ""
+	list(Filter{}, 4, "service.fresh/a", "service.fresh/b")
+
+	// Gone again: looked for once a minute while its entries live, not once
+	// they have all lapsed.
+	deleteService()
+	list(Filter{}, 5)
+	list(Filter{}, 5)
 	later := time.Now().Add(absentFor + time.Second)
 	svc.Now = func() time.Time { return later }
-	list(Filter{}, 4)
+	list(Filter{}, 6)
+	lapsed := time.Now().Add(time.Hour)
+	svc.Now = func() time.Time { return lapsed }
+	list(Filter{}, 6)
 }
