@@ -25,6 +25,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/expose"
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/release"
@@ -174,10 +175,13 @@ func TestRBACSetingress(t *testing.T) {
 	ctx := context.Background()
 	rc := as("setingress")
 	core := kubernetes.NewForConfigOrDie(rc)
-	gw := gatewayclient.NewForConfigOrDie(rc)
+	gw, err := gatewayapi.New(rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s := settings
 	s.TCPServicesConfigMap, s.UDPServicesConfigMap = "tcp-services", "udp-services"
-	exp := &expose.Exposer{Core: core, Ports: s.New(core, gw.GatewayV1().RESTClient()), Backoff: kube.ConflictBackoff, Backends: expose.NewBackends(expose.Deps{Core: core, Gateway: gw, Backoff: kube.ConflictBackoff})}
+	exp := &expose.Exposer{Core: core, Ports: s.New(core, gw.RESTClient()), Backoff: kube.ConflictBackoff, Backends: expose.NewBackends(expose.Deps{Core: core, Gateway: gw, Backoff: kube.ConflictBackoff})}
 	app(t, "exposed")
 	for _, lbip := range []string{localrun.SharedIP, localrun.NginxIP, localrun.GatewayIP} {
 		for _, proto := range []portalloc.Protocol{"TCP", "UDP"} {
@@ -206,7 +210,7 @@ func TestRBACSetingress(t *testing.T) {
 			return err
 		},
 		"delete the entry point's Gateway": func() error {
-			return gw.GatewayV1().Gateways(localrun.IngressNamespace).Delete(ctx, "shared", metav1.DeleteOptions{})
+			return gw.Gateways(localrun.IngressNamespace).Delete(ctx, "shared", metav1.DeleteOptions{})
 		},
 		"grant itself more": func() error {
 			_, err := core.RbacV1().ClusterRoleBindings().Create(ctx, &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "x"},

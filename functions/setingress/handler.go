@@ -15,12 +15,12 @@ import (
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/expose"
 	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
@@ -44,11 +44,11 @@ type handler struct {
 	confirm time.Duration
 }
 
-func newHandler(cfg Config, core kubernetes.Interface, gw gatewayclient.Interface, ac auth.Access) *handler {
+func newHandler(cfg Config, core kubernetes.Interface, gw *gatewayapi.Client, ac auth.Access) *handler {
 	backends := expose.NewBackends(expose.Deps{Core: core, Gateway: gw, SharedIPAnnotations: cfg.SharedIPAnnotations, Backoff: kube.ConflictBackoff})
 	var gatewayAPI rest.Interface // nil without the Gateway API
 	if gw != nil {
-		gatewayAPI = gw.GatewayV1().RESTClient()
+		gatewayAPI = gw.RESTClient()
 	}
 	ports := cfg.Settings.New(core, gatewayAPI)
 	return &handler{

@@ -6,8 +6,6 @@ import (
 	"context"
 	"log/slog"
 
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
-
 	"github.com/berth-dev/berth/pkg/function"
 )
 
@@ -18,14 +16,8 @@ func main() {
 		if err != nil {
 			return function.Function{}, err
 		}
-		// setingress writes the Gateway API (listeners, routes): it needs the
-		// typed clientset, on the clients' connection.
-		gw, err := gatewayclient.NewForConfigAndClient(c.REST, c.HTTP)
-		if err != nil {
-			return function.Function{}, err
-		}
 		guard := cfg.GuardSettings.New(c.Core)
-		h := newHandler(cfg, c.Core, gw, guard)
+		h := newHandler(cfg, c.Core, c.Gateway, guard)
 		fn := h.fn()
 		fn.Gate = guard
 		fn.Warm = c.Connect

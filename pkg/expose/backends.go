@@ -3,7 +3,8 @@ package expose
 import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
+
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
 )
@@ -13,7 +14,7 @@ type Deps struct {
 	Core kubernetes.Interface
 	// Gateway is nil where the Gateway API is not served; the backends that
 	// need it are then left out.
-	Gateway gatewayclient.Interface
+	Gateway *gatewayapi.Client
 	// SharedIPAnnotations are set on every shared-IP Service ("{ip}" in a value
 	// becomes the entry point's address).
 	SharedIPAnnotations map[string]string

@@ -20,6 +20,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/portalloc"
@@ -44,7 +45,11 @@ func newFixture(t testing.TB, backend string) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	ns := cp.Namespace(t)
-	gw := gatewayclient.NewForConfigOrDie(cp.Config)
+	gw := gatewayclient.NewForConfigOrDie(cp.Config) // the test's own reads
+	api, err := gatewayapi.New(cp.Config, nil)       // berth's
+	if err != nil {
+		t.Fatal(err)
+	}
 	f := &fixture{ns: ns, gw: gw}
 	switch backend {
 	case entrypoint.BackendGatewayAPI:
@@ -60,14 +65,14 @@ func newFixture(t testing.TB, backend string) *fixture {
 		f.ep = "service.shared"
 	}
 	ports := &reservation.Service{
-		EntryPoints: &entrypoint.Finder{Core: cp.Client, GatewayAPI: gw.GatewayV1().RESTClient(), Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services",
+		EntryPoints: &entrypoint.Finder{Core: cp.Client, GatewayAPI: api.RESTClient(), Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services",
 			MaxAge: reservation.EntryPointsMaxAge},
 		Ledgers:  ledger.NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff),
 		Services: reservation.KubeServices{Client: cp.Client},
 		Range:    portalloc.Range{Min: 20000, Max: 30000},
 		TTL:      10 * time.Minute,
 	}
-	f.exp = &Exposer{Core: cp.Client, Ports: ports, Backoff: kube.ConflictBackoff, Backends: NewBackends(Deps{Core: cp.Client, Gateway: gw, Backoff: kube.ConflictBackoff,
+	f.exp = &Exposer{Core: cp.Client, Ports: ports, Backoff: kube.ConflictBackoff, Backends: NewBackends(Deps{Core: cp.Client, Gateway: api, Backoff: kube.ConflictBackoff,
 		SharedIPAnnotations: map[string]string{"metallb.io/allow-shared-ip": "berth", "metallb.io/loadBalancerIPs": "{ip}"}})}
 	return f
 }

@@ -12,9 +12,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
@@ -26,7 +26,7 @@ import (
 // TCPRoute or UDPRoute in the target's namespace bound to that listener by
 // sectionName. The listener admits routes from the target's namespace only.
 type GatewayBackend struct {
-	Client  gatewayclient.Interface
+	Client  *gatewayapi.Client
 	Backoff wait.Backoff
 
 	// Writes to one Gateway or ListenerSet are group-committed.
@@ -81,7 +81,7 @@ func (g *GatewayBackend) addListener(ctx context.Context, ep entrypoint.EntryPoi
 	case entrypoint.ListenersOnGateway:
 		// Placed in a ListenerSet before the Gateway was annotated: it stays
 		// there, rather than a second listener on the port.
-		if s, err := g.Client.GatewayV1().ListenerSets(ep.Namespace).Get(ctx, setName(ep, x.Key), metav1.GetOptions{}); err == nil &&
+		if s, err := g.Client.ListenerSets(ep.Namespace).Get(ctx, setName(ep, x.Key), metav1.GetOptions{}); err == nil &&
 			s.Labels[kube.LabelManagedBy] == kube.ManagedBy && slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == name }) {
 			gen, err := g.sets.do(ctx, g.setObject(ep, s.Name), func(st *setState) (bool, error) {
 				_, changed := claimEntry(st.set.Spec.Listeners, name, port, proto, allowed)
@@ -223,7 +223,7 @@ func setName(ep entrypoint.EntryPoint, k portalloc.Key) string {
 
 // gatewayObject is ep's Gateway, for group commits.
 func (g *GatewayBackend) gatewayObject(ep entrypoint.EntryPoint) object[*gatewayv1.Gateway] {
-	gws := g.Client.GatewayV1().Gateways(ep.Namespace)
+	gws := g.Client.Gateways(ep.Namespace)
 	return object[*gatewayv1.Gateway]{
 		key: ep.Namespace + "/" + ep.Name, backoff: g.Backoff,
 		get: func(ctx context.Context) (*gatewayv1.Gateway, error) {
@@ -260,13 +260,13 @@ func (s *setState) GetGeneration() int64 {
 // when its last listener goes. (Every commit to a set reads the same way,
 // whichever edits it carries.)
 func (g *GatewayBackend) setObject(ep entrypoint.EntryPoint, name string) object[*setState] {
-	sets := g.Client.GatewayV1().ListenerSets(ep.Namespace)
+	sets := g.Client.ListenerSets(ep.Namespace)
 	return object[*setState]{
 		key: ep.Namespace + "/" + name, backoff: g.Backoff,
 		get: func(ctx context.Context) (*setState, error) {
 			st := &setState{}
 			var err error
-			st.gw, err = g.Client.GatewayV1().Gateways(ep.Namespace).Get(ctx, ep.Name, metav1.GetOptions{})
+			st.gw, err = g.Client.Gateways(ep.Namespace).Get(ctx, ep.Name, metav1.GetOptions{})
 			switch {
 			case apierrors.IsNotFound(err):
 				// Gone: its listeners are none, and berth's sets can still be
@@ -321,7 +321,7 @@ func (g *GatewayBackend) setObject(ep entrypoint.EntryPoint, name string) object
 
 // berthSets are the ListenerSets berth made for the entry point, in name order.
 func (g *GatewayBackend) berthSets(ctx context.Context, ep entrypoint.EntryPoint) ([]gatewayv1.ListenerSet, error) {
-	l, err := g.Client.GatewayV1().ListenerSets(ep.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelGateway + "=" + ep.Name})
+	l, err := g.Client.ListenerSets(ep.Namespace).List(ctx, metav1.ListOptions{LabelSelector: LabelGateway + "=" + ep.Name})
 	if err != nil {
 		return nil, err
 	}
@@ -365,7 +365,7 @@ func (g *GatewayBackend) applyRoute(ctx context.Context, ep entrypoint.EntryPoin
 	common, refs := g.routeSpec(ep, x, p)
 	meta := routeMeta(ep, x)
 	if x.Key.Protocol == portalloc.UDP {
-		c := g.Client.GatewayV1().UDPRoutes(x.Namespace)
+		c := g.Client.UDPRoutes(x.Namespace)
 		want := gatewayv1.UDPRouteSpec{CommonRouteSpec: common, Rules: []gatewayv1.UDPRouteRule{{BackendRefs: refs}}}
 		return casUpdate(ctx, "route/"+x.Namespace+"/"+meta.Name, g.Backoff,
 			func(ctx context.Context) (*gatewayv1.UDPRoute, error) {
@@ -387,7 +387,7 @@ func (g *GatewayBackend) applyRoute(ctx context.Context, ep entrypoint.EntryPoin
 				return err
 			})
 	}
-	c := g.Client.GatewayV1().TCPRoutes(x.Namespace)
+	c := g.Client.TCPRoutes(x.Namespace)
 	want := gatewayv1.TCPRouteSpec{CommonRouteSpec: common, Rules: []gatewayv1.TCPRouteRule{{BackendRefs: refs}}}
 	return casUpdate(ctx, "route/"+x.Namespace+"/"+meta.Name, g.Backoff,
 		func(ctx context.Context) (*gatewayv1.TCPRoute, error) {
@@ -416,9 +416,9 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 	var err error
 	if x.Namespace != "" {
 		if x.Key.Protocol == portalloc.UDP {
-			err = g.Client.GatewayV1().UDPRoutes(x.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
+			err = g.Client.UDPRoutes(x.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
 		} else {
-			err = g.Client.GatewayV1().TCPRoutes(x.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
+			err = g.Client.TCPRoutes(x.Namespace).Delete(ctx, name, metav1.DeleteOptions{})
 		}
 		if err != nil && !apierrors.IsNotFound(err) {
 			return fmt.Errorf("delete route %s/%s: %w", x.Namespace, name, err)
@@ -487,7 +487,7 @@ func (g *GatewayBackend) Unexpose(ctx context.Context, ep entrypoint.EntryPoint,
 // leaves the exposure pending, not failed.
 func (g *GatewayBackend) Status(ctx context.Context, ep entrypoint.EntryPoint, x Exposure, since int64) (Status, error) {
 	section := gatewayv1.SectionName(portName(x.Key))
-	gw, err := g.Client.GatewayV1().Gateways(ep.Namespace).Get(ctx, ep.Name, metav1.GetOptions{})
+	gw, err := g.Client.Gateways(ep.Namespace).Get(ctx, ep.Name, metav1.GetOptions{})
 	if apierrors.IsNotFound(err) {
 		return failed("Gateway", "NotFound", "the entry point's Gateway is gone"), nil
 	}
@@ -539,7 +539,7 @@ func (g *GatewayBackend) listenerStatus(ctx context.Context, ep entrypoint.Entry
 	}
 	// Its ListenerSet, or one an earlier berth placed it in.
 	var sets []gatewayv1.ListenerSet
-	s, err := g.Client.GatewayV1().ListenerSets(ep.Namespace).Get(ctx, setName(ep, k), metav1.GetOptions{})
+	s, err := g.Client.ListenerSets(ep.Namespace).Get(ctx, setName(ep, k), metav1.GetOptions{})
 	switch {
 	case err == nil && s.Labels[kube.LabelManagedBy] == kube.ManagedBy &&
 		slices.ContainsFunc(s.Spec.Listeners, func(l gatewayv1.ListenerEntry) bool { return l.Name == section }):
@@ -581,12 +581,12 @@ func (g *GatewayBackend) routeStatus(ctx context.Context, ep entrypoint.EntryPoi
 	if x.Key.Protocol == portalloc.UDP {
 		kind = "UDPRoute"
 		var r *gatewayv1.UDPRoute
-		if r, err = g.Client.GatewayV1().UDPRoutes(x.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+		if r, err = g.Client.UDPRoutes(x.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
 			rs, gen = r.Status.RouteStatus, r.Generation
 		}
 	} else {
 		var r *gatewayv1.TCPRoute
-		if r, err = g.Client.GatewayV1().TCPRoutes(x.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
+		if r, err = g.Client.TCPRoutes(x.Namespace).Get(ctx, name, metav1.GetOptions{}); err == nil {
 			rs, gen = r.Status.RouteStatus, r.Generation
 		}
 	}

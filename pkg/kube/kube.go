@@ -14,11 +14,10 @@ import (
 
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
-	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/telemetry"
 )
 
@@ -63,12 +62,10 @@ type Clients struct {
 	// Build further clients on it (NewForConfigAndClient).
 	HTTP *http.Client
 	Core kubernetes.Interface
-	// GatewayAPI reads the Gateway API (gateway.networking.k8s.io/v1): its
-	// answers are left undecoded, for the reader to decode what it reads
-	// (entrypoint). A function that only reads the Gateway API so links no
-	// typed clientset, whose scheme costs every cold start its registration;
-	// one that writes it builds the clientset on REST and HTTP.
-	GatewayAPI rest.Interface
+	// Gateway reads and writes the Gateway API (gateway.networking.k8s.io/v1);
+	// its RESTClient reads answers that the reader decodes itself
+	// (entrypoint).
+	Gateway *gatewayapi.Client
 
 	connecting *connecting
 }
@@ -166,14 +163,9 @@ func NewClients(rc *rest.Config) (Clients, error) {
 	if err != nil {
 		return Clients{}, err
 	}
-	gc := rest.CopyConfig(rc)
-	gc.APIPath, gc.GroupVersion = "/apis", &gatewayv1.SchemeGroupVersion
-	// Built-in codecs: they decode the API server's Status errors, and the
-	// Gateway API's objects are read raw.
-	gc.NegotiatedSerializer = scheme.Codecs.WithoutConversion()
-	gw, err := rest.RESTClientForConfigAndClient(gc, hc)
+	gw, err := gatewayapi.New(rc, hc)
 	if err != nil {
 		return Clients{}, err
 	}
-	return Clients{REST: rc, HTTP: hc, Core: core, GatewayAPI: gw, connecting: conn}, nil
+	return Clients{REST: rc, HTTP: hc, Core: core, Gateway: gw, connecting: conn}, nil
 }

@@ -78,7 +78,7 @@ func TestConnectIsTheOnlyDial(t *testing.T) {
 		})
 	}
 	g.Go(func() {
-		if err := c.GatewayAPI.Get().Namespace(ns).Resource("gateways").Do(ctx).Error(); err != nil {
+		if err := c.Gateway.RESTClient().Get().Namespace(ns).Resource("gateways").Do(ctx).Error(); err != nil {
 			t.Error(err)
 		}
 	})
