@@ -32,6 +32,9 @@ func TestHoldGC(t *testing.T) {
 	}
 	// The first collection ends the hold by itself.
 	holdGC(env(""))
+	if p := gogc(); p != startGCPercent {
+		t.Fatalf("held again: GC percent %d, want %d", p, startGCPercent)
+	}
 	runtime.GC()
 	deadline := time.Now().Add(5 * time.Second)
 	for gogc() != 100 && time.Now().Before(deadline) {

@@ -41,6 +41,8 @@ func New(rc *rest.Config, hc *http.Client) (*Client, error) {
 	cfg := rest.CopyConfig(rc)
 	cfg.APIPath, cfg.GroupVersion = "/apis", &gv
 	cfg.NegotiatedSerializer = serializer.NewCodecFactory(s).WithoutConversion()
+	// Custom resources have no protobuf encoding, whatever rc asks for.
+	cfg.ContentType, cfg.AcceptContentTypes = runtime.ContentTypeJSON, runtime.ContentTypeJSON
 	if cfg.UserAgent == "" {
 		cfg.UserAgent = rest.DefaultKubernetesUserAgent()
 	}
@@ -61,7 +63,12 @@ func New(rc *rest.Config, hc *http.Client) (*Client, error) {
 
 // RESTClient is the client's REST client, for reads that decode their
 // answers themselves (entrypoint).
-func (c *Client) RESTClient() rest.Interface { return c.rest }
+func (c *Client) RESTClient() rest.Interface {
+	if c == nil {
+		return nil
+	}
+	return c.rest
+}
 
 // Gateways are the Gateways of namespace.
 func (c *Client) Gateways(namespace string) *gentype.ClientWithList[*gatewayv1.Gateway, *gatewayv1.GatewayList] {

@@ -5,6 +5,7 @@ import (
 	"os"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
@@ -38,8 +39,29 @@ func TestKinds(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stale := gw.DeepCopy()
 	gw.Spec.Listeners = append(gw.Spec.Listeners, gatewayv1.Listener{Name: "b", Port: 20001, Protocol: gatewayv1.UDPProtocolType})
 	if _, err := c.Gateways(ns).Update(ctx, gw, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	// The API server's refusals come back as its errors: compare-and-swap
+	// (pkg/expose) retries on a conflict.
+	if _, err := c.Gateways(ns).Update(ctx, stale, metav1.UpdateOptions{}); !apierrors.IsConflict(err) {
+		t.Errorf("an update at a stale resourceVersion = %v, want a Conflict", err)
+	}
+	again := stale.DeepCopy()
+	again.ResourceVersion = ""
+	if _, err := c.Gateways(ns).Create(ctx, again, metav1.CreateOptions{}); !apierrors.IsAlreadyExists(err) {
+		t.Errorf("a second create = %v, want AlreadyExists", err)
+	}
+	rv := stale.ResourceVersion
+	if err := c.Gateways(ns).Delete(ctx, "x", metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: &rv}}); !apierrors.IsConflict(err) {
+		t.Errorf("a delete preconditioned on a stale resourceVersion = %v, want a Conflict", err)
+	}
+	// One of each kind the label selector must leave out.
+	other := metav1.ObjectMeta{Name: "unlabelled"}
+	if _, err := c.Gateways(ns).Create(ctx, &gatewayv1.Gateway{ObjectMeta: other, Spec: gatewayv1.GatewaySpec{
+		GatewayClassName: "c", Listeners: []gatewayv1.Listener{{Name: "a", Port: 20009, Protocol: gatewayv1.TCPProtocolType}}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	if got, err := theirs.Gateways(ns).Get(ctx, "x", metav1.GetOptions{}); err != nil || len(got.Spec.Listeners) != 2 {
@@ -56,8 +78,19 @@ func TestKinds(t *testing.T) {
 		t.Fatal(err)
 	}
 	urule := []gatewayv1.UDPRouteRule{{BackendRefs: rule[0].BackendRefs}}
-	if _, err := c.UDPRoutes(ns).Create(ctx, &gatewayv1.UDPRoute{ObjectMeta: meta, Spec: gatewayv1.UDPRouteSpec{
-		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: parent}, Rules: urule}}, metav1.CreateOptions{}); err != nil {
+	for _, m := range []metav1.ObjectMeta{meta, other} {
+		if _, err := c.UDPRoutes(ns).Create(ctx, &gatewayv1.UDPRoute{ObjectMeta: m, Spec: gatewayv1.UDPRouteSpec{
+			CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: parent}, Rules: urule}}, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := c.TCPRoutes(ns).Create(ctx, &gatewayv1.TCPRoute{ObjectMeta: other, Spec: gatewayv1.TCPRouteSpec{
+		CommonRouteSpec: gatewayv1.CommonRouteSpec{ParentRefs: parent}, Rules: rule}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ListenerSets(ns).Create(ctx, &gatewayv1.ListenerSet{ObjectMeta: other, Spec: gatewayv1.ListenerSetSpec{
+		ParentRef: gatewayv1.ParentGatewayReference{Name: "x"},
+		Listeners: []gatewayv1.ListenerEntry{{Name: "d", Port: 20003, Protocol: gatewayv1.TCPProtocolType}}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -81,7 +114,7 @@ func TestKinds(t *testing.T) {
 			t.Error(err)
 		}
 	}
-	if _, err := c.Gateways(ns).Get(ctx, "x", metav1.GetOptions{}); err == nil {
-		t.Error("the Gateway is still there after its delete")
+	if _, err := c.Gateways(ns).Get(ctx, "x", metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("the Gateway after its delete: %v, want NotFound", err)
 	}
 }

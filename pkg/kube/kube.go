@@ -16,6 +16,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/client-go/util/flowcontrol"
 
 	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/telemetry"
@@ -23,7 +24,8 @@ import (
 
 // ClientSettings are the Kubernetes client part of a function's configuration.
 type ClientSettings struct {
-	// KubeQPS is the sustained rate of API requests a function instance may make.
+	// KubeQPS is the sustained rate of API requests a function instance may
+	// make through its clients (install's Helm operations have their own).
 	// client-go's default of 5 would throttle contended compare-and-swap writes.
 	KubeQPS float32 `envconfig:"KUBE_QPS" default:"100"`
 	// KubeBurst is the burst of API requests above KubeQPS.
@@ -156,14 +158,32 @@ func NewClients(rc *rest.Config) (Clients, error) {
 	if err != nil {
 		return Clients{}, err
 	}
+	// One rate limiter for berth's own clients, so that KUBE_QPS bounds the
+	// instance (Helm's clients, built on rc, keep their own).
+	limiter := rc.RateLimiter
+	if limiter == nil {
+		qps, burst := rc.QPS, rc.Burst
+		if qps == 0 {
+			qps = rest.DefaultQPS
+		}
+		if burst == 0 {
+			burst = rest.DefaultBurst
+		}
+		if qps > 0 {
+			limiter = flowcontrol.NewTokenBucketRateLimiter(qps, burst)
+		}
+	}
 	pc := rest.CopyConfig(rc)
+	pc.RateLimiter = limiter
 	pc.ContentType = runtime.ContentTypeProtobuf
 	pc.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	core, err := kubernetes.NewForConfigAndClient(pc, hc)
 	if err != nil {
 		return Clients{}, err
 	}
-	gw, err := gatewayapi.New(rc, hc)
+	gc := rest.CopyConfig(rc)
+	gc.RateLimiter = limiter
+	gw, err := gatewayapi.New(gc, hc)
 	if err != nil {
 		return Clients{}, err
 	}

@@ -119,3 +119,17 @@ func TestRequestsDoNotWaitOnAFailedConnect(t *testing.T) {
 		t.Errorf("a request after a failed Connect = %v (context: %v); want its own dial's error, not a wait", err, rctx.Err())
 	}
 }
+
+// TestOneRateLimiter: the built-in types' client and the Gateway API's share
+// one token bucket, so KUBE_QPS bounds the instance, not each client.
+func TestOneRateLimiter(t *testing.T) {
+	rc := &rest.Config{Host: "https://127.0.0.1:1", QPS: 7, Burst: 9}
+	c, err := kube.NewClients(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	core, gw := c.Core.CoreV1().RESTClient().GetRateLimiter(), c.Gateway.RESTClient().GetRateLimiter()
+	if core == nil || core != gw || core.QPS() != 7 {
+		t.Errorf("rate limiters: core %v, Gateway API %v; want one, at 7 QPS", core, gw)
+	}
+}

@@ -78,16 +78,19 @@ type Service struct {
 	// seen are the entry points this service has written ledgers of, by id:
 	// what the capacity metrics report on.
 	seen sync.Map
-	// absent are ids of entry points that have ledgers but that a consistent
-	// read found missing (deleted with ports bound): an absence.
+	// absent are ids of entry points that have ledgers but that a
+	// consistent read found missing (deleted with ports bound), or whose
+	// ledgers hold no live entry: an absence. Only ids that have ledgers.
 	absent sync.Map
 }
 
-// absence is when a consistent read found an entry point missing, and the
-// state of its ledger's blocks then (ledger.Listing.Version).
+// absence is when a consistent read found an entry point missing, or that
+// its ledger's blocks hold no live entry (lapsed), and the state of those
+// blocks then (ledger.Listing.Version).
 type absence struct {
 	at      time.Time
 	version string
+	lapsed  bool
 }
 
 // Request asks for a port.
@@ -802,7 +805,7 @@ func (s *Service) snapshot(ctx context.Context, only string, used bool) ([]entry
 // missed returns the ids of the entry points that all lacks and that are
 // wanted: only, if set; else those whose ledgers in listing hold a live
 // entry, but for those found absent less than absentFor ago whose ledger
-// has not been written since.
+// has not been written since. It keeps absent to the ids listing has.
 func (s *Service) missed(all []entrypoint.EntryPoint, only string, listing *ledger.Listing) []string {
 	known := func(id string) bool {
 		return slices.ContainsFunc(all, func(ep entrypoint.EntryPoint) bool { return ep.ID() == id })
@@ -815,19 +818,30 @@ func (s *Service) missed(all []entrypoint.EntryPoint, only string, listing *ledg
 	}
 	var out []string
 	now := s.now()
-	for _, id := range listing.EntryPoints() {
+	ids := listing.EntryPoints()
+	for _, id := range ids {
 		if known(id) {
 			continue
 		}
-		if a, ok := s.absent.Load(id); ok && now.Sub(a.(absence).at) < absentFor && a.(absence).version == listing.Version(id) {
+		v := listing.Version(id)
+		if a, ok := s.absent.Load(id); ok && a.(absence).version == v && (a.(absence).lapsed || now.Sub(a.(absence).at) < absentFor) {
 			continue
 		}
 		l, err := listing.Entries(id)
 		if err == nil && !slices.ContainsFunc(slices.Collect(maps.Values(l.Entries)), func(e portalloc.Entry) bool { return !e.Expired(now) }) {
-			continue // nothing it holds would be listed
+			// Nothing it holds would be listed, until it is written: a
+			// lapsed entry does not come back.
+			s.absent.Store(id, absence{at: now, version: v, lapsed: true})
+			continue
 		}
 		out = append(out, id)
 	}
+	s.absent.Range(func(id, _ any) bool {
+		if !slices.Contains(ids, id.(string)) {
+			s.absent.Delete(id) // its ledgers are gone
+		}
+		return true
+	})
 	return out
 }
 
