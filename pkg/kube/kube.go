@@ -60,9 +60,6 @@ func (c ClientSettings) RESTConfig(userAgent string) (*rest.Config, error) {
 // Clients are the API clients a function uses.
 type Clients struct {
 	REST *rest.Config
-	// HTTP is the HTTP client, and so the connection, the clients share.
-	// Build further clients on it (NewForConfigAndClient).
-	HTTP *http.Client
 	Core kubernetes.Interface
 	// Gateway reads and writes the Gateway API (gateway.networking.k8s.io/v1);
 	// its RESTClient reads answers that the reader decodes itself
@@ -187,5 +184,5 @@ func NewClients(rc *rest.Config) (Clients, error) {
 	if err != nil {
 		return Clients{}, err
 	}
-	return Clients{REST: rc, HTTP: hc, Core: core, Gateway: gw, connecting: conn}, nil
+	return Clients{REST: rc, Core: core, Gateway: gw, connecting: conn}, nil
 }
