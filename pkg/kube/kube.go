@@ -158,17 +158,8 @@ func NewClients(rc *rest.Config) (Clients, error) {
 	// One rate limiter for berth's own clients, so that KUBE_QPS bounds the
 	// instance (Helm's clients, built on rc, keep their own).
 	limiter := rc.RateLimiter
-	if limiter == nil {
-		qps, burst := rc.QPS, rc.Burst
-		if qps == 0 {
-			qps = rest.DefaultQPS
-		}
-		if burst == 0 {
-			burst = rest.DefaultBurst
-		}
-		if qps > 0 {
-			limiter = flowcontrol.NewTokenBucketRateLimiter(qps, burst)
-		}
+	if limiter == nil && rc.QPS > 0 {
+		limiter = flowcontrol.NewTokenBucketRateLimiter(rc.QPS, rc.Burst)
 	}
 	pc := rest.CopyConfig(rc)
 	pc.RateLimiter = limiter

@@ -378,11 +378,8 @@ func (f *Fetcher) fromRepo(ctx context.Context, base, name string, ref ChartRef)
 	if err != nil {
 		return nil, Source{}, err
 	}
-	if cv.Digest != "" {
-		sum := sha256.Sum256(data)
-		if hex.EncodeToString(sum[:]) != cv.Digest {
-			return nil, Source{}, fmt.Errorf("%w: %s does not match its digest in the index", ErrNotInstallable, archiveURL)
-		}
+	if cv.Digest != "" && digestOf(data) != cv.Digest {
+		return nil, Source{}, fmt.Errorf("%w: %s does not match its digest in the index", ErrNotInstallable, archiveURL)
 	}
 	f.archives.Add(key, data, int64(len(data)))
 	return data, Source{URL: archiveURL, Digest: cv.Digest}, nil

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
-	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -827,8 +826,7 @@ func (s *Service) missed(all []entrypoint.EntryPoint, only string, listing *ledg
 		if a, ok := s.absent.Load(id); ok && a.(absence).version == v && (a.(absence).lapsed || now.Sub(a.(absence).at) < absentFor) {
 			continue
 		}
-		l, err := listing.Entries(id)
-		if err == nil && !slices.ContainsFunc(slices.Collect(maps.Values(l.Entries)), func(e portalloc.Entry) bool { return !e.Expired(now) }) {
+		if l, err := listing.Entries(id); err == nil && !live(l, now) {
 			// Nothing it holds would be listed, until it is written: a
 			// lapsed entry does not come back.
 			s.absent.Store(id, absence{at: now, version: v, lapsed: true})
@@ -843,6 +841,16 @@ func (s *Service) missed(all []entrypoint.EntryPoint, only string, listing *ledg
 		return true
 	})
 	return out
+}
+
+// live reports whether l holds an entry that has not lapsed at now.
+func live(l *portalloc.Ledger, now time.Time) bool {
+	for _, e := range l.Entries {
+		if !e.Expired(now) {
+			return true
+		}
+	}
+	return false
 }
 
 // SweepResult says what one sweep did, per entry point.
