@@ -22,7 +22,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/restmapper"
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/expose"
 	"github.com/berth-dev/berth/pkg/gatewayapi"
@@ -115,7 +114,7 @@ func TestRBACGetport(t *testing.T) {
 	ctx := context.Background()
 	rc := as("getport")
 	core := kubernetes.NewForConfigOrDie(rc)
-	svc := settings.New(core, gatewayclient.NewForConfigOrDie(rc).GatewayV1().RESTClient())
+	svc := settings.New(core, gatewayClient(t, rc))
 	for _, lbip := range []string{localrun.SharedIP, localrun.NginxIP, localrun.GatewayIP} {
 		r, err := svc.Reserve(ctx, reservation.Request{Owner: "rbac/getport-" + lbip, Protocol: "TCP", LBIP: lbip})
 		if err != nil {
@@ -175,13 +174,10 @@ func TestRBACSetingress(t *testing.T) {
 	ctx := context.Background()
 	rc := as("setingress")
 	core := kubernetes.NewForConfigOrDie(rc)
-	gw, err := gatewayapi.New(rc, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	gw := gatewayClient(t, rc)
 	s := settings
 	s.TCPServicesConfigMap, s.UDPServicesConfigMap = "tcp-services", "udp-services"
-	exp := &expose.Exposer{Core: core, Ports: s.New(core, gw.RESTClient()), Backoff: kube.ConflictBackoff, Backends: expose.NewBackends(expose.Deps{Core: core, Gateway: gw, Backoff: kube.ConflictBackoff})}
+	exp := &expose.Exposer{Core: core, Ports: s.New(core, gw), Backoff: kube.ConflictBackoff, Backends: expose.NewBackends(expose.Deps{Core: core, Gateway: gw, Backoff: kube.ConflictBackoff})}
 	app(t, "exposed")
 	for _, lbip := range []string{localrun.SharedIP, localrun.NginxIP, localrun.GatewayIP} {
 		for _, proto := range []portalloc.Protocol{"TCP", "UDP"} {
@@ -263,7 +259,7 @@ func TestRBACInstall(t *testing.T) {
 		t.Errorf("as install, get a credentials Secret: %v, want NotFound (allowed, absent)", err)
 	}
 	// Where a release is exposed: every entry point's ledger, read.
-	ports := &expose.Exposer{Ports: settings.New(core, gatewayclient.NewForConfigOrDie(rc).GatewayV1().RESTClient())}
+	ports := &expose.Exposer{Ports: settings.New(core, gatewayClient(t, rc))}
 	if _, err := ports.List(ctx, reservation.Filter{}); err != nil {
 		t.Errorf("as install, list the exposures: %v", err)
 	}
@@ -408,4 +404,14 @@ func TestRBACTenantRoles(t *testing.T) {
 			t.Errorf("may %s %s %s/%s in %q = %v, want %v", tc.user, tc.verb, tc.resource, tc.sub, tc.inNS, sar.Status.Allowed, tc.want)
 		}
 	}
+}
+
+// gatewayClient is berth's Gateway API client, as rc.
+func gatewayClient(t *testing.T, rc *rest.Config) *gatewayapi.Client {
+	t.Helper()
+	c, err := gatewayapi.New(rc, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

@@ -11,11 +11,11 @@ import (
 	cloudevents "github.com/cloudevents/sdk-go/v2"
 	"github.com/cloudevents/sdk-go/v2/event"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/reservation"
@@ -35,8 +35,8 @@ type handler struct {
 	allowed []string
 }
 
-func newHandler(cfg Config, core kubernetes.Interface, gatewayAPI rest.Interface, ac auth.Access) *handler {
-	return &handler{svc: cfg.Settings.New(core, gatewayAPI), access: ac, allowed: cfg.AllowedNamespaces}
+func newHandler(cfg Config, core kubernetes.Interface, gw *gatewayapi.Client, ac auth.Access) *handler {
+	return &handler{svc: cfg.Settings.New(core, gw), access: ac, allowed: cfg.AllowedNamespaces}
 }
 
 // reserveFor reserves a port for req.Owner, if the caller may create ports in the

@@ -17,11 +17,11 @@ import (
 	"github.com/cloudevents/sdk-go/v2/event"
 	cehttp "github.com/cloudevents/sdk-go/v2/protocol/http"
 	"k8s.io/apimachinery/pkg/util/intstr"
-	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/portalloc"
@@ -53,7 +53,7 @@ func serve(t *testing.T, portMax int) (string, string) {
 		Settings: reservation.Settings{LoadBalancerNamespace: ns, PortMin: 20000, PortMax: portMax, ReservationTTL: time.Minute,
 			TCPServicesConfigMap: "tcp-services", UDPServicesConfigMap: "udp-services"},
 	}
-	h := newHandler(cfg, cp.Client, gatewayclient.NewForConfigOrDie(cp.Config).GatewayV1().RESTClient(), allowAll{})
+	h := newHandler(cfg, cp.Client, gatewayClient(t), allowAll{})
 	s := function.NewServer(cfg.Config, h.fn(), slog.New(slog.DiscardHandler))
 	srv := httptest.NewServer(s.Handler())
 	t.Cleanup(srv.Close)
@@ -405,4 +405,14 @@ func TestCapacitySummary(t *testing.T) {
 	if resp, b := do(t, "GET", url+"/ports?summary=maybe", "", ""); resp.StatusCode != 400 {
 		t.Errorf("summary=maybe = %d %s, want 400", resp.StatusCode, b)
 	}
+}
+
+// gatewayClient is berth's Gateway API client of the test control plane.
+func gatewayClient(t *testing.T) *gatewayapi.Client {
+	t.Helper()
+	c, err := gatewayapi.New(cp.Config, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
 }

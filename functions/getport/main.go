@@ -16,7 +16,7 @@ func main() {
 			return function.Function{}, err
 		}
 		guard := cfg.GuardSettings.New(c.Core)
-		h := newHandler(cfg, c.Core, c.Gateway.RESTClient(), guard)
+		h := newHandler(cfg, c.Core, c.Gateway, guard)
 		fn := h.fn()
 		fn.Gate = guard
 		fn.Warm = c.Connect

@@ -27,6 +27,7 @@ import (
 	"github.com/berth-dev/berth/pkg/events"
 	"github.com/berth-dev/berth/pkg/expose"
 	"github.com/berth-dev/berth/pkg/function"
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/problem"
 	"github.com/berth-dev/berth/pkg/release"
 	"github.com/berth-dev/berth/pkg/reservation"
@@ -61,7 +62,7 @@ type handler struct {
 	log       *slog.Logger
 }
 
-func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, gatewayAPI rest.Interface, ac auth.Access, log *slog.Logger) *handler {
+func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, gw *gatewayapi.Client, ac auth.Access, log *slog.Logger) *handler {
 	p := release.Policy{
 		Namespaces: cfg.AllowedNamespaces, Sources: cfg.AllowedChartSources,
 		AllowPrivateAddresses: cfg.AllowPrivateChartSources, MaxValuesBytes: cfg.MaxValuesBytes,
@@ -77,7 +78,7 @@ func newHandler(cfg Config, rc *rest.Config, core kubernetes.Interface, gatewayA
 			}),
 			Policy: p, DefaultTimeout: cfg.ReleaseTimeout, Log: log,
 		},
-		exposures: &expose.Exposer{Ports: cfg.Settings.New(core, gatewayAPI)},
+		exposures: &expose.Exposer{Ports: cfg.Settings.New(core, gw)},
 		access:    ac, allowed: cfg.AllowedNamespaces,
 		core: core, emit: function.NewEmitter(cfg.Config, "install"),
 		credsNS: cfg.CredentialsNamespace, log: log,

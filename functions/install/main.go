@@ -17,7 +17,7 @@ func main() {
 			return function.Function{}, err
 		}
 		guard := cfg.GuardSettings.New(c.Core)
-		h := newHandler(cfg, c.REST, c.Core, c.Gateway.RESTClient(), guard, log)
+		h := newHandler(cfg, c.REST, c.Core, c.Gateway, guard, log)
 		fn := h.fn()
 		fn.Gate = guard
 		fn.Warm = c.Connect

@@ -14,7 +14,6 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/berth-dev/berth/pkg/auth"
 	"github.com/berth-dev/berth/pkg/events"
@@ -46,11 +45,7 @@ type handler struct {
 
 func newHandler(cfg Config, core kubernetes.Interface, gw *gatewayapi.Client, ac auth.Access) *handler {
 	backends := expose.NewBackends(expose.Deps{Core: core, Gateway: gw, SharedIPAnnotations: cfg.SharedIPAnnotations, Backoff: kube.ConflictBackoff})
-	var gatewayAPI rest.Interface // nil without the Gateway API
-	if gw != nil {
-		gatewayAPI = gw.RESTClient()
-	}
-	ports := cfg.Settings.New(core, gatewayAPI)
+	ports := cfg.Settings.New(core, gw)
 	return &handler{
 		exp:   &expose.Exposer{Core: core, Ports: ports, Backends: backends, Backoff: kube.ConflictBackoff},
 		ports: ports, access: ac, allowed: cfg.AllowedNamespaces, confirm: cfg.ConfirmTimeout,

@@ -20,9 +20,9 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/portalloc"
 	"github.com/berth-dev/berth/pkg/problem"
@@ -115,9 +115,8 @@ func ParseID(id string) (Kind, string, error) {
 // Finder lists entry points in one namespace.
 type Finder struct {
 	Core kubernetes.Interface
-	// GatewayAPI reads the Gateway API (kube.Clients.GatewayAPI; a typed
-	// clientset's GatewayV1().RESTClient()). Nil where it is not used.
-	GatewayAPI rest.Interface
+	// Gateway reads the Gateway API. Nil where it is not used.
+	Gateway *gatewayapi.Client
 	// Namespace holds the entry points (LOAD_BALANCER_NAMESPACE).
 	Namespace string
 	// Label, when set, keeps only entry points labelled appingress=<Label>.
@@ -219,7 +218,7 @@ func (f *Finder) list(ctx context.Context, consistent, used bool) ([]EntryPoint,
 		}
 		return nil
 	})
-	if f.GatewayAPI != nil {
+	if f.Gateway != nil {
 		g.Go(func() (err error) {
 			gws, err = f.listGateways(gctx, opts)
 			if apierrors.IsNotFound(err) {
@@ -231,13 +230,17 @@ func (f *Finder) list(ctx context.Context, consistent, used bool) ([]EntryPoint,
 			return nil
 		})
 	}
-	if f.GatewayAPI != nil && used {
+	if f.Gateway != nil && used {
 		g.Go(func() (err error) {
 			// Others' ListenerSets only: the ports of berth's own are in the
 			// ledger, and at a thousand exposures their listeners would make
 			// every request read a megabyte.
-			ls, err = f.listListenerSets(gctx, metav1.ListOptions{ResourceVersion: rv,
+			var l *gatewayv1.ListenerSetList
+			l, err = f.Gateway.ListenerSets(f.Namespace).List(gctx, metav1.ListOptions{ResourceVersion: rv,
 				LabelSelector: kube.LabelManagedBy + "!=" + kube.ManagedBy})
+			if l != nil {
+				ls = l.Items
+			}
 			if apierrors.IsNotFound(err) {
 				return nil
 			}

@@ -35,38 +35,19 @@ type gateway struct {
 }
 
 // listGateways lists the Gateways of the Finder's namespace that opts
-// select, decoding only what berth reads of them.
+// select, decoding only what berth reads of them, as the API server's
+// decoder would (field names match case-sensitively).
 func (f *Finder) listGateways(ctx context.Context, opts metav1.ListOptions) ([]gateway, error) {
+	raw, err := f.Gateway.RESTClient().Get().Namespace(f.Namespace).Resource("gateways").
+		VersionedParams(&opts, metav1.ParameterCodec).Do(ctx).Raw()
+	if err != nil {
+		return nil, err
+	}
 	var l struct {
 		Items []gateway `json:"items"`
 	}
-	if err := f.listGatewayAPI(ctx, "gateways", opts, &l); err != nil {
-		return nil, err
+	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, &l); err != nil {
+		return nil, fmt.Errorf("decode the Gateways of %s: %w", f.Namespace, err)
 	}
 	return l.Items, nil
-}
-
-// listListenerSets lists the ListenerSets of the Finder's namespace that
-// opts select.
-func (f *Finder) listListenerSets(ctx context.Context, opts metav1.ListOptions) ([]gatewayv1.ListenerSet, error) {
-	var l gatewayv1.ListenerSetList
-	if err := f.listGatewayAPI(ctx, "listenersets", opts, &l); err != nil {
-		return nil, err
-	}
-	return l.Items, nil
-}
-
-// listGatewayAPI lists a Gateway API resource of the Finder's namespace
-// into list, decoding it as the API server's decoder would (field names
-// match case-sensitively).
-func (f *Finder) listGatewayAPI(ctx context.Context, resource string, opts metav1.ListOptions, list any) error {
-	raw, err := f.GatewayAPI.Get().Namespace(f.Namespace).Resource(resource).
-		VersionedParams(&opts, metav1.ParameterCodec).Do(ctx).Raw()
-	if err != nil {
-		return err
-	}
-	if err := kjson.UnmarshalCaseSensitivePreserveInts(raw, list); err != nil {
-		return fmt.Errorf("decode the %s of %s: %w", resource, f.Namespace, err)
-	}
-	return nil
 }

@@ -11,9 +11,9 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
-	"k8s.io/kubectl/pkg/scheme"
 	gatewayv1 "sigs.k8s.io/gateway-api/apis/v1"
 
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/portalloc"
 )
 
@@ -92,10 +92,9 @@ func serving(t *testing.T, body []byte) (*Finder, <-chan *url.URL) {
 		_, _ = w.Write(body)
 	}))
 	t.Cleanup(srv.Close)
-	c, err := rest.RESTClientFor(&rest.Config{Host: srv.URL, APIPath: "/apis", ContentConfig: rest.ContentConfig{
-		GroupVersion: &gatewayv1.SchemeGroupVersion, NegotiatedSerializer: scheme.Codecs.WithoutConversion()}})
+	c, err := gatewayapi.New(&rest.Config{Host: srv.URL}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &Finder{GatewayAPI: c, Namespace: "ingress"}, asked
+	return &Finder{Gateway: c, Namespace: "ingress"}, asked
 }

@@ -65,7 +65,7 @@ func newFixture(t testing.TB, backend string) *fixture {
 		f.ep = "service.shared"
 	}
 	ports := &reservation.Service{
-		EntryPoints: &entrypoint.Finder{Core: cp.Client, GatewayAPI: api.RESTClient(), Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services",
+		EntryPoints: &entrypoint.Finder{Core: cp.Client, Gateway: api, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services",
 			MaxAge: reservation.EntryPointsMaxAge},
 		Ledgers:  ledger.NewBooks(cp.Client.CoreV1(), kube.ConflictBackoff),
 		Services: reservation.KubeServices{Client: cp.Client},

@@ -63,12 +63,7 @@ func New(rc *rest.Config, hc *http.Client) (*Client, error) {
 
 // RESTClient is the client's REST client, for reads that decode their
 // answers themselves (entrypoint).
-func (c *Client) RESTClient() rest.Interface {
-	if c == nil {
-		return nil
-	}
-	return c.rest
-}
+func (c *Client) RESTClient() rest.Interface { return c.rest }
 
 // Gateways are the Gateways of namespace.
 func (c *Client) Gateways(namespace string) *gentype.ClientWithList[*gatewayv1.Gateway, *gatewayv1.GatewayList] {

@@ -26,6 +26,7 @@ import (
 	gatewayclient "sigs.k8s.io/gateway-api/pkg/client/clientset/versioned"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 	"github.com/berth-dev/berth/pkg/kube"
 	"github.com/berth-dev/berth/pkg/ledger"
 	"github.com/berth-dev/berth/pkg/portalloc"
@@ -49,9 +50,9 @@ func TestMain(m *testing.M) {
 var wide = portalloc.Range{Min: 20000, Max: 30000}
 
 // newService builds the service as getport does, on client.
-func newService(core kubernetes.Interface, gatewayAPI rest.Interface, ns string, r portalloc.Range) *Service {
+func newService(core kubernetes.Interface, gw *gatewayapi.Client, ns string, r portalloc.Range) *Service {
 	return &Service{
-		EntryPoints: &entrypoint.Finder{Core: core, GatewayAPI: gatewayAPI, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services"},
+		EntryPoints: &entrypoint.Finder{Core: core, Gateway: gw, Namespace: ns, TCPServices: "tcp-services", UDPServices: "udp-services"},
 		Ledgers:     ledger.NewBooks(core.CoreV1(), kube.ConflictBackoff),
 		Namespace:   ns,
 		Services:    KubeServices{Client: core},
@@ -62,8 +63,11 @@ func newService(core kubernetes.Interface, gatewayAPI rest.Interface, ns string,
 
 func testService(t *testing.T, r portalloc.Range) (*Service, string) {
 	ns := cp.Namespace(t)
-	gw := gatewayclient.NewForConfigOrDie(cp.Config)
-	return newService(cp.Client, gw.GatewayV1().RESTClient(), ns, r), ns
+	gw, err := gatewayapi.New(cp.Config, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newService(cp.Client, gw, ns, r), ns
 }
 
 // entriesOf reads every entry of the ledger of the LoadBalancer Service

@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
+
+	"github.com/berth-dev/berth/pkg/gatewayapi"
 
 	"github.com/berth-dev/berth/pkg/entrypoint"
 	"github.com/berth-dev/berth/pkg/kube"
@@ -77,11 +78,11 @@ func (s Settings) Range() portalloc.Range { return portalloc.Range{Min: s.PortMi
 const EntryPointsMaxAge = time.Second
 
 // New builds the reservation service these settings describe, reporting its
-// ports' usage when metrics are exported. gatewayAPI reads the Gateway API
+// ports' usage when metrics are exported. gw reads the Gateway API
 // (entrypoint.Finder); nil where it is not used.
-func (s Settings) New(core kubernetes.Interface, gatewayAPI rest.Interface) *Service {
+func (s Settings) New(core kubernetes.Interface, gw *gatewayapi.Client) *Service {
 	finder := &entrypoint.Finder{
-		Core: core, GatewayAPI: gatewayAPI, Namespace: s.LoadBalancerNamespace, Label: s.IngressLabel,
+		Core: core, Gateway: gw, Namespace: s.LoadBalancerNamespace, Label: s.IngressLabel,
 		TCPServices: s.TCPServicesConfigMap, UDPServices: s.UDPServicesConfigMap,
 		MaxAge: EntryPointsMaxAge,
 	}
